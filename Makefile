@@ -1,0 +1,52 @@
+# userstats: `make run` runs it, `make test` tests it. Both create .venv when it is missing.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock 2>/dev/null | cksum | cut -d' ' -f1)
+CODE   := ingest query shared sim launcher
+RUN_ARGS ?=
+
+.PHONY: venv run demo test lint typecheck unit integration soak bench clean
+
+$(STAMP):
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	@rm -f $(VENV)/.installed-* && touch $@
+
+venv: $(STAMP)
+
+## run: local nats-server (JetStream under ./data), ingest and one query replica; Ctrl-C stops all
+run: $(STAMP)
+	$(BIN)/userstats-run $(RUN_ARGS)
+
+## demo: the same, plus the simulator publishing 200 events/s
+demo: $(STAMP)
+	$(BIN)/userstats-run --sim-rate 200 $(RUN_ARGS)
+
+## test: format check, lint, types, then every test
+test: lint typecheck
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff format --check $(CODE) tests bench
+	$(BIN)/ruff check $(CODE) tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict $(CODE)
+
+unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+integration: $(STAMP)
+	$(BIN)/pytest -q tests/integration
+
+## soak: the long fault tests (bounded; loopback only)
+soak: $(STAMP)
+	$(BIN)/pytest -q -m soak --runsoak tests
+
+## bench: every benchmark in bench/ (tables on stdout, JSON in bench/results/)
+bench: $(STAMP)
+	$(BIN)/python -m bench.run_all
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

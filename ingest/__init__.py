@@ -1,0 +1,1 @@
+"""userstats ingest: the only writer. Stream -> pure projection -> DuckDB, then snapshots."""

@@ -1,0 +1,76 @@
+"""Write commands (alias.add / alias.delete / alias.update), forwarded here by replicas.
+
+Serialized by one lock: decide on the live State, append the journal event, wait until it
+is projected, reply with the outcome and the seq it is visible at (read-your-writes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from ingest.journal import Journal
+from ingest.projector import ProjectorLoop
+from shared import aliases, requests
+from shared import messages as m
+from shared.subjects import INGEST_COMMAND_SUBJECT
+
+log = logging.getLogger(__name__)
+
+PROJECT_TIMEOUT = 10.0
+
+
+class WriteCommands:
+    def __init__(self, nc: Client, journal: Journal, loop: ProjectorLoop, max_bytes: int) -> None:
+        self._nc = nc
+        self._journal = journal
+        self._loop = loop
+        self._max_bytes = max_bytes
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        await self._nc.subscribe(INGEST_COMMAND_SUBJECT, queue="userstats-ingest", cb=self._on_msg)
+
+    async def _on_msg(self, msg: Msg) -> None:
+        reply = await self.handle(msg.data)
+        if msg.reply:
+            await msg.respond(reply)
+
+    async def handle(self, data: bytes) -> bytes:
+        command: str | None = None
+        try:
+            req = requests.parse(requests.decode_object(data, self._max_bytes))
+            command = req.command
+            if command not in requests.WRITE_COMMANDS:
+                raise m.RequestError(f"{command} is not a write command", command)
+            async with self._lock:
+                return await self._execute(req)
+        except m.RequestError as exc:
+            return m.error(exc.command or command, exc.message, self._loop.applied_seq)
+
+    async def _execute(self, req: requests.Request) -> bytes:
+        state = self._loop.projector.state
+        now = datetime.now(UTC)
+        p = req.params
+        if isinstance(p, m.AliasUpdateParams):
+            outcome = aliases.decide_update(state, p, now)
+        elif req.command == "alias.add":
+            assert isinstance(p, m.AliasPairParams)
+            outcome = aliases.decide_add(state, p, now)
+        else:
+            assert isinstance(p, m.AliasPairParams)
+            outcome = aliases.decide_delete(state, p, now)
+        if outcome.event is None:
+            return m.ok(req.command, outcome.data, self._loop.applied_seq)
+        seq = await self._journal.append(outcome.event)
+        if not await self._loop.wait_applied(seq, PROJECT_TIMEOUT):
+            raise m.RequestError(
+                f"{req.command} appended at seq {seq} but not projected within {PROJECT_TIMEOUT:.0f} s",
+                req.command,
+            )
+        log.info("%s: %s (seq %d)", req.command, outcome.data["message"], seq)
+        return m.ok(req.command, outcome.data, seq)

@@ -1,0 +1,136 @@
+"""The projector loop: stream from checkpoint+1 -> Projector -> one transaction per batch.
+
+Projecting batch N+1 overlaps with writing batch N (DuckDB releases the GIL). If a write
+fails, the DuckDB transaction rolls back, so the tables still match the checkpoint: we
+drop the in-memory State, reload it from the tables and read the stream again from there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+import duckdb
+from nats.js import JetStreamContext
+
+from ingest.metrics import IngestMetrics
+from ingest.stream_setup import STREAM_SUBJECTS
+from shared import apply
+from shared.delta import Delta
+from shared.projection import Projector
+from shared.stream import StreamReader
+
+log = logging.getLogger(__name__)
+
+
+class ProjectorLoop:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        con: duckdb.DuckDBPyConnection,
+        stream: str,
+        metrics: IngestMetrics,
+        batch_max_events: int = 20_000,
+        batch_max_seconds: float = 0.5,
+    ) -> None:
+        self._js = js
+        self._con = con
+        self._stream = stream
+        self._metrics = metrics
+        self._max_events = batch_max_events
+        self._max_seconds = batch_max_seconds
+        cp = apply.read_checkpoint(con)
+        self.applied_seq = cp.seq
+        self.generation = cp.generation
+        self.projector = Projector(apply.load_state(con))
+        self._applied = asyncio.Condition()
+        self.on_applied: list[Callable[[int], None]] = []
+
+    async def wait_applied(self, seq: int, timeout: float) -> bool:
+        """Wait until the tables reflect `seq`; False on timeout."""
+        async with self._applied:
+            try:
+                await asyncio.wait_for(self._applied.wait_for(lambda: self.applied_seq >= seq), timeout)
+            except TimeoutError:
+                return False
+        return True
+
+    def _write(self, delta: Delta, seq: int, event_us: int, events: int) -> None:
+        started = time.perf_counter()
+        apply.apply_batch(self._con, delta, seq, event_us)
+        self._metrics.batch_seconds.observe(time.perf_counter() - started)
+        self._metrics.batch_events.observe(events)
+
+    async def _committed(self, delta: Delta, seq: int, events: int) -> None:
+        self.applied_seq = seq
+        self._metrics.events_projected.inc(events)
+        self._metrics.checkpoint_seq.set(seq)
+        dead = delta.counters.upserts.get(("dead_letters",))
+        if dead:
+            self._metrics.dead_letters.inc(dead[0])
+            log.warning("seq <= %d: %d message(s) recorded as dead letters", seq, dead[0])
+        async with self._applied:
+            self._applied.notify_all()
+        for cb in self.on_applied:
+            cb(seq)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        backoff = 1.0
+        while not stop.is_set():
+            try:
+                await self._run_once(stop)
+                return
+            except (duckdb.Error, OSError) as exc:
+                self._metrics.apply_failures.inc()
+                log.error(
+                    "writing a batch failed (%s); tables stay at seq %d. Retrying in %.0f s",
+                    exc,
+                    self.applied_seq,
+                    backoff,
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff)
+                backoff = min(backoff * 2, 30.0)
+                self.projector = Projector(await asyncio.to_thread(apply.load_state, self._con))
+
+    async def _run_once(self, stop: asyncio.Event) -> None:
+        reader = StreamReader(self._js, self._stream, STREAM_SUBJECTS, self.applied_seq + 1)
+        await reader.start()
+        log.info("projecting from seq %d", self.applied_seq + 1)
+        pending: asyncio.Task[None] | None = None
+        try:
+            while not stop.is_set():
+                if not await reader.wait(timeout=0.5):
+                    continue
+                delta, seq, event_us, n = self._project_batch(reader)
+                if pending is not None:
+                    await pending
+                pending = asyncio.create_task(self._commit(delta, seq, event_us, n))
+            if pending is not None:
+                await pending
+                pending = None
+        finally:
+            await reader.stop()
+            if pending is not None and not pending.done():
+                pending.cancel()
+
+    def _project_batch(self, reader: StreamReader) -> tuple[Delta, int, int, int]:
+        proj = self.projector
+        started = time.perf_counter()
+        n = 0
+        while n < self._max_events and time.perf_counter() - started < self._max_seconds:
+            items = reader.take(min(2000, self._max_events - n))
+            if not items:
+                break
+            for item in items:
+                proj.project(item.seq, item.subject, item.data, item.stream_us)
+            n += len(items)
+        delta, proj.delta = proj.delta, Delta()
+        return delta, proj.last_seq, proj.last_event_us, n
+
+    async def _commit(self, delta: Delta, seq: int, event_us: int, n: int) -> None:
+        await asyncio.to_thread(self._write, delta, seq, event_us, n)
+        await self._committed(delta, seq, n)

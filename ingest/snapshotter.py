@@ -1,0 +1,124 @@
+"""Periodic index-free snapshots: DuckDB file -> Object Store -> KV pointer -> prune.
+
+A snapshot is written from its own cursor inside one read transaction, so it is a
+consistent copy at one checkpoint while the projector keeps writing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import duckdb
+import msgspec
+from nats.js import JetStreamContext
+
+from ingest.metrics import IngestMetrics
+from shared import schema, snapshots, subjects
+from shared.snapshots import SnapshotPointer
+
+log = logging.getLogger(__name__)
+
+
+def write_snapshot(con: duckdb.DuckDBPyConnection, dest: Path) -> tuple[int, int, str]:
+    """Copy every table without indexes into a new DuckDB file; (seq, event_us, generation)."""
+    cur = con.cursor()
+    try:
+        cur.execute(f"ATTACH '{dest}' AS snap")
+        try:
+            cur.execute("BEGIN TRANSACTION")
+            row = cur.execute(
+                f"SELECT seq, event_time_us, generation FROM {schema.CHECKPOINT_TABLE}"
+            ).fetchone()
+            assert row is not None
+            for name in schema.ALL_TABLE_NAMES:
+                cur.execute(f"CREATE TABLE snap.{name} AS SELECT * FROM main.{name}")
+            cur.execute("COMMIT")
+        finally:
+            cur.execute("DETACH snap")
+    finally:
+        cur.close()
+    return int(row[0]), int(row[1]), str(row[2])
+
+
+class Snapshotter:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        con: duckdb.DuckDBPyConnection,
+        workdir: Path,
+        metrics: IngestMetrics,
+        retention: int = 3,
+    ) -> None:
+        self._js = js
+        self._con = con
+        self._dir = workdir
+        self._metrics = metrics
+        self._retention = retention
+        self._published: list[str] = []
+        self.last_seq = -1
+
+    async def publish(self) -> SnapshotPointer:
+        """Write, upload and point to a snapshot of the current tables."""
+        started = time.perf_counter()
+        self._dir.mkdir(parents=True, exist_ok=True)
+        path = self._dir / f"snapshot-{uuid.uuid4().hex}.duckdb"
+        try:
+            seq, event_us, generation = await asyncio.to_thread(write_snapshot, self._con, path)
+            sha = await asyncio.to_thread(snapshots.file_sha256, path)
+            name = f"snapshot-{seq:012d}-{uuid.uuid4().hex[:8]}"
+            obs, kv = await snapshots.ensure_buckets(self._js)
+            size = await snapshots.upload(obs, name, path)
+        finally:
+            path.unlink(missing_ok=True)
+        pointer = SnapshotPointer(
+            seq=seq,
+            object=name,
+            projection_version=schema.PROJECTION_VERSION,
+            generation=generation,
+            size=size,
+            sha256=sha,
+            created_at=datetime.now(UTC).isoformat(),
+            event_time_us=event_us,
+        )
+        await kv.put(subjects.POINTER_KEY, msgspec.json.encode(pointer))
+        self._published.append(name)
+        keep = self._published[-self._retention :]
+        self._published = keep
+        pruned = await snapshots.prune(obs, keep)
+        self.last_seq = seq
+        elapsed = time.perf_counter() - started
+        self._metrics.snapshot_seconds.observe(elapsed)
+        self._metrics.snapshot_bytes.set(size)
+        self._metrics.snapshot_seq.set(seq)
+        self._metrics.snapshots.inc()
+        log.info(
+            "snapshot %s published: seq %d, %.1f MB, %.2f s%s",
+            name,
+            seq,
+            size / 1e6,
+            elapsed,
+            f", {pruned} old pruned" if pruned else "",
+        )
+        return pointer
+
+    async def run(self, stop: asyncio.Event, interval: float, current_seq: Callable[[], int]) -> None:
+        """Every `interval` seconds, publish a snapshot if the checkpoint moved."""
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), interval)
+                return
+            except TimeoutError:
+                pass
+            if current_seq() == self.last_seq:
+                continue
+            try:
+                await self.publish()
+            except Exception as exc:  # a failed snapshot must not stop ingest
+                self._metrics.snapshot_failures.inc()
+                log.error("snapshot failed: %s", exc)

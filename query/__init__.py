@@ -1,0 +1,1 @@
+"""userstats query: read-only replicas answering the kryten-userstats NATS contract."""

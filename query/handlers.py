@@ -1,0 +1,271 @@
+"""From request bytes to reply bytes: decode, route, wait for min_seq, read or forward.
+
+Bad input of any kind becomes the spec's error envelope; nothing raises out of `handle`.
+Replies to reads are cached per (command, parameters) and valid only for the sequence they
+were computed at: the tables change only when a batch is applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+
+from query import reads
+from query.metrics import QueryMetrics
+from query.replica import Replica
+from shared import __version__, requests
+from shared import messages as m
+from shared.settings import Settings
+from shared.subjects import INGEST_COMMAND_SUBJECT, SEED_PREFIX
+
+log = logging.getLogger(__name__)
+
+Read = Callable[[reads.Scope, Any], Any]
+
+READS: dict[str, Read] = {
+    "user.stats": reads.user_stats,
+    "user.profile": reads.user_profile,
+    "user.messages": reads.user_messages,
+    "user.activity": reads.user_activity,
+    "user.kudos": reads.user_kudos,
+    "stats.global": reads.stats_global,
+    "channel.top_users": reads.channel_top_users,
+    "channel.population": reads.channel_population,
+    "channel.media_history": reads.channel_media_history,
+    "channel.watermarks": reads.channel_watermarks,
+    "channel.movie_votes": reads.channel_movie_votes,
+    "leaderboard.messages": reads.leaderboard_messages,
+    "leaderboard.kudos": reads.leaderboard_kudos,
+    "leaderboard.emotes": reads.leaderboard_emotes,
+    "timeseries.messages": reads.timeseries_messages,
+    "timeseries.kudos": reads.timeseries_kudos,
+    "alias.list": reads.alias_list,
+    "alias.get": reads.alias_get,
+    "alias.find": reads.alias_find,
+}
+WRITE_TIMEOUT = 15.0
+CACHE_MAX = 10_000
+
+
+class Dispatcher:
+    def __init__(self, nc: Client, replica: Replica, settings: Settings, metrics: QueryMetrics) -> None:
+        self._nc = nc
+        self._replica = replica
+        self._settings = settings
+        self._metrics = metrics
+        self._max_bytes = settings.userstats.request_max_bytes
+        self.commands_processed = 0
+        self.started = time.monotonic()
+        self._cache: dict[bytes, tuple[int, bytes]] = {}
+        self._totals: tuple[int, dict[str, int]] = (-1, {})
+        self._hostname = socket.gethostname()
+
+    # --- entry point -------------------------------------------------------------------
+
+    async def handle(self, subject: str, data: bytes) -> bytes:
+        started = time.perf_counter()
+        command = "invalid"
+        outcome = "error"
+        try:
+            req = self._decode(subject, data)
+            command = req.command
+            reply = await self._execute(req)
+            outcome = "ok"
+        except m.RequestError as exc:
+            if exc.command and exc.command in requests.COMMAND_PARAMS:
+                command = exc.command
+            reply = m.error(exc.command, exc.message, self._replica.db_seq)
+        except Exception:
+            log.exception("request on %s failed", subject)
+            reply = m.error(command if command != "invalid" else None, "Internal error", self._replica.db_seq)
+        self._metrics.requests.labels(command, outcome).inc()
+        self._metrics.latency.labels(command).observe(time.perf_counter() - started)
+        return reply
+
+    def _decode(self, subject: str, data: bytes) -> requests.Request:
+        if subject.startswith(SEED_PREFIX + "."):
+            domain, query_type = requests.seed_route(subject, SEED_PREFIX)
+            if query_type not in requests.SEED_COMMANDS:
+                raise m.RequestError(f"Unknown query type: {query_type}"[:300])
+            obj = requests.decode_object(data, self._max_bytes, empty_ok=True)
+            self.commands_processed += 1
+            return requests.parse(obj, command=query_type, domain=domain)
+        obj = requests.decode_object(data, self._max_bytes)
+        self.commands_processed += 1  # as 0.7.1: everything that reaches the dispatcher
+        return requests.parse(obj)
+
+    async def _execute(self, req: requests.Request) -> bytes:
+        if req.command in requests.WRITE_COMMANDS:
+            return await self._forward_write(req)
+        if req.command == "system.ping":
+            return m.ok(req.command, self._ping(), self._replica.db_seq)
+        if req.command == "system.health":
+            return m.ok(req.command, self._health(), self._replica.db_seq)
+        if not self._replica.loaded:
+            raise m.RequestError(
+                f"not ready: {self._replica.problem or 'no snapshot loaded yet'}", req.command
+            )
+        if req.min_seq is not None and req.min_seq > self._replica.applied_seq:
+            await self._wait_for(req)
+        if req.command == "system.stats":
+            return await self._replica.db(self._stats_reply)
+        if req.command == "channel.all_stats":
+            return await self._replica.db(self._all_stats, req.params)
+        key = req.command.encode() + b"\0" + msgspec.json.encode(req.params)
+        cached = self._cache.get(key)
+        if cached is not None and cached[0] == self._replica.db_seq:
+            self._metrics.cache_hits.inc()
+            return cached[1]
+        return await self._replica.db(self._read, req.command, req.params, key)
+
+    async def _wait_for(self, req: requests.Request) -> None:
+        timeout = self._settings.userstats.min_seq_timeout_seconds
+        raw_timeout = req.raw.get("timeout")
+        if isinstance(raw_timeout, int | float) and not isinstance(raw_timeout, bool) and raw_timeout > 0:
+            timeout = min(float(raw_timeout), self._settings.userstats.min_seq_timeout_max_seconds)
+        assert req.min_seq is not None
+        if not await self._replica.wait_applied(req.min_seq, timeout):
+            raise m.RequestError(
+                f"Timed out after {timeout:g} s waiting for seq {req.min_seq}; "
+                f"this replica is at seq {self._replica.applied_seq}",
+                req.command,
+            )
+
+    # --- on the database thread ----------------------------------------------------------
+
+    def _scope(self) -> reads.Scope:
+        con = self._replica.con
+        assert con is not None
+        return reads.Scope(con, self._settings.default_domain, self._replica.event_time_us)
+
+    def _read(self, command: str, params: Any, key: bytes) -> bytes:
+        seq = self._replica.db_seq
+        reply = m.ok(command, READS[command](self._scope(), params), seq)
+        if len(self._cache) >= CACHE_MAX:
+            self._cache.clear()
+        self._cache[key] = (seq, reply)
+        return reply
+
+    def _totals_now(self) -> dict[str, int]:
+        seq = self._replica.db_seq
+        if self._totals[0] != seq:
+            self._totals = (seq, reads.totals(self._scope()))
+        return self._totals[1]
+
+    def _stats(self) -> dict[str, Any]:
+        t = self._totals_now()
+        return {
+            "total_users": t["total_users"],
+            "total_messages": t["total_messages"],
+            "total_pms": t["total_pms"],
+            "total_kudos": t["total_kudos_plusplus"],  # ++ only, as 0.7.1
+            "total_emotes": t["total_emotes"],
+            "total_media_changes": t["total_media_changes"],
+            "events_processed": t["events_processed"],
+            "commands_processed": self.commands_processed,
+            "active_sessions": t["active_sessions"],
+        }
+
+    def _stats_reply(self) -> bytes:
+        return m.ok("system.stats", self._stats(), self._replica.db_seq)
+
+    def _all_stats(self, p: m.AllStatsParams) -> bytes:
+        sc = self._scope()
+        d = reads.domain_of(sc, p.domain)
+        channel = p.channel or self._settings.default_channel
+        if not channel:
+            raise m.RequestError("channel required (no channel is configured)", "channel.all_stats")
+        lim = p.limits
+        data = {
+            "domain": d,
+            "system": {"health": self._health(), "stats": self._stats()},
+            "leaderboards": {
+                "messages": reads.top_users(sc, channel, d, lim.leaderboards),
+                "kudos": reads.kudos_leaderboard(sc, d, lim.leaderboards),
+                "emotes": reads.emote_leaderboard(sc, d, lim.leaderboards),
+            },
+            "channel": {
+                "top_users": reads.top_users(sc, channel, d, lim.top_users),
+                "population": {
+                    "current": reads.current_snapshot(sc, channel, d),
+                    "history_24h": reads.snapshot_rows(sc, channel, d, reads.as_of_minus(sc, 86400)),
+                },
+                "watermarks": reads.watermarks(sc, channel, d, None),
+                "media_history": reads.media_history(sc, channel, d, lim.media_history),
+                "movie_votes": reads.movie_votes(sc, channel, d),
+            },
+        }
+        return m.ok("channel.all_stats", data, self._replica.db_seq)
+
+    # --- system commands -------------------------------------------------------------------
+
+    def uptime(self) -> float:
+        return round(time.monotonic() - self.started, 3)
+
+    def _ping(self) -> dict[str, Any]:
+        return {
+            "pong": True,
+            "service": m.SERVICE,
+            "version": __version__,
+            "uptime_seconds": self.uptime(),
+            "timestamp": datetime.now(UTC).isoformat(),
+            "metrics_endpoint": f"http://{self._hostname}:{self._settings.metrics.port}/metrics",
+        }
+
+    def _health(self) -> dict[str, Any]:
+        r = self._replica
+        healthy = r.loaded and self._nc.is_connected
+        return {
+            "service": m.SERVICE,
+            "status": "healthy"
+            if healthy and r.problem is None
+            else ("degraded" if healthy else "unhealthy"),
+            "uptime_seconds": self.uptime(),
+            "database_connected": r.loaded,
+            "nats_connected": self._nc.is_connected,
+            "following": r.following,
+            "snapshot_seq": r.pointer.seq if r.pointer else None,
+            "problem": r.problem,
+        }
+
+    # --- writes ---------------------------------------------------------------------------
+
+    async def _forward_write(self, req: requests.Request) -> bytes:
+        """Alias writes go to ingest, the only writer; reply once this replica has them too."""
+        body = msgspec.json.encode({k: v for k, v in req.raw.items() if k != "min_seq"})
+        try:
+            msg = await self._nc.request(INGEST_COMMAND_SUBJECT, body, timeout=WRITE_TIMEOUT)
+        except NoRespondersError:
+            raise m.RequestError(
+                "ingest is not running: alias changes are unavailable", req.command
+            ) from None
+        except (NatsTimeoutError, TimeoutError):
+            raise m.RequestError(f"ingest did not answer within {WRITE_TIMEOUT:.0f} s", req.command) from None
+        try:
+            seq = int(msgspec.json.decode(msg.data).get("as_of_seq", 0))
+        except (msgspec.DecodeError, AttributeError, TypeError, ValueError):
+            seq = 0
+        if seq > self._replica.applied_seq:
+            await self._replica.wait_applied(seq, 2.0)
+        return bytes(msg.data)
+
+
+async def respond(dispatcher: Dispatcher, msg: Any, slots: asyncio.Semaphore) -> None:
+    """Answer one request (run as its own task, so slow reads do not block the subscription)."""
+    async with slots:
+        reply = await dispatcher.handle(msg.subject, msg.data)
+        if msg.reply:
+            try:
+                await msg.respond(reply)
+            except Exception as exc:  # the requester went away or NATS is reconnecting
+                log.debug("reply to %s not sent: %s", msg.subject, exc)

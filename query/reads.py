@@ -1,0 +1,537 @@
+"""Read-only queries behind each command, on a replica's private DuckDB copy.
+
+Names are matched case-insensitively and replies use the stored spelling. Time windows
+(`hours`, `days`, the 24 h history) end at the newest event time in the log (`as_of_us`),
+not at the replica's clock, so the same log gives the same answer anywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import duckdb
+
+from shared import messages as m
+from shared.state import SERVER_USER
+
+HOUR_FMT = "%Y-%m-%d %H:00:00"
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What every read needs besides its parameters."""
+
+    con: duckdb.DuckDBPyConnection
+    default_domain: str
+    as_of_us: int
+
+
+def iso(ts: datetime | None) -> str:
+    if ts is None:
+        return ""
+    return ts.replace(tzinfo=UTC).isoformat()
+
+
+_U = "lower(username) = lower(?)"
+_D = "lower(domain) = lower(?)"
+_C = "lower(channel) = lower(?)"
+
+
+def _rows(sc: Scope, sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+    return sc.con.execute(sql, params).fetchall()
+
+
+def _one(sc: Scope, sql: str, params: list[Any]) -> Any:
+    row = sc.con.execute(sql, params).fetchone()
+    return row[0] if row else None
+
+
+def domain_of(sc: Scope, domain: str | None) -> str:
+    return domain or sc.default_domain
+
+
+def user_spelling(sc: Scope, username: str) -> str:
+    """The stored spelling of a user (first seen), or the name as sent."""
+    found = _one(
+        sc,
+        "SELECT username FROM users WHERE lower(username) = lower(?) ORDER BY first_seq LIMIT 1",
+        [username],
+    )
+    return str(found) if found is not None else username
+
+
+def channel_spelling(sc: Scope, domain: str, channel: str) -> str:
+    found = _one(
+        sc,
+        f"SELECT channel FROM channel_clock WHERE {_D} AND {_C} LIMIT 1",
+        [domain, channel],
+    )
+    return str(found) if found is not None else channel
+
+
+# --- per-user -------------------------------------------------------------------------
+
+
+def _message_count(sc: Scope, user: str, channel: str, domain: str) -> int:
+    return int(
+        _one(
+            sc,
+            f"SELECT coalesce(sum(message_count), 0) FROM message_counts WHERE {_U} AND {_C} AND {_D}",
+            [user, channel, domain],
+        )
+    )
+
+
+def _channel_counts(sc: Scope, user: str, domain: str) -> list[m.ChannelCountRow]:
+    return [
+        m.ChannelCountRow(c, int(n))
+        for c, n in _rows(
+            sc,
+            f"SELECT channel, sum(message_count) AS n FROM message_counts WHERE {_U} AND {_D} "
+            "GROUP BY channel ORDER BY n DESC, channel",
+            [user, domain],
+        )
+    ]
+
+
+def _pms(sc: Scope, user: str) -> int:
+    return int(_one(sc, f"SELECT coalesce(sum(pm_count), 0) FROM pm_counts WHERE {_U}", [user]))
+
+
+def _plusplus(sc: Scope, user: str, domain: str) -> int:
+    return int(
+        _one(
+            sc,
+            f"SELECT coalesce(sum(kudos_count), 0) FROM kudos_plusplus WHERE {_U} AND {_D}",
+            [user, domain],
+        )
+    )
+
+
+def _phrases(sc: Scope, user: str, domain: str) -> list[m.PhraseRow]:
+    return [
+        m.PhraseRow(p, int(n))
+        for p, n in _rows(
+            sc,
+            f"SELECT phrase, sum(kudos_count) AS n FROM kudos_phrases WHERE {_U} AND {_D} "
+            "GROUP BY phrase ORDER BY n DESC, phrase",
+            [user, domain],
+        )
+    ]
+
+
+def _emotes(sc: Scope, user: str, domain: str) -> list[m.EmoteRow]:
+    return [
+        m.EmoteRow(e, int(n))
+        for e, n in _rows(
+            sc,
+            f"SELECT emote, sum(usage_count) AS n FROM emote_usage WHERE {_U} AND {_D} "
+            "GROUP BY emote ORDER BY n DESC, emote",
+            [user, domain],
+        )
+    ]
+
+
+def _activity(sc: Scope, user: str, channel: str, domain: str) -> m.ActivityRow | None:
+    row = sc.con.execute(
+        "SELECT sum(total_time_seconds), sum(not_afk_time_seconds) FROM user_activity "
+        f"WHERE {_U} AND {_C} AND {_D}",
+        [user, channel, domain],
+    ).fetchone()
+    if row is None or row[0] is None:
+        return None
+    return m.ActivityRow(int(row[0]), int(row[1]))
+
+
+def _all_activity(sc: Scope, user: str, domain: str) -> list[m.ChannelActivityRow]:
+    return [
+        m.ChannelActivityRow(c, int(t), int(a))
+        for c, t, a in _rows(
+            sc,
+            "SELECT channel, sum(total_time_seconds), sum(not_afk_time_seconds) FROM user_activity "
+            f"WHERE {_U} AND {_D} GROUP BY channel ORDER BY channel",
+            [user, domain],
+        )
+    ]
+
+
+def user_stats(sc: Scope, p: m.UserParams) -> dict[str, Any]:
+    d = domain_of(sc, p.domain)
+    user = user_spelling(sc, p.username)
+    out: dict[str, Any] = {
+        "username": user,
+        "messages": _message_count(sc, user, p.channel, d) if p.channel else 0,
+        "all_messages": _channel_counts(sc, user, d),
+        "pms": _pms(sc, user),
+        "kudos_plusplus": _plusplus(sc, user, d),
+        "kudos_phrases": _phrases(sc, user, d),
+        "emotes": _emotes(sc, user, d),
+    }
+    if p.channel:
+        out["activity"] = _activity(sc, user, p.channel, d)
+    else:
+        out["all_activity"] = _all_activity(sc, user, d)
+    return out
+
+
+def user_profile(sc: Scope, p: m.UserParams) -> dict[str, Any]:
+    s = user_stats(sc, p)
+    activity = s["activity"] if p.channel else s["all_activity"]
+    return {
+        "username": s["username"],
+        "messages": s["messages"],
+        "all_messages": s["all_messages"],
+        "pms": s["pms"],
+        "kudos": {"plusplus": s["kudos_plusplus"], "phrases": s["kudos_phrases"]},
+        "emotes": s["emotes"],
+        "activity": activity,
+    }
+
+
+def user_messages(sc: Scope, p: m.UserParams) -> dict[str, Any]:
+    d = domain_of(sc, p.domain)
+    user = user_spelling(sc, p.username)
+    if p.channel:
+        return {
+            "username": user,
+            "channel": channel_spelling(sc, d, p.channel),
+            "message_count": _message_count(sc, user, p.channel, d),
+        }
+    return {"username": user, "channels": _channel_counts(sc, user, d)}
+
+
+def user_activity(sc: Scope, p: m.UserParams) -> dict[str, Any]:
+    d = domain_of(sc, p.domain)
+    user = user_spelling(sc, p.username)
+    if p.channel:
+        return {
+            "username": user,
+            "channel": channel_spelling(sc, d, p.channel),
+            "activity": _activity(sc, user, p.channel, d),
+        }
+    return {"username": user, "all_activity": _all_activity(sc, user, d)}
+
+
+def user_kudos(sc: Scope, p: m.UserDomainParams) -> dict[str, Any]:
+    d = domain_of(sc, p.domain)
+    user = user_spelling(sc, p.username)
+    return {"username": user, "plusplus": _plusplus(sc, user, d), "phrases": _phrases(sc, user, d)}
+
+
+# --- per-channel ------------------------------------------------------------------------
+
+
+def top_users(sc: Scope, channel: str | None, domain: str, limit: int) -> list[m.TopRow]:
+    chan_filter = f" AND {_C}" if channel else ""
+    params: list[Any] = [domain, *([channel] if channel else []), SERVER_USER, m.clamp_limit(limit)]
+    return [
+        m.TopRow(u, int(n))
+        for u, n in _rows(
+            sc,
+            f"SELECT username, sum(message_count) AS n FROM message_counts WHERE {_D}{chan_filter} "
+            "AND username <> ? GROUP BY username ORDER BY n DESC, username LIMIT ?",
+            params,
+        )
+    ]
+
+
+def channel_top_users(sc: Scope, p: m.TopUsersParams) -> dict[str, Any]:
+    d = domain_of(sc, p.domain)
+    return {"channel": channel_spelling(sc, d, p.channel), "top_users": top_users(sc, p.channel, d, p.limit)}
+
+
+def snapshot_rows(sc: Scope, channel: str, domain: str, since: datetime | None) -> list[m.SnapshotRow]:
+    since_filter = " AND timestamp >= ?" if since is not None else ""
+    params: list[Any] = [channel, domain, *([since] if since is not None else [])]
+    return [
+        m.SnapshotRow(iso(ts), int(c), int(k))
+        for ts, c, k in _rows(
+            sc,
+            "SELECT timestamp, connected_count, chat_count FROM population_snapshots "
+            f"WHERE {_C} AND {_D}{since_filter} ORDER BY timestamp DESC",
+            params,
+        )
+    ]
+
+
+def current_snapshot(sc: Scope, channel: str, domain: str) -> m.SnapshotRow | None:
+    row = sc.con.execute(
+        "SELECT timestamp, connected_count, chat_count FROM population_snapshots "
+        f"WHERE {_C} AND {_D} ORDER BY timestamp DESC LIMIT 1",
+        [channel, domain],
+    ).fetchone()
+    return m.SnapshotRow(iso(row[0]), int(row[1]), int(row[2])) if row else None
+
+
+def as_of_minus(sc: Scope, seconds: float) -> datetime:
+    """The start of a window of `seconds` ending at the newest event time (naive UTC)."""
+    return datetime(1970, 1, 1) + timedelta(microseconds=sc.as_of_us - int(seconds * 1_000_000))
+
+
+def channel_population(sc: Scope, p: m.PopulationParams) -> dict[str, Any]:
+    d = domain_of(sc, p.domain)
+    return {
+        "channel": channel_spelling(sc, d, p.channel),
+        "current": current_snapshot(sc, p.channel, d),
+        "history": snapshot_rows(sc, p.channel, d, as_of_minus(sc, p.hours * 3600)),
+    }
+
+
+def media_history(sc: Scope, channel: str, domain: str, limit: int) -> list[m.MediaRow]:
+    return [
+        m.MediaRow(iso(ts), t, ty, i)
+        for ts, t, ty, i in _rows(
+            sc,
+            "SELECT timestamp, media_title, media_type, media_id FROM media_changes "
+            f"WHERE {_C} AND {_D} ORDER BY seq DESC LIMIT ?",
+            [channel, domain, m.clamp_limit(limit)],
+        )
+    ]
+
+
+def channel_media_history(sc: Scope, p: m.MediaHistoryParams) -> dict[str, Any]:
+    d = domain_of(sc, p.domain)
+    return {
+        "channel": channel_spelling(sc, d, p.channel),
+        "history": media_history(sc, p.channel, d, p.limit),
+    }
+
+
+def watermarks(sc: Scope, channel: str, domain: str, days: float | None) -> dict[str, Any]:
+    """Exact max and min of the population over the window (newest row on ties)."""
+    if days is not None and days <= 0:
+        return {"high": None, "low": None}
+    since = as_of_minus(sc, days * 86400) if days is not None else None
+    since_filter = " AND timestamp >= ?" if since is not None else ""
+    params: list[Any] = [channel, domain, *([since] if since is not None else [])]
+    base = (
+        "SELECT timestamp, connected_count, chat_count FROM population_snapshots "
+        f"WHERE {_C} AND {_D}{since_filter}"
+    )
+    out: dict[str, Any] = {}
+    for key, order in (("high", "connected_count DESC"), ("low", "connected_count ASC")):
+        row = sc.con.execute(f"{base} ORDER BY {order}, timestamp DESC LIMIT 1", params).fetchone()
+        out[key] = m.MarkRow(iso(row[0]), int(row[1]), int(row[2])) if row else None
+    return out
+
+
+def channel_watermarks(sc: Scope, p: m.WatermarksParams) -> dict[str, Any]:
+    return watermarks(sc, p.channel, domain_of(sc, p.domain), p.days)
+
+
+_VOTES_SQL = (
+    "SELECT media_title, arg_max(media_type, timestamp), arg_max(media_id, timestamp), "
+    "count(*) FILTER (WHERE vote > 0), count(*) FILTER (WHERE vote < 0), count(*), sum(vote), "
+    "max(timestamp) "
+    f"FROM movie_votes WHERE {_C} AND {_D}"
+)
+
+
+def movie_votes(sc: Scope, channel: str, domain: str) -> list[m.VoteRow]:
+    return [
+        m.VoteRow(t, ty, i, int(up), int(down), int(n), int(score), iso(last))
+        for t, ty, i, up, down, n, score, last in _rows(
+            sc, f"{_VOTES_SQL} GROUP BY media_title ORDER BY sum(vote) DESC, media_title", [channel, domain]
+        )
+    ]
+
+
+def channel_movie_votes(sc: Scope, p: m.MovieVotesParams) -> Any:
+    d = domain_of(sc, p.domain)
+    if p.media_title is None:
+        return movie_votes(sc, p.channel, d)
+    row = sc.con.execute(
+        f"{_VOTES_SQL} AND media_title = ? GROUP BY media_title", [p.channel, d, p.media_title]
+    ).fetchone()
+    if row is None:
+        return None
+    return m.VoteSummary(row[0], row[1], row[2], int(row[3]), int(row[4]), int(row[5]), int(row[6]))
+
+
+def stats_global(sc: Scope, p: m.ChannelParams) -> dict[str, Any]:
+    d = domain_of(sc, p.domain)
+    return {
+        "channel": channel_spelling(sc, d, p.channel),
+        "domain": d,
+        "top_users": top_users(sc, p.channel, d, 10),
+        "watermarks": watermarks(sc, p.channel, d, None),
+        "population": {
+            "current": current_snapshot(sc, p.channel, d),
+            "history": snapshot_rows(sc, p.channel, d, as_of_minus(sc, 86400)),
+        },
+    }
+
+
+# --- leaderboards -----------------------------------------------------------------------
+
+
+def leaderboard_messages(sc: Scope, p: m.LeaderboardMessagesParams) -> dict[str, Any]:
+    d = domain_of(sc, p.domain)
+    channel = channel_spelling(sc, d, p.channel) if p.channel else None
+    return {"channel": channel, "leaderboard": top_users(sc, p.channel, d, p.limit)}
+
+
+def kudos_leaderboard(sc: Scope, domain: str, limit: int) -> list[m.TopRow]:
+    return [
+        m.TopRow(u, int(n))
+        for u, n in _rows(
+            sc,
+            "SELECT username, sum(n) AS total FROM ("
+            f"  SELECT username, kudos_count AS n FROM kudos_plusplus WHERE {_D}"
+            f"  UNION ALL SELECT username, kudos_count FROM kudos_phrases WHERE {_D}"
+            ") WHERE username <> ? GROUP BY username ORDER BY total DESC, username LIMIT ?",
+            [domain, domain, SERVER_USER, m.clamp_limit(limit)],
+        )
+    ]
+
+
+def emote_leaderboard(sc: Scope, domain: str, limit: int) -> list[m.EmoteRow]:
+    return [
+        m.EmoteRow(e, int(n))
+        for e, n in _rows(
+            sc,
+            f"SELECT emote, sum(usage_count) AS n FROM emote_usage WHERE {_D} GROUP BY emote "
+            "ORDER BY n DESC, emote LIMIT ?",
+            [domain, m.clamp_limit(limit)],
+        )
+    ]
+
+
+def leaderboard_kudos(sc: Scope, p: m.LeaderboardParams) -> dict[str, Any]:
+    return {"leaderboard": kudos_leaderboard(sc, domain_of(sc, p.domain), p.limit)}
+
+
+def leaderboard_emotes(sc: Scope, p: m.LeaderboardParams) -> dict[str, Any]:
+    return {"leaderboard": emote_leaderboard(sc, domain_of(sc, p.domain), p.limit)}
+
+
+# --- time series --------------------------------------------------------------------------
+
+
+def parse_time(value: str | None, name: str) -> datetime | None:
+    """Any ISO-8601 date or date-time (offsets, Z, a date alone); naive means UTC."""
+    if value is None:
+        return None
+    try:
+        dt = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise m.RequestError(f"{name}: not an ISO-8601 date or date-time: {value!r}") from None
+    if dt.tzinfo is not None:
+        dt = dt.astimezone(UTC).replace(tzinfo=None)
+    return dt
+
+
+def _range_filter(column: str, start: datetime | None, end: datetime | None) -> tuple[str, list[Any]]:
+    sql, params = "", []
+    if start is not None:
+        sql += f" AND {column} >= ?"
+        params.append(start)
+    if end is not None:
+        sql += f" AND {column} <= ?"
+        params.append(end)
+    return sql, params
+
+
+def timeseries_messages(sc: Scope, p: m.TimeseriesParams) -> dict[str, Any]:
+    d = domain_of(sc, p.domain)
+    start, end = parse_time(p.start_time, "start_time"), parse_time(p.end_time, "end_time")
+    f_pop, a_pop = _range_filter("timestamp", start, end)
+    f_msg, a_msg = _range_filter("hour", start, end)
+    rows = _rows(
+        sc,
+        "WITH pop AS (SELECT date_trunc('hour', timestamp) AS hour, avg(chat_count) AS avg_active "
+        f"  FROM population_snapshots WHERE {_C} AND {_D}{f_pop} GROUP BY 1), "
+        "msg AS (SELECT hour, sum(message_count) AS messages "
+        f"  FROM hourly_messages WHERE {_C} AND {_D}{f_msg} GROUP BY 1) "
+        "SELECT coalesce(pop.hour, msg.hour) AS h, pop.avg_active, coalesce(msg.messages, 0) "
+        "FROM pop FULL OUTER JOIN msg ON pop.hour = msg.hour ORDER BY h",
+        [p.channel, d, *a_pop, p.channel, d, *a_msg],
+    )
+    return {
+        "channel": channel_spelling(sc, d, p.channel),
+        "data": [
+            {
+                "hour": h.strftime(HOUR_FMT),
+                "avg_active_users": None if a is None else float(a),
+                "messages": int(n),
+            }
+            for h, a, n in rows
+        ],
+    }
+
+
+def timeseries_kudos(sc: Scope, p: m.TimeseriesKudosParams) -> dict[str, Any]:
+    d = domain_of(sc, p.domain)
+    start, end = parse_time(p.start_time, "start_time"), parse_time(p.end_time, "end_time")
+    flt, args = _range_filter("hour", start, end)
+    chan = f" AND {_C}" if p.channel else ""
+    rows = _rows(
+        sc,
+        f"SELECT hour, sum(kudos_count) FROM hourly_kudos WHERE {_D}{chan}{flt} GROUP BY hour ORDER BY hour",
+        [d, *([p.channel] if p.channel else []), *args],
+    )
+    return {
+        "channel": channel_spelling(sc, d, p.channel) if p.channel else None,
+        "data": [{"hour": h.strftime(HOUR_FMT), "kudos": int(n)} for h, n in rows],
+    }
+
+
+# --- system and aliases ----------------------------------------------------------------
+
+
+def totals(sc: Scope) -> dict[str, int]:
+    """Table-derived figures of system.stats and of the Prometheus gauges."""
+    row = sc.con.execute(
+        "SELECT (SELECT count(*) FROM users), "
+        "(SELECT coalesce(sum(message_count), 0) FROM message_counts), "
+        "(SELECT coalesce(sum(pm_count), 0) FROM pm_counts), "
+        "(SELECT coalesce(sum(kudos_count), 0) FROM kudos_plusplus), "
+        "(SELECT coalesce(sum(kudos_count), 0) FROM kudos_phrases), "
+        "(SELECT coalesce(sum(usage_count), 0) FROM emote_usage), "
+        "(SELECT count(*) FROM media_changes), "
+        "(SELECT count(*) FROM open_sessions), "
+        "(SELECT coalesce(sum(value), 0) FROM projection_counters WHERE name = 'events_processed'), "
+        "(SELECT coalesce(sum(value), 0) FROM projection_counters WHERE name = 'dead_letters')"
+    ).fetchone()
+    assert row is not None
+    keys = (
+        "total_users",
+        "total_messages",
+        "total_pms",
+        "total_kudos_plusplus",
+        "total_kudos_phrases",
+        "total_emotes",
+        "total_media_changes",
+        "active_sessions",
+        "events_processed",
+        "dead_letters",
+    )
+    return {k: int(v) for k, v in zip(keys, row, strict=True)}
+
+
+def alias_list(sc: Scope, p: m.NoParams) -> dict[str, Any]:
+    grouped: dict[str, list[str]] = {}
+    for user, alias in _rows(sc, "SELECT username, alias FROM user_aliases ORDER BY username, alias", []):
+        grouped.setdefault(user, []).append(alias)
+    return {
+        "aliases": grouped,
+        "total_users": len(grouped),
+        "total_aliases": sum(len(v) for v in grouped.values()),
+    }
+
+
+def alias_get(sc: Scope, p: m.AliasUserParams) -> dict[str, Any]:
+    user = user_spelling(sc, p.username)
+    aliases = [
+        a for (a,) in _rows(sc, f"SELECT alias FROM user_aliases WHERE {_U} ORDER BY alias", [p.username])
+    ]
+    return {"username": user, "aliases": aliases, "count": len(aliases)}
+
+
+def alias_find(sc: Scope, p: m.AliasFindParams) -> dict[str, Any]:
+    owner = _one(
+        sc, "SELECT username FROM user_aliases WHERE alias = lower(?) ORDER BY seq LIMIT 1", [p.alias]
+    )
+    return {"alias": p.alias, "username": owner, "found": owner is not None}

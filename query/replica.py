@@ -1,0 +1,275 @@
+"""A replica's private copy: load the newest snapshot, then follow the stream.
+
+The copy is an in-memory DuckDB owned by one worker thread; applying batches and running
+queries are serialized on it, so every answer reflects exactly one applied sequence. The
+replica never opens the writer's file and never publishes to the stream's subjects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import duckdb
+from nats.js import JetStreamContext
+from nats.js.errors import BucketNotFoundError, NotFoundError
+
+from shared import apply, schema, snapshots, subjects
+from shared.delta import Delta
+from shared.projection import Projector
+from shared.snapshots import SnapshotError, SnapshotPointer
+from shared.stream import Item, StreamReader
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+STREAM_SUBJECTS = [subjects.EVENTS_WILDCARD, subjects.JOURNAL_WILDCARD]
+
+
+def open_snapshot(
+    path: Path, follow: bool, threads: int
+) -> tuple[duckdb.DuckDBPyConnection, Projector | None, int, int]:
+    """Copy a snapshot file into a new in-memory database (with keys, so it can be followed)."""
+    con = duckdb.connect(":memory:", config={"threads": threads})
+    con.execute(f"ATTACH '{path}' AS snap (READ_ONLY)")
+    try:
+        if follow:
+            for stmt in schema.ddl():
+                con.execute(stmt)
+            for name in schema.ALL_TABLE_NAMES:
+                con.execute(f"INSERT INTO main.{name} SELECT * FROM snap.{name}")
+        else:  # another projection version: serve its tables as they are
+            for (name,) in con.execute(
+                "SELECT table_name FROM duckdb_tables() WHERE database_name = 'snap'"
+            ).fetchall():
+                con.execute(f"CREATE TABLE main.{name} AS SELECT * FROM snap.{name}")
+    finally:
+        con.execute("DETACH snap")
+    row = con.execute(f"SELECT seq, event_time_us FROM {schema.CHECKPOINT_TABLE}").fetchone()
+    assert row is not None
+    projector = Projector(apply.load_state(con)) if follow else None
+    return con, projector, int(row[0]), int(row[1])
+
+
+class Replica:
+    def __init__(self, js: JetStreamContext, stream: str, workdir: str = "", threads: int = 2) -> None:
+        self._js = js
+        self._stream = stream
+        self._threads = threads
+        self._tmp = tempfile.TemporaryDirectory(prefix="userstats-replica-") if not workdir else None
+        self._dir = Path(workdir) if workdir else Path(self._tmp.name if self._tmp else ".")
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="replica-db")
+        self.con: duckdb.DuckDBPyConnection | None = None
+        self.projector: Projector | None = None
+        self.pointer: SnapshotPointer | None = None
+        self.applied_seq = 0  # event-loop side: what waiters (min_seq) see
+        self.db_seq = 0  # database-thread side: what a query running now reflects
+        self.event_time_us = 0
+        self.loaded_at = 0.0
+        self.following = False
+        self.problem: str | None = "no snapshot loaded yet"
+        self.snapshot_failures = 0
+        self._reader: StreamReader | None = None
+        self._follow_task: asyncio.Task[None] | None = None
+        self._applied = asyncio.Condition()
+        self.on_applied: list[Callable[[], None]] = []
+
+    @property
+    def loaded(self) -> bool:
+        return self.con is not None
+
+    @property
+    def stream_pending(self) -> int:
+        return self._reader.pending + self._reader.buffered() if self._reader else 0
+
+    async def db(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run `fn(*args)` on the database thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def wait_applied(self, seq: int, timeout: float) -> bool:
+        async with self._applied:
+            try:
+                await asyncio.wait_for(self._applied.wait_for(lambda: self.applied_seq >= seq), timeout)
+            except TimeoutError:
+                return False
+        return True
+
+    async def _notify(self) -> None:
+        async with self._applied:
+            self._applied.notify_all()
+        for cb in self.on_applied:
+            cb()
+
+    # --- snapshots ------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Watch the snapshot pointer; load the first one and any newer generation."""
+        waiting_logged = False
+        while not stop.is_set():
+            try:
+                kv = await self._js.key_value(subjects.POINTER_BUCKET)
+                watcher = await kv.watch(subjects.POINTER_KEY)
+            except (BucketNotFoundError, NotFoundError):
+                if not waiting_logged:
+                    log.info(
+                        "waiting for ingest to publish the first snapshot (bucket %s)",
+                        subjects.POINTER_BUCKET,
+                    )
+                    waiting_logged = True
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 2.0)
+                continue
+            try:
+                await self._watch(watcher, stop)
+            finally:
+                with contextlib.suppress(Exception):
+                    await watcher.stop()  # type: ignore[no-untyped-call]
+
+    async def _watch(self, watcher: Any, stop: asyncio.Event) -> None:
+        waiting_logged = False
+        while not stop.is_set():
+            try:
+                entry = await watcher.updates(timeout=1.0)
+            except TimeoutError:
+                continue
+            except Exception as exc:  # the watch broke (server restart): rewatch
+                log.warning("snapshot pointer watch failed (%s); rewatching", exc)
+                return
+            if entry is None or entry.value is None:
+                if not self.loaded and not waiting_logged:
+                    log.info("waiting for ingest to publish the first snapshot")
+                    waiting_logged = True
+                continue
+            try:
+                pointer = snapshots.POINTER_DECODER.decode(entry.value)
+            except Exception as exc:
+                log.error("unreadable snapshot pointer ignored: %s", exc)
+                continue
+            if self._should_load(pointer):
+                await self._load_with_retry(pointer, stop)
+
+    def _should_load(self, p: SnapshotPointer) -> bool:
+        cur = self.pointer
+        if cur is None or not self.loaded:
+            return True
+        if p.generation != cur.generation or p.projection_version != cur.projection_version:
+            return True  # a rebuild or a new projection: move to it
+        return not self.following and p.seq > self.applied_seq
+
+    async def _load_with_retry(self, pointer: SnapshotPointer, stop: asyncio.Event) -> None:
+        try:
+            await self.load(pointer)
+        except (SnapshotError, duckdb.Error, OSError) as exc:
+            self.snapshot_failures += 1
+            if self.loaded:
+                log.error(
+                    "snapshot %s unusable (%s); still serving seq %d", pointer.object, exc, self.applied_seq
+                )
+            else:
+                self.problem = f"snapshot {pointer.object} unusable: {exc}"
+                log.error("%s; waiting for the next one", self.problem)
+
+    async def load(self, pointer: SnapshotPointer) -> None:
+        follow = pointer.projection_version == schema.PROJECTION_VERSION
+        path = self._dir / f"{pointer.object}.duckdb"
+        started = time.perf_counter()
+        try:
+            await snapshots.download(self._js, pointer, path)
+            con, projector, seq, event_us = await self.db(open_snapshot, path, follow, self._threads)
+        finally:
+            path.unlink(missing_ok=True)
+        await self._stop_following()
+        old = self.con
+        await self.db(self._swap, con, projector, seq, event_us)
+        self.pointer, self.applied_seq, self.loaded_at = pointer, seq, time.time()
+        if old is not None:
+            await self.db(old.close)
+        log.info(
+            "snapshot %s loaded: seq %d, %.1f MB, %.2f s",
+            pointer.object,
+            seq,
+            pointer.size / 1e6,
+            time.perf_counter() - started,
+        )
+        if follow:
+            self.problem = None
+            await self._start_following()
+        else:
+            self.problem = (
+                f"projection version mismatch: snapshot {pointer.projection_version}, "
+                f"this replica {schema.PROJECTION_VERSION}; serving the snapshot without following"
+            )
+            log.warning("%s", self.problem)
+        await self._notify()
+
+    def _swap(
+        self, con: duckdb.DuckDBPyConnection, projector: Projector | None, seq: int, event_us: int
+    ) -> None:
+        """On the database thread, so no query sees a half-switched replica."""
+        self.con, self.projector, self.db_seq, self.event_time_us = con, projector, seq, event_us
+
+    # --- following the stream ----------------------------------------------------------
+
+    async def _start_following(self) -> None:
+        self._reader = StreamReader(
+            self._js, self._stream, STREAM_SUBJECTS, self.applied_seq + 1, max_buffer=20_000
+        )
+        await self._reader.start()
+        self.following = True
+        self._follow_task = asyncio.create_task(self._follow(self._reader), name="follow")
+
+    async def _stop_following(self) -> None:
+        self.following = False
+        task, self._follow_task = self._follow_task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if self._reader is not None:
+            await self._reader.stop()
+            self._reader = None
+
+    def _project_apply(self, items: list[Item]) -> tuple[int, int]:
+        """Project and write one batch (database thread)."""
+        proj, con = self.projector, self.con
+        assert proj is not None and con is not None
+        for item in items:
+            proj.project(item.seq, item.subject, item.data, item.stream_us)
+        delta, proj.delta = proj.delta, Delta()
+        apply.apply_batch(con, delta, proj.last_seq, proj.last_event_us)
+        self.db_seq = proj.last_seq
+        self.event_time_us = max(self.event_time_us, proj.last_event_us)
+        return proj.last_seq, proj.last_event_us
+
+    async def _follow(self, reader: StreamReader) -> None:
+        try:
+            while True:
+                if not await reader.wait(timeout=1.0):
+                    continue
+                items = reader.take(20_000)
+                try:
+                    seq, _ = await self.db(self._project_apply, items)
+                except duckdb.Error as exc:
+                    self.following = False
+                    self.problem = f"applying seq {items[0].seq}..{items[-1].seq} failed: {exc}"
+                    log.error("%s; serving seq %d until the next snapshot", self.problem, self.applied_seq)
+                    return
+                self.applied_seq = seq
+                await self._notify()
+        except asyncio.CancelledError:
+            raise
+
+    async def close(self) -> None:
+        await self._stop_following()
+        if self.con is not None:
+            await self.db(self.con.close)
+        self._executor.shutdown(wait=True)
+        if self._tmp is not None:
+            self._tmp.cleanup()

@@ -1,0 +1,147 @@
+"""The replica's composition root: NATS, the private copy, request handling, HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from typing import Any
+
+import prometheus_client
+from nats.aio.client import Client
+
+from query.handlers import Dispatcher, respond
+from query.metrics import QueryMetrics, spec_totals
+from query.replica import Replica
+from shared import natsconn, subjects
+from shared.http import HttpServer, build_app
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_IN_FLIGHT = 512
+
+
+class QueryService:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stop = asyncio.Event()
+        self.started = time.monotonic()
+        self.nc: Client | None = None
+        self.replica: Replica | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.metrics = QueryMetrics(self._status)
+
+    def _status(self) -> tuple[float, bool, bool]:
+        return (
+            time.monotonic() - self.started,
+            bool(self.nc and self.nc.is_connected),
+            bool(self.replica and self.replica.loaded),
+        )
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        r = self.replica
+        connected = bool(self.nc and self.nc.is_connected)
+        problems = []
+        if not connected:
+            problems.append("not connected to NATS")
+        if r is None or not r.loaded:
+            problems.append(r.problem if r and r.problem else "no snapshot loaded yet")
+        ok = not problems
+        status = "healthy"
+        if problems:
+            status = "unhealthy: " + "; ".join(problems)
+        elif r is not None and r.problem:
+            status = "degraded: " + r.problem  # serving, but not following the stream
+        body: dict[str, Any] = {
+            "service": "userstats",
+            "status": status,
+            "uptime_seconds": round(time.monotonic() - self.started, 2),
+            "nats_connected": connected,
+            "database": "connected" if r and r.loaded else "not_initialized",
+            "as_of_seq": r.applied_seq if r else 0,
+            "following": bool(r and r.following),
+            "snapshot_seq": r.pointer.seq if r and r.pointer else None,
+            "channels_configured": len(self.settings.channels),
+        }
+        return ok, body
+
+    async def _refresh_metrics(self) -> None:
+        """Recompute the spec's gauges on the database thread, at most once a second."""
+        seen = -1
+        m = self.metrics
+        while not self.stop.is_set():
+            r, d = self.replica, self.dispatcher
+            if r is not None and d is not None and r.loaded and r.db_seq != seen:
+                try:
+                    totals = await r.db(d._totals_now)
+                    seen = r.db_seq
+                    m.spec.totals = spec_totals(totals)
+                    m.dead_letters.set(totals["dead_letters"])
+                except Exception as exc:  # a replica swap mid-read: next round
+                    log.debug("metrics refresh: %s", exc)
+            if r is not None:
+                m.as_of_seq.set(r.applied_seq)
+                m.follow_lag.set(r.stream_pending)
+                m.following.set(1 if r.following else 0)
+                m.version_mismatch.set(1 if r.loaded and not r.following and r.projector is None else 0)
+                m.snapshot_failures.set(r.snapshot_failures)
+                if r.pointer is not None:
+                    m.snapshot_age.set(max(0.0, time.time() - r.loaded_at))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.stop.wait(), 1.0)
+
+    async def run(self) -> None:
+        prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+        s = self.settings
+        u = s.userstats
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.stop.set)
+        http = HttpServer(
+            build_app("userstats-query", self.metrics.registry, self.health), u.http_host, s.metrics.port
+        )
+        http.start()
+        self.nc = nc = await natsconn.connect(s.nats, "userstats-query")
+        self.replica = replica = Replica(nc.jetstream(), u.stream, u.replica_dir, u.duckdb_threads)
+        self.dispatcher = dispatcher = Dispatcher(nc, replica, s, self.metrics)
+        slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        tasks: set[asyncio.Task[None]] = set()
+
+        async def on_request(msg: Any) -> None:
+            t = asyncio.create_task(respond(dispatcher, msg, slots))
+            tasks.add(t)
+            t.add_done_callback(tasks.discard)
+
+        subs = [
+            await nc.subscribe(subjects.COMMAND_SUBJECT, queue=subjects.QUERY_QUEUE_GROUP, cb=on_request),
+            await nc.subscribe(subjects.SEED_WILDCARD, queue=subjects.QUERY_QUEUE_GROUP, cb=on_request),
+        ]
+        background = [
+            asyncio.create_task(replica.run(self.stop), name="snapshots"),
+            asyncio.create_task(self._refresh_metrics(), name="metrics"),
+        ]
+        log.info(
+            "query replica serving %s and %s.> (HTTP %d)",
+            subjects.COMMAND_SUBJECT,
+            subjects.SEED_PREFIX,
+            http.port,
+        )
+        try:
+            await self.stop.wait()
+        finally:
+            log.info("query replica stopping")
+            for sub in subs:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+            if tasks:
+                await asyncio.wait(tasks, timeout=5)
+            for t in background:
+                t.cancel()
+            await asyncio.gather(*background, return_exceptions=True)
+            await replica.close()
+            with contextlib.suppress(Exception):
+                await nc.drain()
+            await http.stop()

@@ -1,0 +1,185 @@
+"""Wire types of the event log: the bridge's envelope, the payloads we read, journal events.
+
+Decoders are built once. Unknown keys are ignored (CyTube payloads carry many); a field
+we read with the wrong type makes the whole message a dead letter.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import msgspec
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_US = timedelta(microseconds=1)
+
+
+def to_us(dt: datetime) -> int:
+    """Epoch microseconds of a datetime; a naive one is taken as UTC."""
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return (dt - EPOCH) // _ONE_US
+
+
+def from_us(us: int) -> datetime:
+    return EPOCH + timedelta(microseconds=us)
+
+
+def iso_from_us(us: int) -> str:
+    """The bridge's timestamp format: 2025-12-05T17:00:11.402877+00:00."""
+    return from_us(us).isoformat()
+
+
+# --- The bridge envelope (spec 1.3) -------------------------------------------------
+
+
+class Envelope(msgspec.Struct, frozen=True):
+    event_name: str
+    payload: msgspec.Raw
+    channel: str
+    domain: str
+    timestamp: datetime | None = None
+
+
+class EnvelopeOut(msgspec.Struct, frozen=True):
+    """What the bridge publishes, in its key order (used by the simulator and tests)."""
+
+    event_name: str
+    payload: Any
+    channel: str
+    domain: str
+    timestamp: str
+    correlation_id: str
+
+
+# --- Payloads of the events the projection consumes (spec 1.5, 1.6) ----------------
+
+
+class ChatPayload(msgspec.Struct, frozen=True):
+    username: str | None = None
+    user: Any = None  # some bridges send {"name": ...}
+    msg: str | None = None
+    message: str | None = None
+    time: int | float | None = None
+    meta: Any = None
+    from_: str | None = msgspec.field(default=None, name="from")
+
+    def sender(self) -> str:
+        user = self.user
+        if isinstance(user, dict):
+            name = user.get("name")
+            if isinstance(name, str):
+                return name
+        return self.username or self.from_ or ""
+
+    def text(self) -> str:
+        return self.msg if self.msg is not None else (self.message or "")
+
+    def is_shadow(self) -> bool:
+        meta = self.meta
+        return isinstance(meta, dict) and bool(meta.get("shadow"))
+
+
+class UserPayload(msgspec.Struct, frozen=True):
+    """addUser, userLeave, setAFK and the entries of userlist / the KV userlist."""
+
+    name: str | None = None
+    username: str | None = None
+    afk: Any = None
+    meta: Any = None
+
+    def user(self) -> str:
+        return self.name or self.username or ""
+
+    def meta_afk(self) -> bool:
+        meta = self.meta
+        return isinstance(meta, dict) and bool(meta.get("afk"))
+
+
+class MediaPayload(msgspec.Struct, frozen=True):
+    id: str | int | float | None = None
+    title: str | None = None
+    type: str | None = None
+
+    def media_id(self) -> str:
+        v = self.id
+        if v is None:
+            return ""
+        if isinstance(v, float) and v.is_integer():
+            return str(int(v))
+        return str(v)
+
+
+class EmotePayload(msgspec.Struct, frozen=True):
+    """updateEmote / removeEmote / renameEmote."""
+
+    name: str | None = None
+    old: str | None = None
+
+
+EmoteListPayload = list[Any] | dict[str, Any]
+UserListPayload = list[UserPayload]
+
+
+# --- Journal events appended by ingest (userstats.journal.<type>) ------------------
+
+
+class Tick(msgspec.Struct, frozen=True, tag="tick"):
+    timestamp: datetime
+
+
+class Settings(msgspec.Struct, frozen=True, tag="settings"):
+    timestamp: datetime
+    trigger_phrases: list[str]
+    count_shadow_muted: bool
+    population_interval_seconds: int
+
+
+class KvMedia(msgspec.Struct, frozen=True):
+    title: str
+    type: str
+    id: str
+
+
+class KvState(msgspec.Struct, frozen=True, tag="kvstate"):
+    """The bridge's KV buckets for one channel as ingest read them at start-up."""
+
+    timestamp: datetime
+    domain: str
+    channel: str
+    users: list[UserPayload] | None = None
+    emotes: list[str] | None = None
+    current_media: KvMedia | None = None
+
+
+class AliasChange(msgspec.Struct, frozen=True, tag="alias"):
+    timestamp: datetime
+    action: Literal["add", "delete", "update"]
+    username: str = ""
+    alias: str = ""
+    new_alias: str = ""
+    request_id: str = ""
+
+
+JournalEvent = Tick | Settings | KvState | AliasChange
+
+ENVELOPE_DECODER = msgspec.json.Decoder(Envelope)
+JOURNAL_DECODER = msgspec.json.Decoder(JournalEvent)
+CHAT_DECODER = msgspec.json.Decoder(ChatPayload)
+USER_DECODER = msgspec.json.Decoder(UserPayload)
+USERLIST_DECODER = msgspec.json.Decoder(UserListPayload)
+MEDIA_DECODER = msgspec.json.Decoder(MediaPayload)
+EMOTE_DECODER = msgspec.json.Decoder(EmotePayload)
+EMOTELIST_DECODER = msgspec.json.Decoder(EmoteListPayload)
+
+_ENCODER = msgspec.json.Encoder()
+
+
+def encode(obj: Any) -> bytes:
+    return _ENCODER.encode(obj)
+
+
+def journal_kind(event: JournalEvent) -> str:
+    """The subject token of a journal event: its tag."""
+    return str(type(event).__struct_config__.tag)

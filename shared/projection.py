@@ -1,0 +1,411 @@
+"""The projection: one stored stream message -> changes to State and to the batch's Delta.
+
+This is the ONLY place statistics rules live. It is pure: no clock, no I/O, no randomness.
+"Now" is the envelope `timestamp` of the event (or, when a message has none, the time the
+stream stored it, which is part of the log). The same code runs in ingest, in a rebuild
+and in every replica, so the same log always gives the same tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+
+from shared import detectors
+from shared import events as ev
+from shared.delta import Delta
+from shared.state import (
+    MAX_GAP_SNAPSHOTS,
+    RECENT_CHAT_PER_CHANNEL,
+    SERVER_USER,
+    ChannelKey,
+    Media,
+    ProjectionSettings,
+    RecentChat,
+    Session,
+    State,
+)
+from shared.subjects import EVENTS_PREFIX, JOURNAL_PREFIX
+
+US = 1_000_000
+HOUR_US = 3600 * US
+
+_EVENTS_DOT = EVENTS_PREFIX.split(".", 1)[0] + "."  # "kryten."
+_JOURNAL_DOT = JOURNAL_PREFIX + "."
+
+
+class Projector:
+    """Holds the State; `project()` each message in stream order, then take `delta`."""
+
+    def __init__(self, state: State | None = None) -> None:
+        self.state = state if state is not None else State()
+        self.delta = Delta()
+        self.last_seq = 0
+        self.last_event_us = 0
+        self._bridge: dict[str, tuple[msgspec.json.Decoder[Any], Callable[..., None]]] = {
+            "chatmsg": (ev.CHAT_DECODER, self._chat),
+            "pm": (ev.CHAT_DECODER, self._pm),
+            "adduser": (ev.USER_DECODER, self._add_user),
+            "userleave": (ev.USER_DECODER, self._user_leave),
+            "setafk": (ev.USER_DECODER, self._set_afk),
+            "userlist": (ev.USERLIST_DECODER, self._userlist),
+            "changemedia": (ev.MEDIA_DECODER, self._change_media),
+            "emotelist": (ev.EMOTELIST_DECODER, self._emote_list),
+            "updateemote": (ev.EMOTE_DECODER, self._update_emote),
+            "removeemote": (ev.EMOTE_DECODER, self._remove_emote),
+            "renameemote": (ev.EMOTE_DECODER, self._rename_emote),
+        }
+
+    # --- entry point ---------------------------------------------------------------
+
+    def project(self, seq: int, subject: str, data: bytes, stream_us: int) -> None:
+        """Project one stored message. Undecodable or failing ones become dead letters."""
+        self.last_seq = seq
+        try:
+            if subject.startswith(_JOURNAL_DOT):
+                self._journal(seq, ev.JOURNAL_DECODER.decode(data))
+            elif subject.startswith(_EVENTS_DOT):
+                self._bridge_event(seq, data, stream_us)
+            else:
+                raise ValueError(f"subject {subject!r} is not an event or journal subject")
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+            self._dead_letter(seq, subject, str(exc), data, stream_us)
+        except Exception as exc:  # a rule that raises must not stop the log
+            self._dead_letter(seq, subject, f"{type(exc).__name__}: {exc}", data, stream_us)
+
+    def _dead_letter(self, seq: int, subject: str, error: str, data: bytes, stream_us: int) -> None:
+        self.delta.dead_letters.put((seq,), [subject, error[:1000], data, stream_us])
+        self._count("dead_letters")
+
+    def _count(self, name: str, n: int = 1) -> None:
+        self.delta.counters.incr((name,), n)
+
+    def _bridge_event(self, seq: int, data: bytes, stream_us: int) -> None:
+        env = ev.ENVELOPE_DECODER.decode(data)
+        entry = self._bridge.get(env.event_name.lower())
+        if entry is None:
+            self._count("events_ignored")
+            return
+        decoder, handler = entry
+        payload = decoder.decode(env.payload)
+        t = ev.to_us(env.timestamp) if env.timestamp is not None else stream_us
+        self.last_event_us = max(self.last_event_us, t)
+        key = (env.domain, env.channel)
+        self._advance_clock(key, t)
+        self._count("events_processed")
+        handler(seq, key, payload, t)
+
+    def _journal(self, seq: int, event: ev.JournalEvent) -> None:
+        t = ev.to_us(event.timestamp)
+        self.last_event_us = max(self.last_event_us, t)
+        self._count("journal_events")
+        if isinstance(event, ev.Tick):
+            for key in list(self.state.clocks):
+                self._advance_clock(key, t)
+        elif isinstance(event, ev.Settings):
+            self._settings(event)
+        elif isinstance(event, ev.KvState):
+            key = (event.domain, event.channel)
+            self._advance_clock(key, t)
+            self._kv_state(seq, key, event, t)
+        else:
+            self._alias(seq, event)
+
+    # --- users, sessions, population -------------------------------------------------
+
+    def _see_user(self, seq: int, name: str, t: int) -> None:
+        self.delta.users.put((name,), [t, t, seq])
+        low = name.lower()
+        if low not in self.state.users_lower:
+            self.state.users_lower[low] = name
+
+    def _save_session(self, key: ChannelKey, name: str, s: Session, new: bool = False) -> None:
+        self.delta.sessions.put(
+            (key[0], key[1], name), [s.join_us, s.is_afk, s.afk_start_us, s.afk_total_s], new
+        )
+
+    def _open_session(self, key: ChannelKey, name: str, t: int, afk: bool) -> Session | None:
+        """Start a session unless one is open; `[server]` never gets one."""
+        if name == SERVER_USER:
+            return None
+        chan = self.state.sessions.setdefault(key, {})
+        s = chan.get(name)
+        if s is None:
+            s = Session(t, afk, t if afk else 0, 0)
+            chan[name] = s
+            if afk:
+                self.state.afk_count[key] = self.state.afk_count.get(key, 0) + 1
+            self._save_session(key, name, s, new=True)
+        return s
+
+    def _set_afk_state(self, key: ChannelKey, name: str, s: Session, afk: bool, t: int) -> None:
+        if afk == s.is_afk:
+            return
+        if afk:
+            s.is_afk, s.afk_start_us = True, t
+            self.state.afk_count[key] = self.state.afk_count.get(key, 0) + 1
+        else:
+            s.afk_total_s += max(0, t - s.afk_start_us) // US
+            s.is_afk, s.afk_start_us = False, 0
+            self.state.afk_count[key] -= 1
+        self._save_session(key, name, s)
+
+    def _close_session(self, key: ChannelKey, name: str, t: int) -> None:
+        chan = self.state.sessions.get(key)
+        s = chan.pop(name, None) if chan else None
+        if s is None:
+            return
+        total = max(0, t - s.join_us) // US
+        afk = s.afk_total_s
+        if s.is_afk:
+            afk += max(0, t - s.afk_start_us) // US
+            self.state.afk_count[key] -= 1
+        self.delta.user_activity.put((name, key[1], key[0]), [total, max(0, total - afk)])
+        self.delta.sessions.delete((key[0], key[1], name))
+
+    def _reconcile_present(self, seq: int, key: ChannelKey, present: dict[str, bool], t: int) -> None:
+        """A full user list: close sessions of the absent, open or update the present."""
+        for name in [n for n in self.state.sessions.get(key, {}) if n not in present]:
+            self._close_session(key, name, t)
+        for name, afk in present.items():
+            self._see_user(seq, name, t)
+            s = self._open_session(key, name, t, afk)
+            if s is not None:
+                self._set_afk_state(key, name, s, afk, t)
+
+    def _advance_clock(self, key: ChannelKey, t: int) -> None:
+        """Record one population row per interval boundary crossed in this channel's time."""
+        step = self.state.settings.population_interval_seconds * US
+        boundary = t - t % step
+        last = self.state.clocks.get(key)
+        if last is not None and boundary <= last:
+            return
+        self.state.clocks[key] = boundary
+        self.delta.clock.put(key, [boundary])
+        if last is None:
+            return
+        connected = len(self.state.sessions.get(key, ()))
+        chatting = connected - self.state.afk_count.get(key, 0)
+        first = max(last + step, boundary - (MAX_GAP_SNAPSHOTS - 1) * step)
+        for b in range(first, boundary + 1, step):
+            self.delta.population.put((key[1], key[0], b), [connected, chatting])
+
+    # --- bridge events ---------------------------------------------------------------
+
+    def _chat(self, seq: int, key: ChannelKey, p: ev.ChatPayload, t: int) -> None:
+        name = p.sender()
+        if not name:
+            self._count("events_without_username")
+            return
+        st = self.state
+        if p.is_shadow() and not st.settings.count_shadow_muted:
+            self._count("chat_shadow_ignored")
+            return
+        text = p.text()
+        if p.time and self._seen_before(seq, key, name, int(p.time), text):
+            self._count("chat_backlog_duplicates")
+            return
+        domain, channel = key
+        d = self.delta
+        self._see_user(seq, name, t)
+        d.message_counts.incr((name, channel, domain))
+        d.hourly_messages.incr((channel, domain, t - t % HOUR_US))
+        if name != SERVER_USER and name not in st.sessions.get(key, ()):
+            self._open_session(key, name, t, False)
+
+        kudos = self._plusplus(name, key, text) + self._phrase_kudos(name, key, text)
+        if kudos:
+            d.hourly_kudos.incr((channel, domain, t - t % HOUR_US), kudos)
+        emotes = st.emotes.get(key)
+        if emotes:
+            for emote in detectors.emote_names(text, emotes):
+                d.emote_usage.incr((name, channel, domain, emote))
+        vote = detectors.vote_value(text)
+        if vote:
+            media = st.current_media.get(key)
+            if media is not None:
+                d.movie_votes.put((channel, domain, media.title, name), [media.type, media.id, vote, t])
+
+    def _seen_before(self, seq: int, key: ChannelKey, name: str, time_ms: int, text: str) -> bool:
+        """Bridge-restart backlog dedupe on (domain, channel, username, payload time, text)."""
+        recent = self.state.recent_chat.get(key)
+        if recent is None:
+            recent = self.state.recent_chat[key] = RecentChat()
+        line = (name, time_ms, text)
+        if line in recent.keys:
+            return True
+        recent.keys[line] = seq
+        recent.order.append((seq, line))
+        self.delta.recent_chat.put((key[0], key[1], seq), [name, time_ms, text], new=True)
+        if len(recent.order) > RECENT_CHAT_PER_CHANNEL:
+            old_seq, old_line = recent.order.popleft()
+            if recent.keys.get(old_line) == old_seq:
+                del recent.keys[old_line]
+            self.delta.recent_chat.delete((key[0], key[1], old_seq))
+        return False
+
+    def _resolve(self, candidate: str, sender_lower: str) -> str | None:
+        """Spec 3.7: alias, self-kudos block, existence check with the stored spelling."""
+        owner = self.state.alias_owner(candidate.lower())
+        name = owner if owner is not None else candidate
+        low = name.lower()
+        if low == sender_lower:
+            return None
+        return self.state.users_lower.get(low)
+
+    def _plusplus(self, sender: str, key: ChannelKey, text: str) -> int:
+        targets = detectors.plusplus_targets(text)
+        if not targets:
+            return 0
+        sender_lower = sender.lower()
+        given: set[str] = set()
+        for cand in targets:
+            target = self._resolve(cand, sender_lower)
+            if target is not None and target not in given:  # once per (target, message)
+                given.add(target)
+                self.delta.kudos_plusplus.incr((target, key[1], key[0]))
+        return len(given)
+
+    def _phrase_kudos(self, sender: str, key: ChannelKey, text: str) -> int:
+        pairs = detectors.phrase_pairs(text, self.state.settings.trigger_phrases)
+        if not pairs:
+            return 0
+        sender_lower = sender.lower()
+        given: set[tuple[str, str]] = set()
+        for cand, phrase in pairs:
+            target = self._resolve(cand, sender_lower)
+            if target is not None and (target, phrase) not in given:  # once per (target, phrase)
+                given.add((target, phrase))
+                self.delta.kudos_phrases.incr((target, key[1], key[0], phrase))
+        return len(given)
+
+    def _pm(self, seq: int, key: ChannelKey, p: ev.ChatPayload, t: int) -> None:
+        name = p.sender()
+        if not name:
+            self._count("events_without_username")
+            return
+        self._see_user(seq, name, t)
+        self.delta.pm_counts.incr((name,))
+
+    def _add_user(self, seq: int, key: ChannelKey, p: ev.UserPayload, t: int) -> None:
+        name = p.user()
+        if not name:
+            self._count("events_without_username")
+            return
+        self._see_user(seq, name, t)
+        self._open_session(key, name, t, p.meta_afk())
+
+    def _user_leave(self, seq: int, key: ChannelKey, p: ev.UserPayload, t: int) -> None:
+        self._close_session(key, p.user(), t)
+
+    def _set_afk(self, seq: int, key: ChannelKey, p: ev.UserPayload, t: int) -> None:
+        name = p.user()
+        if not name:
+            self._count("events_without_username")
+            return
+        s = self._open_session(key, name, t, False)
+        if s is not None:
+            self._set_afk_state(key, name, s, bool(p.afk), t)
+
+    def _userlist(self, seq: int, key: ChannelKey, p: list[ev.UserPayload], t: int) -> None:
+        present = {u.user(): u.meta_afk() for u in p if u.user()}
+        self._reconcile_present(seq, key, present, t)
+
+    def _change_media(self, seq: int, key: ChannelKey, p: ev.MediaPayload, t: int) -> None:
+        media = Media(detectors.clean_title(p.title), p.type or "", p.media_id())
+        self._set_current_media(key, media)
+        if self.state.last_media.get(key) != media:  # only immediate repeats are suppressed
+            self.state.last_media[key] = media
+            self.delta.media_changes.put((seq,), [key[1], key[0], t, media.title, media.type, media.id])
+
+    def _set_current_media(self, key: ChannelKey, media: Media) -> None:
+        self.state.current_media[key] = media
+        self.delta.current_media.put(key, [media.title, media.type, media.id])
+
+    # --- emotes (per domain and channel) ----------------------------------------------
+
+    def _replace_emotes(self, key: ChannelKey, names: set[str]) -> None:
+        old = self.state.emotes.get(key, set())
+        for gone in old - names:
+            self.delta.channel_emotes.delete((key[0], key[1], gone))
+        for new in names - old:
+            self.delta.channel_emotes.put((key[0], key[1], new), [])
+        self.state.emotes[key] = names
+
+    def _emote_list(self, seq: int, key: ChannelKey, p: list[object] | dict[str, object], t: int) -> None:
+        raw = list(p) if isinstance(p, dict) else [e.get("name") for e in p if isinstance(e, dict)]
+        names = {detectors.normalize_emote(n) for n in raw if isinstance(n, str)}
+        names.discard("")
+        self._replace_emotes(key, names)
+
+    def _update_emote(self, seq: int, key: ChannelKey, p: ev.EmotePayload, t: int) -> None:
+        if p.name:
+            self._replace_emotes(key, self.state.emotes.get(key, set()) | {detectors.normalize_emote(p.name)})
+
+    def _remove_emote(self, seq: int, key: ChannelKey, p: ev.EmotePayload, t: int) -> None:
+        if p.name:
+            self._replace_emotes(key, self.state.emotes.get(key, set()) - {detectors.normalize_emote(p.name)})
+
+    def _rename_emote(self, seq: int, key: ChannelKey, p: ev.EmotePayload, t: int) -> None:
+        names = set(self.state.emotes.get(key, set()))
+        if p.old:
+            names.discard(detectors.normalize_emote(p.old))
+        if p.name:
+            names.add(detectors.normalize_emote(p.name))
+        self._replace_emotes(key, names)
+
+    # --- journal events ----------------------------------------------------------------
+
+    def _settings(self, e: ev.Settings) -> None:
+        phrases = frozenset(p.lower() for p in e.trigger_phrases if p)
+        old = self.state.settings.trigger_phrases
+        for gone in old - phrases:
+            self.delta.phrases.delete((gone,))
+        for new in phrases - old:
+            self.delta.phrases.put((new,), [])
+        interval = max(1, e.population_interval_seconds)
+        self.state.settings = ProjectionSettings(phrases, e.count_shadow_muted, interval)
+        self.delta.settings.put(("trigger_phrases",), [ev.encode(sorted(phrases)).decode()])
+        self.delta.settings.put(("count_shadow_muted",), [ev.encode(e.count_shadow_muted).decode()])
+        self.delta.settings.put(("population_interval_seconds",), [str(interval)])
+
+    def _kv_state(self, seq: int, key: ChannelKey, e: ev.KvState, t: int) -> None:
+        if e.users is not None:
+            present = {u.user(): u.meta_afk() for u in e.users if u.user()}
+            self._reconcile_present(seq, key, present, t)
+        if e.emotes is not None:
+            names = {detectors.normalize_emote(n) for n in e.emotes}
+            names.discard("")
+            self._replace_emotes(key, names)
+        if e.current_media is not None:
+            m = e.current_media
+            self._set_current_media(key, Media(detectors.clean_title(m.title), m.type, m.id))
+
+    def _alias(self, seq: int, e: ev.AliasChange) -> None:
+        aliases = self.state.aliases
+        if e.action == "add":
+            alias = e.alias.lower()
+            if alias and e.username and self.state.alias_owner(alias) is None:
+                aliases.setdefault(alias, {})[e.username] = seq
+                self.delta.aliases.put((e.username, alias), [seq])
+        elif e.action == "delete":
+            alias = e.alias.lower()
+            owners = aliases.get(alias)
+            if owners and e.username in owners:
+                del owners[e.username]
+                if not owners:
+                    del aliases[alias]
+                self.delta.aliases.delete((e.username, alias))
+        else:
+            old, new = e.alias.lower(), e.new_alias.lower()
+            owner = self.state.alias_owner(old)
+            if owner is not None and new and self.state.alias_owner(new) is None:
+                owners = aliases[old]
+                del owners[owner]
+                if not owners:
+                    del aliases[old]
+                self.delta.aliases.delete((owner, old))
+                aliases.setdefault(new, {})[owner] = seq
+                self.delta.aliases.put((owner, new), [seq])

@@ -1,0 +1,243 @@
+"""Typed settings: a kryten-userstats config.json (optional), `${VAR}` expansion, env overrides.
+
+Validated once at start-up; an invalid value raises ConfigError naming the key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+
+Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
+Positive = Annotated[float, msgspec.Meta(gt=0)]
+AtLeastOne = Annotated[float, msgspec.Meta(ge=1)]
+
+DEFAULT_CONFIG_PATHS = (Path("/etc/kryten/kryten-userstats/config.json"), Path("config.json"))
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message names the key."""
+
+
+class _Section(msgspec.Struct, kw_only=True, frozen=True):
+    pass
+
+
+class NatsSettings(_Section, frozen=True):
+    servers: Annotated[list[str], msgspec.Meta(min_length=1)] = msgspec.field(
+        default_factory=lambda: ["nats://127.0.0.1:4222"]
+    )
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+    creds: str | None = None  # a .creds file (JWT + nkey seed)
+    nkey_seed: str | None = None  # a file holding an nkey seed
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_ca: str | None = None
+    connect_timeout: AtLeastOne = 10
+    reconnect_time_wait: Positive = 2
+    max_reconnect_attempts: int = -1
+    ping_interval: AtLeastOne = 120
+
+
+class ChannelSettings(_Section, frozen=True):
+    domain: Annotated[str, msgspec.Meta(min_length=1)]
+    channel: Annotated[str, msgspec.Meta(min_length=1)]
+
+
+class ServiceSettings(_Section, frozen=True):
+    name: str = "userstats"
+    enable_heartbeat: bool = True
+    heartbeat_interval: Annotated[int, msgspec.Meta(ge=5, le=300)] = 30
+    enable_discovery: bool = True
+
+
+class DatabaseSettings(_Section, frozen=True):
+    path: str = "data/userstats.duckdb"
+
+
+class MetricsSettings(_Section, frozen=True):
+    port: Port = 28282
+
+
+class SnapshotSettings(_Section, frozen=True):
+    """`interval_seconds` is the population snapshot period in event time (spec 3.10)."""
+
+    interval_seconds: Annotated[int, msgspec.Meta(ge=10, le=86400)] = 300
+
+
+class KudosSettings(_Section, frozen=True):
+    default_phrases: list[str] = msgspec.field(default_factory=lambda: ["lol", "rofl", "haha"])
+
+
+class UserstatsSettings(_Section, frozen=True):
+    """Settings kryten-userstats did not have (the `userstats` section of config.json)."""
+
+    stream: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]+$")] = "USERSTATS"
+    stream_max_bytes: int = -1
+    stream_max_msgs: int = -1
+    stream_max_age_seconds: Annotated[float, msgspec.Meta(ge=0)] = 0
+    count_shadow_muted: bool = False
+    ingest_port: Port = 28283
+    http_host: str = "0.0.0.0"
+    snapshot_interval_seconds: Positive = 2.0
+    snapshot_retention: Annotated[int, msgspec.Meta(ge=1)] = 3
+    tick_interval_seconds: Positive = 30.0
+    batch_max_events: Annotated[int, msgspec.Meta(ge=1)] = 20000
+    batch_max_seconds: Positive = 0.5  # a batch stops taking events after this much work
+    replica_dir: str = ""  # where replicas download snapshots; empty = a temp dir
+    request_max_bytes: Annotated[int, msgspec.Meta(ge=256)] = 65536
+    min_seq_timeout_seconds: Positive = 5.0
+    min_seq_timeout_max_seconds: Positive = 30.0
+    duckdb_threads: Annotated[int, msgspec.Meta(ge=1)] = 2
+
+
+class Settings(_Section, frozen=True):
+    service: ServiceSettings = msgspec.field(default_factory=ServiceSettings)
+    nats: NatsSettings = msgspec.field(default_factory=NatsSettings)
+    channels: list[ChannelSettings] = msgspec.field(default_factory=list)
+    database: DatabaseSettings = msgspec.field(default_factory=DatabaseSettings)
+    metrics: MetricsSettings = msgspec.field(default_factory=MetricsSettings)
+    snapshots: SnapshotSettings = msgspec.field(default_factory=SnapshotSettings)
+    kudos: KudosSettings = msgspec.field(default_factory=KudosSettings)
+    userstats: UserstatsSettings = msgspec.field(default_factory=UserstatsSettings)
+    log_level: Annotated[str, msgspec.Meta(pattern=r"^(?i:DEBUG|INFO|WARNING|ERROR|CRITICAL)$")] = "INFO"
+
+    @property
+    def default_domain(self) -> str:
+        """The first configured channel's domain supplies query defaults (spec 4.2)."""
+        return self.channels[0].domain if self.channels else "cytu.be"
+
+    @property
+    def default_channel(self) -> str | None:
+        return self.channels[0].channel if self.channels else None
+
+
+# Environment overrides: variable -> (path in the config, how to parse it).
+ENV_OVERRIDES: dict[str, tuple[tuple[str, ...], str]] = {
+    "NATS_URL": (("nats", "servers"), "list"),
+    "NATS_USER": (("nats", "user"), "str"),
+    "NATS_PASSWORD": (("nats", "password"), "str"),
+    "NATS_TOKEN": (("nats", "token"), "str"),
+    "NATS_CREDS": (("nats", "creds"), "str"),
+    "NATS_NKEY_SEED": (("nats", "nkey_seed"), "str"),
+    "NATS_TLS_CA": (("nats", "tls_ca"), "str"),
+    "NATS_TLS_CERT": (("nats", "tls_cert"), "str"),
+    "NATS_TLS_KEY": (("nats", "tls_key"), "str"),
+    "USERSTATS_CHANNELS": (("channels",), "channels"),
+    "USERSTATS_DB_PATH": (("database", "path"), "str"),
+    "USERSTATS_METRICS_PORT": (("metrics", "port"), "raw"),
+    "USERSTATS_INGEST_PORT": (("userstats", "ingest_port"), "raw"),
+    "USERSTATS_HTTP_HOST": (("userstats", "http_host"), "str"),
+    "USERSTATS_STREAM": (("userstats", "stream"), "str"),
+    "USERSTATS_SNAPSHOT_INTERVAL": (("userstats", "snapshot_interval_seconds"), "raw"),
+    "USERSTATS_TICK_INTERVAL": (("userstats", "tick_interval_seconds"), "raw"),
+    "USERSTATS_COUNT_SHADOW_MUTED": (("userstats", "count_shadow_muted"), "raw"),
+    "USERSTATS_REPLICA_DIR": (("userstats", "replica_dir"), "str"),
+    "USERSTATS_LOG_LEVEL": (("log_level",), "str"),
+}
+
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand(value: Any, path: str, env: dict[str, str]) -> Any:
+    """Expand ${VAR} and ${VAR:-default} in every string of the parsed JSON."""
+    if isinstance(value, str):
+
+        def sub(m: re.Match[str]) -> str:
+            name, default = m.group(1), m.group(2)
+            if name in env:
+                return env[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"config key {path}: environment variable {name} is not set")
+
+        return _PLACEHOLDER.sub(sub, value)
+    if isinstance(value, dict):
+        return {k: _expand(v, f"{path}.{k}", env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand(v, f"{path}[{i}]", env) for i, v in enumerate(value)]
+    return value
+
+
+def _parse_env(name: str, raw: str, how: str) -> Any:
+    if how == "str":
+        return raw
+    if how == "list":
+        return [s.strip() for s in raw.split(",") if s.strip()]
+    if how == "channels":
+        out = []
+        for item in (s.strip() for s in raw.split(",") if s.strip()):
+            domain, sep, channel = item.partition("/")
+            if not sep:
+                raise ConfigError(f"{name}: expected domain/channel[,domain/channel...], got {item!r}")
+            out.append({"domain": domain, "channel": channel})
+        return out
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError:
+        return raw  # let type validation name it
+
+
+def find_config(explicit: str | None, env: dict[str, str]) -> Path | None:
+    if explicit:
+        return Path(explicit)
+    if env.get("USERSTATS_CONFIG"):
+        return Path(env["USERSTATS_CONFIG"])
+    for p in DEFAULT_CONFIG_PATHS:
+        if p.is_file():
+            return p
+    return None
+
+
+def load(path: Path | None, env: dict[str, str] | None = None) -> Settings:
+    """Read, expand, override and validate. Raises ConfigError with the bad key."""
+    env = dict(os.environ) if env is None else env
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
+        if not isinstance(parsed, dict):
+            raise ConfigError(f"{path}: the top level must be a JSON object")
+        raw = _expand(parsed, "$", env)
+    from_env: dict[str, str] = {}
+    for name, (keys, how) in ENV_OVERRIDES.items():
+        if name in env and env[name] != "":
+            node = raw
+            for k in keys[:-1]:
+                child = node.get(k)
+                if not isinstance(child, dict):
+                    child = node[k] = {}
+                node = child
+            node[keys[-1]] = _parse_env(name, env[name], how)
+            from_env["$." + ".".join(keys)] = name
+    try:
+        return msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        msg = str(exc)
+        for key, name in from_env.items():
+            if key in msg:
+                msg += f" (set by {name})"
+        where = f" in {path}" if path else ""
+        raise ConfigError(f"invalid configuration{where}: {msg}") from exc
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """The settings as a dict with secrets masked, for --validate-config and logs."""
+    data: dict[str, Any] = msgspec.to_builtins(settings)
+    for key in ("password", "token"):
+        if data["nats"].get(key):
+            data["nats"][key] = "***"
+    return data

@@ -1,0 +1,143 @@
+"""Snapshot files in a JetStream Object Store, and the KV pointer to the newest one.
+
+Ingest uploads; replicas download. The library's object `get` concatenates bytes (quadratic
+in the object size), so downloads here stream chunks straight into a file and hash them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from pathlib import Path
+
+import msgspec
+from nats.js import JetStreamContext, api
+from nats.js.errors import NotFoundError
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
+
+from shared import subjects
+from shared.stream import parse_ack_reply
+
+log = logging.getLogger(__name__)
+
+CHUNK_SIZE = 1024 * 1024  # 4 MiB chunks exceed the default max payload
+
+
+class SnapshotPointer(msgspec.Struct, frozen=True):
+    seq: int
+    object: str
+    projection_version: int
+    generation: str
+    size: int
+    sha256: str
+    created_at: str
+    event_time_us: int = 0
+
+
+class SnapshotError(Exception):
+    """A snapshot could not be fetched or does not match its pointer."""
+
+
+POINTER_DECODER = msgspec.json.Decoder(SnapshotPointer)
+
+
+async def ensure_buckets(js: JetStreamContext) -> tuple[ObjectStore, KeyValue]:
+    """Create (or bind to) the snapshot object store and the pointer KV bucket."""
+    try:
+        obs = await js.object_store(subjects.SNAPSHOT_BUCKET)
+    except NotFoundError:
+        obs = await js.create_object_store(subjects.SNAPSHOT_BUCKET, storage=api.StorageType.FILE)
+    try:
+        kv = await js.key_value(subjects.POINTER_BUCKET)
+    except NotFoundError:
+        kv = await js.create_key_value(
+            bucket=subjects.POINTER_BUCKET, history=5, storage=api.StorageType.FILE
+        )
+    return obs, kv
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(CHUNK_SIZE):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+async def upload(obs: ObjectStore, name: str, path: Path) -> int:
+    """Put the file under `name` in 1 MiB chunks; returns its size."""
+    meta = api.ObjectMeta(name=name, options=api.ObjectMetaOptions(max_chunk_size=CHUNK_SIZE))
+    with path.open("rb") as f:
+        info = await obs.put(name, f, meta=meta)
+    return int(info.size or 0)
+
+
+async def read_pointer(js: JetStreamContext) -> SnapshotPointer | None:
+    try:
+        kv = await js.key_value(subjects.POINTER_BUCKET)
+        entry = await kv.get(subjects.POINTER_KEY)
+    except NotFoundError:
+        return None
+    if entry.value is None:
+        return None
+    return POINTER_DECODER.decode(entry.value)
+
+
+async def download(js: JetStreamContext, pointer: SnapshotPointer, dest: Path, timeout: float = 120) -> None:
+    """Fetch the pointer's object into `dest`, checking size and sha256."""
+    obs = await js.object_store(subjects.SNAPSHOT_BUCKET)
+    try:
+        info = await obs.get_info(pointer.object)
+    except NotFoundError as exc:
+        raise SnapshotError(f"snapshot object {pointer.object} is missing") from exc
+    if not info.nuid or info.deleted:
+        raise SnapshotError(f"snapshot object {pointer.object} was deleted")
+    h = hashlib.sha256()
+    written = 0
+    done = asyncio.get_running_loop().create_future()
+
+    with dest.open("wb") as f:
+
+        async def on_chunk(msg: object) -> None:
+            nonlocal written
+            data: bytes = msg.data  # type: ignore[attr-defined]
+            f.write(data)
+            h.update(data)
+            written += len(data)
+            _, _, pending = parse_ack_reply(msg.reply)  # type: ignore[attr-defined]
+            if pending == 0 and not done.done():
+                done.set_result(None)
+
+        if info.size:
+            sub = await js.subscribe(
+                f"$O.{subjects.SNAPSHOT_BUCKET}.C.{info.nuid}", ordered_consumer=True, cb=on_chunk
+            )
+            try:
+                await asyncio.wait_for(done, timeout)
+            except TimeoutError as exc:
+                raise SnapshotError(f"snapshot {pointer.object}: download timed out") from exc
+            finally:
+                await sub.unsubscribe()
+    if written != pointer.size:
+        raise SnapshotError(f"snapshot {pointer.object}: got {written} bytes, pointer says {pointer.size}")
+    if h.hexdigest() != pointer.sha256:
+        raise SnapshotError(f"snapshot {pointer.object}: checksum mismatch")
+
+
+async def prune(obs: ObjectStore, keep: list[str]) -> int:
+    """Delete snapshot objects not named in `keep`; returns how many were deleted."""
+    deleted = 0
+    try:
+        infos = await obs.list()
+    except NotFoundError:
+        return 0
+    for info in infos:
+        if info.name not in keep and not info.deleted:
+            try:
+                await obs.delete(info.name)
+                deleted += 1
+            except NotFoundError:
+                pass
+    return deleted

@@ -1,0 +1,239 @@
+"""Real processes for integration tests: nats-server, ingest and query, all on loopback.
+
+Every process is started with its own free ports and temp dirs, and stopped by its PID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import nats
+from nats.aio.client import Client
+
+NATS_BIN = str(Path(sys.executable).parent / "nats-server")
+READY = re.compile(rb"Server is ready")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class NatsServer:
+    """nats-server with JetStream in `store`; restartable on the same port and store."""
+
+    def __init__(self, store: Path, port: int | None = None, extra: list[str] | None = None) -> None:
+        self.store = store
+        self.port = port or free_port()
+        self.extra = extra or []
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = store.parent / f"nats-{self.port}.log"
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 10) -> None:
+        args = [NATS_BIN, "-js", "-sd", str(self.store), "-a", "127.0.0.1", "-p", str(self.port), *self.extra]
+        with self.log.open("ab") as logf:
+            self.proc = subprocess.Popen(args, stdout=logf, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if READY.search(self.log.read_bytes()):
+                self.log.write_bytes(b"")  # so a restart waits for its own ready line
+                return
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"nats-server exited: {self.log.read_text()}")
+            time.sleep(0.02)
+        raise RuntimeError("nats-server did not become ready")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+
+class Service:
+    """`python -m ingest` or `python -m query` as a child process with its own env."""
+
+    def __init__(self, module: str, env: dict[str, str], workdir: Path, port: int) -> None:
+        self.module = module
+        self.env = env
+        self.workdir = workdir
+        self.port = port
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = workdir / f"{module}-{port}.log"
+
+    def start(self) -> Service:
+        with self.log.open("ab") as logf:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", self.module],
+                env=self.env,
+                stdout=logf,
+                stderr=subprocess.STDOUT,
+                cwd=self.workdir,
+            )
+        return self
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        r = httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=2)
+        return r.status_code, r.json()
+
+    def wait_healthy(self, timeout: float = 30) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        last: Any = None
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.module} exited {self.proc.returncode}:\n{self.log.read_text()[-3000:]}"
+                )
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                code, body = self.health()
+                last = body
+                if code == 200:
+                    return body
+            time.sleep(0.05)
+        raise RuntimeError(
+            f"{self.module} not healthy after {timeout} s: {last}\n{self.log.read_text()[-3000:]}"
+        )
+
+    def metrics(self) -> str:
+        return httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5).text
+
+    def stop(self, timeout: float = 20) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        code = self.proc.returncode
+        self.proc = None
+        return code
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self.proc = None
+
+
+class Stack:
+    """One NATS server plus any number of ingest/query processes sharing it."""
+
+    def __init__(self, tmp: Path, nats_server: NatsServer) -> None:
+        self.tmp = tmp
+        self.nats = nats_server
+        self.db_path = tmp / "ingest" / "userstats.duckdb"
+        self.services: list[Service] = []
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("USERSTATS_", "NATS_"))}
+        env.update(
+            NATS_URL=self.nats.url,
+            USERSTATS_DB_PATH=str(self.db_path),
+            USERSTATS_SNAPSHOT_INTERVAL="0.3",
+            USERSTATS_TICK_INTERVAL="3600",
+            USERSTATS_HTTP_HOST="127.0.0.1",
+            USERSTATS_LOG_LEVEL="INFO",
+            PYTHONUNBUFFERED="1",
+        )
+        env.update(extra)
+        return env
+
+    def ingest(self, **extra: str) -> Service:
+        port = free_port()
+        svc = Service("ingest", self.env(USERSTATS_INGEST_PORT=str(port), **extra), self.tmp, port)
+        self.services.append(svc)
+        return svc.start()
+
+    def query(self, **extra: str) -> Service:
+        port = free_port()
+        workdir = self.tmp / f"replica-{port}"
+        workdir.mkdir()
+        env = self.env(USERSTATS_METRICS_PORT=str(port), USERSTATS_REPLICA_DIR=str(workdir), **extra)
+        svc = Service("query", env, self.tmp, port)
+        self.services.append(svc)
+        return svc.start()
+
+    def stop_all(self) -> None:
+        for svc in reversed(self.services):
+            svc.stop()
+
+
+async def connect(url: str) -> Client:
+    return await nats.connect(url, name="userstats-test")
+
+
+async def publish_all(nc: Client, events: Iterable[tuple[str, bytes]], flush_every: int = 5000) -> int:
+    """Core-publish like the bridge; returns the stream's last seq once all are stored."""
+    before = int((await nc.jetstream().stream_info("USERSTATS")).state.messages)
+    n = 0
+    for subject, data in events:
+        await nc.publish(subject, data)
+        n += 1
+        if n % flush_every == 0:
+            await nc.flush()
+    await nc.flush()
+    return await stored(nc, before + n)
+
+
+async def stream_last_seq(nc: Client, stream: str = "USERSTATS") -> int:
+    info = await nc.jetstream().stream_info(stream)
+    return int(info.state.last_seq)
+
+
+async def stored(nc: Client, at_least: int, stream: str = "USERSTATS") -> int:
+    """Wait until the stream holds `at_least` messages (core publishes are stored asynchronously)."""
+
+    async def count() -> int:
+        info = await nc.jetstream().stream_info(stream)
+        return int(info.state.last_seq) if info.state.messages >= at_least else 0
+
+    return int(await wait_for(count, timeout=60, interval=0.05, what=f"{at_least} messages in the stream"))
+
+
+async def request(
+    nc: Client, body: dict[str, Any] | bytes, subject: str = "kryten.userstats.command", timeout: float = 5
+) -> Any:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    msg = await nc.request(subject, data, timeout=timeout)
+    return json.loads(msg.data)
+
+
+async def wait_for(
+    predicate: Any, timeout: float = 30, interval: float = 0.1, what: str = "condition"
+) -> Any:
+    """Await until `predicate()` (sync or async) returns a truthy value; return it."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if asyncio.iscoroutine(last):
+            last = await last
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")

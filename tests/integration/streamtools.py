@@ -1,0 +1,91 @@
+"""Helpers that read back the stream and compute what the tables must contain."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import duckdb
+from nats.aio.client import Client
+
+from shared import apply, schema
+from shared.projection import Projector
+from shared.stream import Item, StreamReader
+from tests.harness import stream_last_seq
+
+
+async def read_stream(nc: Client, stream: str = "USERSTATS") -> list[Item]:
+    """Every stored message, in order, via the same reader the services use."""
+    last = await stream_last_seq(nc, stream)
+    reader = StreamReader(
+        nc.jetstream(), stream, ["kryten.events.cytube.>", "userstats.journal.>"], 1, max_buffer=10**9
+    )
+    await reader.start()
+    items: list[Item] = []
+    try:
+        while not items or items[-1].seq < last:
+            if not await reader.wait(timeout=10):
+                raise AssertionError(f"stream read stalled at {items[-1].seq if items else 0} of {last}")
+            items.extend(reader.take(100_000))
+    finally:
+        await reader.stop()
+    return items
+
+
+def rebuild(items: list[Item]) -> duckdb.DuckDBPyConnection:
+    """Project the whole log from seq 1 into a fresh in-memory database, in one go."""
+    con = duckdb.connect(":memory:")
+    apply.create_schema(con)
+    p = Projector()
+    for it in items:
+        p.project(it.seq, it.subject, it.data, it.stream_us)
+    apply.apply_batch(con, p.delta, p.last_seq, p.last_event_us)
+    return con
+
+
+def dump(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple[Any, ...]]]:
+    out = {}
+    for name in schema.ALL_TABLE_NAMES:
+        cols = "*" if name != schema.CHECKPOINT_TABLE else "seq, projection_version, event_time_us"
+        out[name] = con.execute(f"SELECT {cols} FROM {name} ORDER BY ALL").fetchall()
+    return out
+
+
+def dump_file(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return dump(con)
+    finally:
+        con.close()
+
+
+class Oracle:
+    """Totals counted straight from the published envelopes, independently of the projection."""
+
+    def __init__(self, events: list[tuple[str, bytes]]) -> None:
+        self.messages: Counter[tuple[str, str, str]] = Counter()
+        self.pms: Counter[str] = Counter()
+        self.users: set[str] = set()
+        for _, data in events:
+            try:
+                env = json.loads(data)
+                name, p = env["event_name"].lower(), env["payload"]
+            except (ValueError, KeyError, TypeError, AttributeError):
+                continue
+            if name == "chatmsg":
+                self.messages[(p["username"], env["channel"], env["domain"])] += 1
+                self.users.add(p["username"])
+            elif name == "pm":
+                self.pms[p["username"]] += 1
+                self.users.add(p["username"])
+            elif name == "adduser":
+                self.users.add(p["name"])
+
+    @property
+    def total_messages(self) -> int:
+        return sum(self.messages.values())
+
+    def user_messages(self, user: str, domain: str) -> dict[str, int]:
+        return {c: n for (u, c, d), n in self.messages.items() if u == user and d == domain}

@@ -1,0 +1,116 @@
+"""Building event logs by hand and projecting them into a real (in-memory) DuckDB."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import duckdb
+
+from shared import apply, schema
+from shared import events as ev
+from shared.projection import Projector
+from shared.subjects import event_subject, journal_subject
+
+T0 = datetime(2025, 12, 5, 17, 0, 0, tzinfo=UTC)
+DOMAIN = "cytu.be"
+CHANNEL = "420Grindhouse"
+
+
+class Log:
+    """An event log under construction: (subject, bytes, stream time in us)."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, bytes, int]] = []
+        self.now = T0
+        self._chat_serial = 0  # CyTube's chat `time`: distinct per line unless a test says otherwise
+
+    def at(self, seconds: float) -> Log:
+        self.now = T0 + timedelta(seconds=seconds)
+        return self
+
+    def event(self, name: str, payload: Any, channel: str = CHANNEL, domain: str = DOMAIN) -> Log:
+        env = {
+            "event_name": name,
+            "payload": payload,
+            "channel": channel,
+            "domain": domain,
+            "timestamp": self.now.isoformat(),
+            "correlation_id": "00000000-0000-4000-8000-000000000000",
+        }
+        self.messages.append((event_subject(channel, name), ev.encode(env), ev.to_us(self.now)))
+        return self
+
+    def raw(self, subject: str, data: bytes) -> Log:
+        self.messages.append((subject, data, ev.to_us(self.now)))
+        return self
+
+    def journal(self, event: ev.JournalEvent) -> Log:
+        self.messages.append((journal_subject(ev.journal_kind(event)), ev.encode(event), ev.to_us(self.now)))
+        return self
+
+    def chat(
+        self, user: str, msg: str, channel: str = CHANNEL, time_ms: int | None = None, **extra: Any
+    ) -> Log:
+        self._chat_serial += 1
+        t = time_ms if time_ms is not None else ev.to_us(self.now) // 1000 + self._chat_serial
+        return self.event("chatMsg", {"username": user, "msg": msg, "meta": {}, "time": t, **extra}, channel)
+
+    def join(self, user: str, channel: str = CHANNEL, afk: bool = False) -> Log:
+        return self.event("addUser", {"name": user, "rank": 1, "meta": {"afk": afk}}, channel)
+
+    def leave(self, user: str, channel: str = CHANNEL) -> Log:
+        return self.event("userLeave", {"name": user}, channel)
+
+    def afk(self, user: str, afk: bool, channel: str = CHANNEL) -> Log:
+        return self.event("setAFK", {"name": user, "afk": afk}, channel)
+
+    def media(self, title: str, mid: str = "id1", mtype: str = "fi", channel: str = CHANNEL) -> Log:
+        return self.event("changeMedia", {"id": mid, "title": title, "type": mtype, "seconds": 60}, channel)
+
+    def emotes(self, names: list[str], channel: str = CHANNEL) -> Log:
+        return self.event("emoteList", [{"name": n, "image": ""} for n in names], channel)
+
+    def tick(self) -> Log:
+        return self.journal(ev.Tick(timestamp=self.now))
+
+
+class Projection:
+    """A Projector writing to an in-memory DuckDB, batch by batch."""
+
+    def __init__(self) -> None:
+        self.con = duckdb.connect(":memory:")
+        apply.create_schema(self.con)
+        self.projector = Projector()
+
+    def run(self, log: Log, batch: int = 1_000_000, start: int = 0, reload_every: int = 0) -> Projection:
+        """Project messages[start:] in batches; optionally reload State from the tables."""
+        msgs = log.messages
+        for i in range(start, len(msgs), batch):
+            for seq, (subject, data, stream_us) in enumerate(msgs[i : i + batch], i + 1):
+                self.projector.project(seq, subject, data, stream_us)
+            p = self.projector
+            apply.apply_batch(self.con, p.delta, p.last_seq, p.last_event_us)
+            p.delta.clear()
+            if reload_every and (i // batch) % reload_every == 0:
+                self.projector = Projector(apply.load_state(self.con))
+                self.projector.last_seq = p.last_seq
+                self.projector.last_event_us = p.last_event_us
+        return self
+
+    def rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        return self.con.execute(sql, list(params)).fetchall()
+
+    def value(self, sql: str, *params: Any) -> Any:
+        row = self.con.execute(sql, list(params)).fetchone()
+        return row[0] if row else None
+
+    def table(self, name: str) -> list[tuple[Any, ...]]:
+        return self.rows(f"SELECT * FROM {name} ORDER BY ALL")
+
+    def dump(self) -> dict[str, list[tuple[Any, ...]]]:
+        return {name: self.table(name) for name in schema.ALL_TABLE_NAMES}
+
+
+def project(log: Log, **kwargs: Any) -> Projection:
+    return Projection().run(log, **kwargs)

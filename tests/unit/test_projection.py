@@ -1,0 +1,374 @@
+"""The projection's rules (spec section 3), through real DuckDB tables.
+
+Where userstats deliberately differs from 0.7.1 (DESIGN.md), the test name says so.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from shared import events as ev
+from tests.projection_helpers import CHANNEL, DOMAIN, T0, Log, Projection, project
+
+
+def counts(p: Projection, table: str, value: str) -> dict[str, int]:
+    return {u: n for u, n in p.rows(f"SELECT username, sum({value}) FROM {table} GROUP BY username")}
+
+
+# --- users, messages, PMs ----------------------------------------------------------------
+
+
+def test_users_first_and_last_seen_in_event_time() -> None:
+    log = (
+        Log()
+        .at(0)
+        .join("alice")
+        .at(60)
+        .chat("alice", "hi")
+        .at(120)
+        .event("pm", {"username": "alice", "msg": "x"})
+    )
+    p = project(log)
+    first, last = p.rows("SELECT first_seen_at, last_seen_at FROM users WHERE username = 'alice'")[0]
+    assert first == T0.replace(tzinfo=None)
+    assert (last - first).total_seconds() == 120
+
+
+def test_message_and_pm_counts() -> None:
+    log = Log().chat("alice", "a").chat("alice", "b", channel="Other").chat("bob", "c")
+    log.event("pm", {"username": "alice", "msg": "hello", "to": "Bot"})
+    log.event("pm", {"from": "carol", "msg": "untyped pm"})
+    p = project(log)
+    assert p.rows("SELECT username, channel, message_count FROM message_counts ORDER BY ALL") == [
+        ("alice", "420Grindhouse", 1),
+        ("alice", "Other", 1),
+        ("bob", "420Grindhouse", 1),
+    ]
+    assert p.table("pm_counts") == [("alice", 1), ("carol", 1)]
+
+
+def test_server_lines_are_counted_but_never_get_a_session() -> None:
+    p = project(Log().chat("[server]", "alice joined (aliases: alice)"))
+    assert p.table("message_counts") == [("[server]", CHANNEL, DOMAIN, 1)]
+    assert p.table("open_sessions") == []
+
+
+def test_shadow_muted_chat_is_not_counted_by_default() -> None:
+    """Deliberately different: 0.7.1 counted meta.shadow messages."""
+    log = Log().event(
+        "chatMsg", {"username": "troll", "msg": "++bob #kappa", "meta": {"shadow": True}, "time": 5}
+    )
+    p = project(log)
+    assert p.table("message_counts") == []
+    assert p.value("SELECT value FROM projection_counters WHERE name = 'chat_shadow_ignored'") == 1
+
+
+def test_shadow_muted_chat_counted_when_configured() -> None:
+    log = Log().journal(
+        ev.Settings(
+            timestamp=T0, trigger_phrases=["lol"], count_shadow_muted=True, population_interval_seconds=300
+        )
+    )
+    log.event("chatMsg", {"username": "troll", "msg": "hi", "meta": {"shadow": True}, "time": 5})
+    assert project(log).table("message_counts") == [("troll", CHANNEL, DOMAIN, 1)]
+
+
+def test_bridge_restart_backlog_is_not_counted_twice() -> None:
+    """Deliberately different: 0.7.1 counted the replayed last 15 lines again."""
+    log = Log()
+    for i in range(20):
+        log.at(i).chat(f"u{i % 3}", f"line {i}", time_ms=1_000 + i)
+    for i in range(5, 20):  # the bridge restarts; CyTube replays its last 15 lines
+        log.at(100 + i).chat(f"u{i % 3}", f"line {i}", time_ms=1_000 + i)
+    log.at(200).chat("u0", "line 0", time_ms=9_999)  # same text, new time: a new message
+    p = project(log)
+    assert sum(counts(p, "message_counts", "message_count").values()) == 21
+    assert p.value("SELECT value FROM projection_counters WHERE name = 'chat_backlog_duplicates'") == 15
+
+
+def test_events_without_a_username_are_counted_apart() -> None:
+    p = project(Log().event("chatMsg", {"msg": "who am i", "time": 1}).event("pm", {"msg": "x"}))
+    assert p.table("message_counts") == []
+    assert p.value("SELECT value FROM projection_counters WHERE name = 'events_without_username'") == 2
+
+
+def test_event_name_matching_is_case_insensitive_and_others_are_ignored() -> None:
+    log = (
+        Log()
+        .event("CHATMSG", {"username": "a", "msg": "x", "time": 1})
+        .event("usercount", 7)
+        .event("mediaUpdate", {})
+    )
+    p = project(log)
+    assert p.table("message_counts") == [("a", CHANNEL, DOMAIN, 1)]
+    assert p.value("SELECT value FROM projection_counters WHERE name = 'events_ignored'") == 2
+    assert p.value("SELECT value FROM projection_counters WHERE name = 'events_processed'") == 1
+
+
+# --- kudos -----------------------------------------------------------------------------------
+
+
+def kudos_log(*messages: tuple[str, str]) -> Log:
+    log = Log().join("alice").join("Bob").join("carol")
+    for sender, text in messages:
+        log.chat(sender, text)
+    return log
+
+
+def test_plusplus_resolution_existence_and_stored_spelling() -> None:
+    p = project(kudos_log(("alice", "++bob thanks"), ("alice", "thanks ghost++"), ("carol", "BOB++")))
+    assert p.table("kudos_plusplus") == [("Bob", CHANNEL, DOMAIN, 2)]
+
+
+def test_plusplus_counts_once_per_target_and_message() -> None:
+    """Deliberately different: 0.7.1 gave ++bob++ two kudos, and `++bob ++bob` two."""
+    p = project(kudos_log(("alice", "++bob++"), ("alice", "++bob ++Bob"), ("alice", "++bob ++carol")))
+    assert counts(p, "kudos_plusplus", "kudos_count") == {"Bob": 3, "carol": 1}
+
+
+def test_self_kudos_blocked_including_own_alias() -> None:
+    log = kudos_log()
+    log.journal(ev.AliasChange(timestamp=T0, action="add", username="alice", alias="ali"))
+    log.chat("alice", "++alice ++ALI lol alice").chat("Bob", "++ali")
+    p = project(log)
+    assert p.table("kudos_plusplus") == [("alice", CHANNEL, DOMAIN, 1)]
+    assert p.table("kudos_phrases") == []
+
+
+def test_kudos_to_unknown_users_are_dropped_not_deferred() -> None:
+    log = kudos_log(("alice", "++dave")).join("dave").chat("alice", "++dave")
+    assert project(log).table("kudos_plusplus") == [("dave", CHANNEL, DOMAIN, 1)]
+
+
+def test_phrase_kudos_once_per_target_phrase_and_message() -> None:
+    """Deliberately different: with `haha` in the phrase list 0.7.1 counted `haha bob` twice."""
+    p = project(kudos_log(("alice", "haha bob"), ("alice", "lol bob lol"), ("alice", "hahaha carol")))
+    rows = p.rows("SELECT username, phrase, kudos_count FROM kudos_phrases ORDER BY ALL")
+    assert rows == [("Bob", "haha", 1), ("Bob", "lol", 1), ("carol", "haha", 1)]
+
+
+def test_alias_resolution_for_kudos() -> None:
+    log = kudos_log()
+    log.journal(ev.AliasChange(timestamp=T0, action="add", username="Bob", alias="Bobby"))
+    log.chat("alice", "thanks bobby++").chat("alice", "lol BOBBY")
+    p = project(log)
+    assert p.table("kudos_plusplus") == [("Bob", CHANNEL, DOMAIN, 1)]
+    assert p.rows("SELECT username, phrase FROM kudos_phrases") == [("Bob", "lol")]
+
+
+def test_trigger_phrases_come_from_settings_events_at_their_position() -> None:
+    log = kudos_log(("alice", "rofl bob"), ("alice", "lmao bob"))
+    log.journal(
+        ev.Settings(
+            timestamp=T0, trigger_phrases=["LMAO"], count_shadow_muted=False, population_interval_seconds=300
+        )
+    )
+    log.chat("alice", "rofl bob").chat("alice", "lmao bob")
+    p = project(log)
+    assert p.rows("SELECT phrase, kudos_count FROM kudos_phrases ORDER BY ALL") == [("lmao", 1), ("rofl", 1)]
+    assert p.table("kudos_trigger_phrases") == [("lmao",)]
+
+
+def test_hourly_kudos_series() -> None:
+    log = kudos_log(("alice", "++bob lol carol")).at(3600).chat("alice", "++carol")
+    p = project(log)
+    assert [n for _, n in p.rows("SELECT hour, kudos_count FROM hourly_kudos ORDER BY hour")] == [2, 1]
+
+
+# --- emotes -------------------------------------------------------------------------------
+
+
+def test_emotes_per_channel_with_update_and_remove() -> None:
+    """Deliberately different: 0.7.1 had one global set and ignored updateEmote/removeEmote."""
+    log = Log().emotes(["#Kappa", "#Pog"]).emotes(["#Other"], channel="Elsewhere")
+    log.chat("alice", "#kappa #KAPPA #other #pog")
+    log.chat("bob", "#kappa #other", channel="Elsewhere")
+    log.event("updateEmote", {"name": "#NewOne", "image": ""}).event("removeEmote", {"name": "#Pog"})
+    log.chat("alice", "#newone #pog")
+    p = project(log)
+    assert p.rows("SELECT username, channel, emote, usage_count FROM emote_usage ORDER BY ALL") == [
+        ("alice", CHANNEL, "kappa", 2),
+        ("alice", CHANNEL, "newone", 1),
+        ("alice", CHANNEL, "pog", 1),
+        ("bob", "Elsewhere", "other", 1),
+    ]
+
+
+def test_emote_list_as_object_keys() -> None:
+    log = Log().event("emoteList", {"#Kappa": {}, "LUL": {}}).chat("a", "#kappa #lul")
+    assert counts(project(log), "emote_usage", "usage_count") == {"a": 2}
+
+
+# --- sessions and activity -----------------------------------------------------------------
+
+
+def activity(log: Log) -> list[tuple[str, int, int]]:
+    return project(log).rows(
+        "SELECT username, total_time_seconds, not_afk_time_seconds FROM user_activity ORDER BY ALL"
+    )
+
+
+def test_thirty_minute_session() -> None:
+    assert activity(Log().at(0).join("a").at(1800).leave("a")) == [("a", 1800, 1800)]
+
+
+def test_afk_in_between() -> None:
+    log = Log().at(0).join("a").at(600).afk("a", True).at(900).afk("a", False).at(1800).leave("a")
+    assert activity(log) == [("a", 1800, 1500)]
+
+
+def test_afk_until_leave() -> None:
+    assert activity(Log().at(0).join("a").at(600).afk("a", True).at(1800).leave("a")) == [("a", 1800, 600)]
+
+
+def test_afk_for_unknown_user_opens_a_session() -> None:
+    assert activity(Log().at(0).afk("a", True).at(100).leave("a")) == [("a", 100, 0)]
+
+
+def test_leave_without_session_does_nothing() -> None:
+    assert activity(Log().leave("ghost")) == []
+
+
+def test_duplicate_join_keeps_the_open_session() -> None:
+    """Deliberately different: 0.7.1 overwrote the session and lost its time."""
+    assert activity(Log().at(0).join("a").at(100).join("a").at(300).leave("a")) == [("a", 300, 300)]
+
+
+def test_sessions_accumulate_over_visits() -> None:
+    log = Log().at(0).join("a").at(3600).leave("a").at(4000).join("a").at(5800).leave("a")
+    assert activity(log) == [("a", 5400, 5400)]
+
+
+def test_userlist_closes_sessions_of_absent_users_at_its_time() -> None:
+    """Deliberately different: 0.7.1 ignored userlist and kept orphaned sessions forever."""
+    log = Log().at(0).join("a").join("b").at(500)
+    log.event("userlist", [{"name": "b", "meta": {"afk": True}}, {"name": "c", "meta": {"afk": False}}])
+    log.at(800).leave("b").leave("c")
+    p = project(log)
+    assert p.rows(
+        "SELECT username, total_time_seconds, not_afk_time_seconds FROM user_activity ORDER BY ALL"
+    ) == [
+        ("a", 500, 500),
+        ("b", 800, 500),
+        ("c", 300, 300),
+    ]
+
+
+def test_kv_state_event_reconciles_sessions_emotes_and_media() -> None:
+    log = Log().at(0).join("gone").at(60)
+    log.journal(
+        ev.KvState(
+            timestamp=T0.replace(minute=1),
+            domain=DOMAIN,
+            channel=CHANNEL,
+            users=[ev.UserPayload(name="here", meta={"afk": True})],
+            emotes=["#Kappa"],
+            current_media=ev.KvMedia(title="Some_Film.mkv", type="yt", id="x1"),
+        )
+    )
+    log.at(120).chat("here", "#kappa great movie++")
+    p = project(log)
+    assert p.rows("SELECT username, total_time_seconds FROM user_activity") == [("gone", 60)]
+    assert p.rows("SELECT username, is_afk FROM open_sessions") == [("here", True)]  # meta.afk is used
+    assert p.rows("SELECT media_title, vote FROM movie_votes") == [("Some Film", 1)]
+    assert p.table("media_changes") == []  # KV media sets the current media without logging
+    assert counts(p, "emote_usage", "usage_count") == {"here": 1}
+
+
+# --- population -----------------------------------------------------------------------------
+
+
+def test_population_rows_every_five_minutes_with_zero_and_afk() -> None:
+    """Deliberately different: zero rows are recorded and chat_count excludes AFK users."""
+    log = Log().at(10).join("a").join("b").at(200).afk("b", True).at(310).leave("a").leave("b")
+    log.at(650).tick()
+    p = project(log)
+    rows = [
+        (ts.minute, c, k)
+        for ts, c, k in p.rows(
+            "SELECT timestamp, connected_count, chat_count FROM population_snapshots ORDER BY 1"
+        )
+    ]
+    assert rows == [(5, 2, 1), (10, 0, 0)]
+
+
+def test_ticks_fill_quiet_periods_for_every_known_channel() -> None:
+    log = Log().at(1).join("a").join("z", channel="Other").at(1800).tick()
+    p = project(log)
+    assert p.value("SELECT count(*) FROM population_snapshots WHERE channel = ?", CHANNEL) == 6
+    assert p.value("SELECT count(*) FROM population_snapshots WHERE channel = 'Other'") == 6
+    assert p.value("SELECT min(connected_count) FROM population_snapshots") == 1
+
+
+# --- media and votes ------------------------------------------------------------------------
+
+
+def test_media_log_suppresses_only_immediate_repeats() -> None:
+    log = Log().media("A.mkv", "1").media("A.mkv", "1").media("B.mp4", "2").media("A.mkv", "1")
+    p = project(log)
+    assert [t for (t,) in p.rows("SELECT media_title FROM media_changes ORDER BY seq")] == ["A", "B", "A"]
+
+
+def test_numeric_media_id_is_kept() -> None:
+    """Deliberately different: 0.7.1 dropped changeMedia whose id was a number."""
+    p = project(Log().event("changeMedia", {"id": 12345, "title": "x", "type": "fi"}))
+    assert p.rows("SELECT media_id FROM media_changes") == [("12345",)]
+
+
+def test_votes_last_one_wins_per_user_and_title() -> None:
+    log = Log().chat("a", "movie++").media("Film.mkv", "9").chat("a", "movie++").chat("b", "film-")
+    log.chat("a", "movie--").chat("c", "movie+-")
+    p = project(log)
+    assert p.rows("SELECT username, vote FROM movie_votes ORDER BY ALL") == [("a", -1), ("b", -1)]
+
+
+def test_votes_are_per_domain_and_channel() -> None:
+    log = Log().media("X.mkv").chat("a", "movie++", channel="Other")
+    assert project(log).table("movie_votes") == []
+
+
+# --- aliases -----------------------------------------------------------------------------------
+
+
+def test_alias_journal_events() -> None:
+    log = Log()
+    for action, user, alias, new in [
+        ("add", "Bob", "Bobby", ""),
+        ("add", "carol", "bobby", ""),  # taken: ignored
+        ("update", "Bob", "bobby", "bobster"),
+        ("add", "carol", "cc", ""),
+        ("delete", "carol", "cc", ""),
+    ]:
+        log.journal(ev.AliasChange(timestamp=T0, action=action, username=user, alias=alias, new_alias=new))  # type: ignore[arg-type]
+    p = project(log)
+    assert p.rows("SELECT username, alias FROM user_aliases") == [("Bob", "bobster")]
+
+
+# --- robustness ----------------------------------------------------------------------------------
+
+
+def test_poison_messages_become_dead_letters_and_projection_continues() -> None:
+    log = Log().chat("a", "before")
+    log.raw("kryten.events.cytube.x.chatmsg", b"\xff not json")
+    log.raw(
+        "kryten.events.cytube.x.chatmsg", b'{"event_name": "chatMsg", "payload": {}}'
+    )  # no channel/domain
+    log.event("chatMsg", {"username": 42, "msg": "wrong type"})
+    log.raw("userstats.journal.tick", b'{"type": "nope"}')
+    log.chat("a", "after")
+    p = project(log)
+    assert p.table("message_counts") == [("a", CHANNEL, DOMAIN, 2)]
+    dead = p.rows("SELECT seq, subject FROM dead_letters ORDER BY seq")
+    assert [s for s, _ in dead] == [2, 3, 4, 5]
+    assert p.value("SELECT raw FROM dead_letters WHERE seq = 2") == b"\xff not json"
+
+
+def test_missing_envelope_timestamp_uses_the_stream_time() -> None:
+    log = Log().at(42)
+    data = ev.encode(
+        {"event_name": "addUser", "payload": {"name": "a"}, "channel": CHANNEL, "domain": DOMAIN}
+    )
+    log.raw("kryten.events.cytube.x.adduser", data)
+    p = project(log)
+    first = p.value("SELECT first_seen_at FROM users")
+    assert first == datetime(2025, 12, 5, 17, 0, 42)

@@ -1,0 +1,112 @@
+"""Request decoding: every kind of bad input gets a clear message (spec 4.2 error strings)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from shared import messages as m
+from shared import requests
+
+MAX = 65536
+
+
+def parse(body: object) -> requests.Request:
+    data = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return requests.parse(requests.decode_object(data, MAX))
+
+
+def error_of(body: object) -> tuple[str | None, str]:
+    with pytest.raises(m.RequestError) as info:
+        parse(body)
+    return info.value.command, info.value.message
+
+
+def test_every_command_of_the_spec_is_known() -> None:
+    assert len(requests.COMMAND_PARAMS) == 26
+    assert len(requests.SEED_COMMANDS) == 16 and set(requests.COMMAND_PARAMS) >= requests.SEED_COMMANDS
+
+
+@pytest.mark.parametrize(
+    ("body", "command", "message"),
+    [
+        (b"not json", None, "Invalid JSON"),
+        (b"", None, "Invalid JSON: empty request"),
+        (b"[1, 2]", None, "expected a JSON object, got list"),
+        ({}, None, "Missing 'command' field"),
+        ({"command": ""}, None, "Missing 'command' field"),
+        ({"command": 5}, None, "Invalid 'command' field"),
+        ({"command": "nope"}, "nope", "Unknown command: nope"),
+        (
+            {"command": "system.ping", "service": "robot"},
+            None,
+            "Command intended for 'robot', not 'userstats'",
+        ),
+        ({"command": "user.stats"}, "user.stats", "username required"),
+        ({"command": "user.stats", "username": ""}, "user.stats", "username required"),
+        ({"command": "user.stats", "username": 12}, "user.stats", "invalid parameter username"),
+        ({"command": "channel.top_users"}, "channel.top_users", "channel required"),
+        ({"command": "alias.find"}, "alias.find", "alias required"),
+        ({"command": "alias.update", "old_alias": "a"}, "alias.update", "new_alias required"),
+        (
+            {"command": "channel.top_users", "channel": "c", "limit": None},
+            "channel.top_users",
+            "invalid parameter limit",
+        ),
+        (
+            {"command": "channel.top_users", "channel": "c", "limit": 2.5},
+            "channel.top_users",
+            "invalid parameter limit",
+        ),
+        (
+            {"command": "channel.population", "channel": "c", "hours": -1},
+            "channel.population",
+            "invalid parameter hours",
+        ),
+        ({"command": "channel.all_stats", "limits": None}, "channel.all_stats", "invalid parameter limits"),
+        ({"command": "user.stats", "username": "x" * 500}, "user.stats", "invalid parameter username"),
+        ({"command": "system.ping", "min_seq": -3}, "system.ping", "min_seq must be a non-negative integer"),
+    ],
+)
+def test_bad_requests(body: object, command: str | None, message: str) -> None:
+    got_command, got_message = error_of(body)
+    assert got_command == command
+    assert message in got_message
+
+
+def test_oversized_request() -> None:
+    with pytest.raises(m.RequestError, match="Request too large"):
+        requests.decode_object(b"{" + b" " * MAX + b"}", MAX)
+
+
+def test_numeric_strings_are_accepted_as_limits_and_caps_apply() -> None:
+    req = parse({"command": "channel.top_users", "channel": "c", "limit": "2", "extra": "ignored"})
+    assert isinstance(req.params, m.TopUsersParams) and req.params.limit == 2
+    assert m.clamp_limit(-1) == m.MAX_LIMIT and m.clamp_limit(10**9) == m.MAX_LIMIT and m.clamp_limit(5) == 5
+
+
+def test_service_userstats_or_empty_is_accepted() -> None:
+    assert parse({"command": "system.ping", "service": "userstats"}).command == "system.ping"
+    assert parse({"command": "system.ping", "service": ""}).command == "system.ping"
+
+
+def test_seed_subject_routing_keeps_domain_dots() -> None:
+    assert requests.seed_route("cytube.query.userstats.cytu.be.user.stats", "cytube.query.userstats") == (
+        "cytu.be",
+        "user.stats",
+    )
+    req = requests.parse({"username": "a", "domain": "ignored"}, command="user.stats", domain="cy.tube")
+    assert isinstance(req.params, m.UserParams) and req.params.domain == "cy.tube"
+    with pytest.raises(m.RequestError, match="Invalid subject"):
+        requests.seed_route("cytube.query.userstats.stats", "cytube.query.userstats")
+
+
+def test_all_stats_limits_default_per_key() -> None:
+    req = parse({"command": "channel.all_stats", "limits": {"top_users": 3}})
+    assert isinstance(req.params, m.AllStatsParams)
+    assert (req.params.limits.top_users, req.params.limits.media_history, req.params.limits.leaderboards) == (
+        3,
+        15,
+        10,
+    )

@@ -1,0 +1,100 @@
+"""Configuration: kryten-userstats config.json, ${VAR} expansion, env overrides, clear errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from shared import settings
+from shared.settings import ConfigError
+
+KRYTEN_EXAMPLE = {
+    "service": {"name": "userstats", "version": "0.7.1", "heartbeat_interval": 30},
+    "nats": {"servers": ["nats://localhost:4222"], "user": "${NATS_USER}", "password": "${NATS_PASSWORD}"},
+    "channels": [{"domain": "cytu.be", "channel": "420Grindhouse"}],
+    "database": {"path": "data/userstats.duckdb"},
+    "metrics": {"port": 28282},
+    "snapshots": {"interval_seconds": 300},
+    "kudos": {"default_phrases": ["lol", "rofl", "lmao", "haha", "😂"]},
+    "log_level": "INFO",
+    "retry_attempts": 3,
+}
+
+
+def write(tmp_path: Path, data: object) -> Path:
+    p = tmp_path / "config.json"
+    p.write_text(json.dumps(data))
+    return p
+
+
+def test_kryten_config_with_placeholders(tmp_path: Path) -> None:
+    s = settings.load(write(tmp_path, KRYTEN_EXAMPLE), env={"NATS_USER": "bot", "NATS_PASSWORD": "s3cret"})
+    assert s.nats.user == "bot" and s.nats.password == "s3cret"
+    assert s.default_domain == "cytu.be" and s.default_channel == "420Grindhouse"
+    assert s.kudos.default_phrases[-1] == "😂"
+    assert settings.redacted(s)["nats"]["password"] == "***"
+
+
+def test_unset_placeholder_names_the_key_and_variable(tmp_path: Path) -> None:
+    with pytest.raises(
+        ConfigError, match=r"\$\.nats\.password: environment variable NATS_PASSWORD is not set"
+    ):
+        settings.load(write(tmp_path, KRYTEN_EXAMPLE), env={"NATS_USER": "bot"})
+
+
+def test_placeholder_default(tmp_path: Path) -> None:
+    cfg = {"nats": {"servers": ["${NATS_URL_X:-nats://10.0.0.1:4222}"]}}
+    assert settings.load(write(tmp_path, cfg), env={}).nats.servers == ["nats://10.0.0.1:4222"]
+
+
+@pytest.mark.parametrize(
+    ("cfg", "message"),
+    [
+        ({"metrics": {"port": 70000}}, r"\$\.metrics\.port"),
+        ({"metrics": {"port": "http"}}, r"\$\.metrics\.port"),
+        ({"channels": [{"domain": "cytu.be"}]}, r"channel.*\$\.channels\[0\]"),
+        ({"nats": {"servers": []}}, r"\$\.nats\.servers"),
+        ({"service": {"heartbeat_interval": 1}}, r"\$\.service\.heartbeat_interval"),
+        ({"log_level": "LOUD"}, r"\$\.log_level"),
+        ({"userstats": {"stream": "has space"}}, r"\$\.userstats\.stream"),
+    ],
+)
+def test_invalid_values_name_the_key(tmp_path: Path, cfg: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        settings.load(write(tmp_path, cfg), env={})
+
+
+def test_not_json_and_not_object(tmp_path: Path) -> None:
+    p = tmp_path / "c.json"
+    p.write_text("{nope")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        settings.load(p, env={})
+    p.write_text("[1]")
+    with pytest.raises(ConfigError, match="JSON object"):
+        settings.load(p, env={})
+
+
+def test_env_overrides_win_and_are_named_on_error(tmp_path: Path) -> None:
+    env = {
+        "NATS_URL": "nats://a:1,nats://b:2",
+        "USERSTATS_CHANNELS": "cytu.be/One, cy.tube/Two",
+        "USERSTATS_METRICS_PORT": "29999",
+        "USERSTATS_COUNT_SHADOW_MUTED": "true",
+    }
+    s = settings.load(None, env=env)
+    assert s.nats.servers == ["nats://a:1", "nats://b:2"]
+    assert [(c.domain, c.channel) for c in s.channels] == [("cytu.be", "One"), ("cy.tube", "Two")]
+    assert s.metrics.port == 29999 and s.userstats.count_shadow_muted is True
+    with pytest.raises(ConfigError, match="USERSTATS_METRICS_PORT"):
+        settings.load(None, env={"USERSTATS_METRICS_PORT": "0"})
+    with pytest.raises(ConfigError, match="domain/channel"):
+        settings.load(None, env={"USERSTATS_CHANNELS": "nodomain"})
+
+
+def test_defaults_without_any_file() -> None:
+    s = settings.load(None, env={})
+    assert s.metrics.port == 28282 and s.userstats.ingest_port == 28283
+    assert s.nats.servers == ["nats://127.0.0.1:4222"]
+    assert s.default_domain == "cytu.be" and s.default_channel is None
