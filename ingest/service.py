@@ -92,7 +92,13 @@ class IngestService:
             info = await ensure_stream(js, u)
             self.stream_last_seq = int(info.state.last_seq)
             self.loop = projector = ProjectorLoop(
-                js, con, u.stream, self.metrics, u.batch_max_events, u.batch_max_seconds
+                js,
+                con,
+                u.stream,
+                self.metrics,
+                u.batch_max_events,
+                u.batch_max_seconds,
+                u.batch_linger_seconds,
             )
             log.info(
                 "database %s at seq %d (projection version %d); stream %s holds %d..%d",

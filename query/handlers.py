@@ -118,15 +118,15 @@ class Dispatcher:
         if req.min_seq is not None and req.min_seq > self._replica.applied_seq:
             await self._wait_for(req)
         if req.command == "system.stats":
-            return await self._replica.db(self._stats_reply)
+            return await self._replica.read(self._stats_reply)
         if req.command == "channel.all_stats":
-            return await self._replica.db(self._all_stats, req.params)
+            return await self._replica.read(self._all_stats, req.params)
         key = req.command.encode() + b"\0" + msgspec.json.encode(req.params)
         cached = self._cache.get(key)
-        if cached is not None and cached[0] == self._replica.db_seq:
+        if cached is not None and cached[0] == self._replica.applied_seq:
             self._metrics.cache_hits.inc()
             return cached[1]
-        return await self._replica.db(self._read, req.command, req.params, key)
+        return await self._replica.read(self._read, req.command, req.params, key)
 
     async def _wait_for(self, req: requests.Request) -> None:
         timeout = self._settings.userstats.min_seq_timeout_seconds
@@ -156,14 +156,14 @@ class Dispatcher:
         self._cache[key] = (seq, reply)
         return reply
 
-    def _totals_now(self) -> dict[str, int]:
+    def totals_now(self) -> dict[str, int]:
         seq = self._replica.db_seq
         if self._totals[0] != seq:
             self._totals = (seq, reads.totals(self._scope()))
         return self._totals[1]
 
     def _stats(self) -> dict[str, Any]:
-        t = self._totals_now()
+        t = self.totals_now()
         return {
             "total_users": t["total_users"],
             "total_messages": t["total_messages"],

@@ -14,6 +14,7 @@ from typing import Any
 import duckdb
 
 from shared import messages as m
+from shared import schema
 from shared.state import SERVER_USER
 
 HOUR_FMT = "%Y-%m-%d %H:00:00"
@@ -482,33 +483,44 @@ def timeseries_kudos(sc: Scope, p: m.TimeseriesKudosParams) -> dict[str, Any]:
 
 
 def totals(sc: Scope) -> dict[str, int]:
-    """Table-derived figures of system.stats and of the Prometheus gauges."""
+    """Table-derived figures of system.stats and of the Prometheus gauges (one counters scan)."""
+    sums = dict(
+        _rows(
+            sc,
+            "SELECT CASE WHEN kind = ? THEN item ELSE kind END AS k, sum(n1) FROM counters "
+            "WHERE kind IN (?, ?, ?, ?, ?, ?) GROUP BY k",
+            [
+                schema.COUNTER,
+                schema.COUNTER,
+                schema.MESSAGES,
+                schema.PMS,
+                schema.PLUSPLUS,
+                schema.PHRASES,
+                schema.EMOTES,
+            ],
+        )
+    )
     row = sc.con.execute(
-        "SELECT (SELECT count(*) FROM users), "
-        "(SELECT coalesce(sum(message_count), 0) FROM message_counts), "
-        "(SELECT coalesce(sum(pm_count), 0) FROM pm_counts), "
-        "(SELECT coalesce(sum(kudos_count), 0) FROM kudos_plusplus), "
-        "(SELECT coalesce(sum(kudos_count), 0) FROM kudos_phrases), "
-        "(SELECT coalesce(sum(usage_count), 0) FROM emote_usage), "
-        "(SELECT count(*) FROM media_changes), "
-        "(SELECT count(*) FROM open_sessions), "
-        "(SELECT coalesce(sum(value), 0) FROM projection_counters WHERE name = 'events_processed'), "
-        "(SELECT coalesce(sum(value), 0) FROM projection_counters WHERE name = 'dead_letters')"
+        "SELECT (SELECT count(*) FROM users), (SELECT count(*) FROM media_changes), "
+        "(SELECT count(*) FROM open_sessions)"
     ).fetchone()
     assert row is not None
-    keys = (
-        "total_users",
-        "total_messages",
-        "total_pms",
-        "total_kudos_plusplus",
-        "total_kudos_phrases",
-        "total_emotes",
-        "total_media_changes",
-        "active_sessions",
-        "events_processed",
-        "dead_letters",
-    )
-    return {k: int(v) for k, v in zip(keys, row, strict=True)}
+
+    def get(key: str) -> int:
+        return int(sums.get(key) or 0)
+
+    return {
+        "total_users": int(row[0]),
+        "total_messages": get(schema.MESSAGES),
+        "total_pms": get(schema.PMS),
+        "total_kudos_plusplus": get(schema.PLUSPLUS),
+        "total_kudos_phrases": get(schema.PHRASES),
+        "total_emotes": get(schema.EMOTES),
+        "total_media_changes": int(row[1]),
+        "active_sessions": int(row[2]),
+        "events_processed": get("events_processed"),
+        "dead_letters": get("dead_letters"),
+    }
 
 
 def alias_list(sc: Scope, p: m.NoParams) -> dict[str, Any]:

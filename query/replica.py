@@ -22,7 +22,6 @@ from nats.js import JetStreamContext
 from nats.js.errors import BucketNotFoundError, NotFoundError
 
 from shared import apply, schema, snapshots, subjects
-from shared.delta import Delta
 from shared.projection import Projector
 from shared.snapshots import SnapshotError, SnapshotPointer
 from shared.stream import Item, StreamReader
@@ -31,6 +30,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 STREAM_SUBJECTS = [subjects.EVENTS_WILDCARD, subjects.JOURNAL_WILDCARD]
+LINGER_SECONDS = 0.05  # projected events are written at the latest this long after arriving...
+FLUSH_EVENTS = 20_000  # ...or once this many are pending, or before any read
 
 
 def open_snapshot(
@@ -54,8 +55,9 @@ def open_snapshot(
         con.execute("DETACH snap")
     row = con.execute(f"SELECT seq, event_time_us FROM {schema.CHECKPOINT_TABLE}").fetchone()
     assert row is not None
-    projector = Projector(apply.load_state(con)) if follow else None
-    return con, projector, int(row[0]), int(row[1])
+    seq, event_us = int(row[0]), int(row[1])
+    projector = Projector(apply.load_state(con), seq, event_us) if follow else None
+    return con, projector, seq, event_us
 
 
 class Replica:
@@ -69,8 +71,9 @@ class Replica:
         self.con: duckdb.DuckDBPyConnection | None = None
         self.projector: Projector | None = None
         self.pointer: SnapshotPointer | None = None
-        self.applied_seq = 0  # event-loop side: what waiters (min_seq) see
-        self.db_seq = 0  # database-thread side: what a query running now reflects
+        self.applied_seq = 0  # projected: what a read will reflect (waiters for min_seq use it)
+        self.db_seq = 0  # written to the tables (database thread); reads flush up to applied_seq
+        self._pending_since = 0.0
         self.event_time_us = 0
         self.loaded_at = 0.0
         self.following = False
@@ -236,35 +239,64 @@ class Replica:
             await self._reader.stop()
             self._reader = None
 
-    def _project_apply(self, items: list[Item]) -> tuple[int, int]:
-        """Project and write one batch (database thread)."""
-        proj, con = self.projector, self.con
-        assert proj is not None and con is not None
+    def _project(self, items: list[Item]) -> int:
+        """Project a batch into memory (database thread); write it only when due."""
+        proj = self.projector
+        assert proj is not None
+        if proj.last_seq == self.db_seq:
+            self._pending_since = time.monotonic()
         for item in items:
             proj.project(item.seq, item.subject, item.data, item.stream_us)
-        delta, proj.delta = proj.delta, Delta()
-        apply.apply_batch(con, delta, proj.last_seq, proj.last_event_us)
+        if proj.last_seq - self.db_seq >= FLUSH_EVENTS:
+            self.flush()
+        return proj.last_seq
+
+    def flush(self) -> None:
+        """Write what was projected but not yet written (database thread).
+
+        Reads call this first, so an answer always reflects every projected event. Writing
+        lazily lets a busy stream coalesce into few DuckDB transactions.
+        """
+        proj, con = self.projector, self.con
+        if proj is None or con is None or proj.last_seq == self.db_seq:
+            return
+        delta = proj.take_delta()
+        try:
+            apply.apply_batch(con, delta, proj.last_seq, proj.last_event_us)
+        except duckdb.Error as exc:
+            self.projector = None  # its State is now ahead of the tables: stop following
+            self.problem = f"writing seq {self.db_seq + 1}..{proj.last_seq} failed: {exc}"
+            log.error("%s; serving seq %d until the next snapshot", self.problem, self.db_seq)
+            return
         self.db_seq = proj.last_seq
         self.event_time_us = max(self.event_time_us, proj.last_event_us)
-        return proj.last_seq, proj.last_event_us
+
+    def _flush_if_due(self) -> None:
+        if time.monotonic() - self._pending_since >= LINGER_SECONDS:
+            self.flush()
+
+    async def read(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a read on the database thread after writing everything projected so far."""
+
+        def run() -> T:
+            self.flush()
+            return fn(*args)
+
+        return await self.db(run)
+
+    @property
+    def pending(self) -> bool:
+        return self.projector is not None and self.projector.last_seq > self.db_seq
 
     async def _follow(self, reader: StreamReader) -> None:
-        try:
-            while True:
-                if not await reader.wait(timeout=1.0):
-                    continue
-                items = reader.take(20_000)
-                try:
-                    seq, _ = await self.db(self._project_apply, items)
-                except duckdb.Error as exc:
-                    self.following = False
-                    self.problem = f"applying seq {items[0].seq}..{items[-1].seq} failed: {exc}"
-                    log.error("%s; serving seq %d until the next snapshot", self.problem, self.applied_seq)
-                    return
-                self.applied_seq = seq
+        while self.projector is not None:
+            got = await reader.wait(timeout=LINGER_SECONDS if self.pending else 1.0)
+            if got:
+                self.applied_seq = await self.db(self._project, reader.take(FLUSH_EVENTS))
                 await self._notify()
-        except asyncio.CancelledError:
-            raise
+            if self.pending:
+                await self.db(self._flush_if_due)
+        self.following = False
 
     async def close(self) -> None:
         await self._stop_following()

@@ -74,10 +74,10 @@ class QueryService:
         m = self.metrics
         while not self.stop.is_set():
             r, d = self.replica, self.dispatcher
-            if r is not None and d is not None and r.loaded and r.db_seq != seen:
+            if r is not None and d is not None and r.loaded and r.applied_seq != seen:
                 try:
-                    totals = await r.db(d._totals_now)
-                    seen = r.db_seq
+                    totals = await r.read(d.totals_now)
+                    seen = r.applied_seq
                     m.spec.totals = spec_totals(totals)
                     m.dead_letters.set(totals["dead_letters"])
                 except Exception as exc:  # a replica swap mid-read: next round

@@ -143,13 +143,12 @@ def load_state(con: duckdb.DuckDBPyConnection) -> State:
         st.sessions.setdefault(key, {})[user] = Session(join_us, bool(is_afk), afk_start, afk_total)
         if is_afk:
             st.afk_count[key] = st.afk_count.get(key, 0) + 1
-    for domain, channel, seq, user, time_ms, msg in con.execute(
-        "SELECT domain, channel, seq, username, time_ms, msg FROM recent_chat ORDER BY seq"
-    ).fetchall():
+    for domain, channel, lines in con.execute("SELECT domain, channel, lines FROM recent_chat").fetchall():
         recent = st.recent_chat.setdefault((domain, channel), RecentChat())
-        line = (user, int(time_ms), msg)
-        recent.order.append((int(seq), line))
-        recent.keys[line] = int(seq)
+        for seq, user, time_ms, msg in json.loads(lines):
+            line = (user, int(time_ms), msg)
+            recent.order.append((int(seq), line))
+            recent.keys[line] = int(seq)
     for domain, channel, boundary in con.execute(
         "SELECT domain, channel, last_boundary_us FROM channel_clock"
     ).fetchall():

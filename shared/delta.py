@@ -30,12 +30,11 @@ class TableDelta:
         return len(self.upserts) + len(self.deletes)
 
     def incr(self, key: Key, n: int = 1) -> None:
-        """Add to a single-count table (the hot path: message counts, kudos, emotes)."""
+        """Add to the first count of a row (the hot path: messages, kudos, emotes)."""
         row = self.upserts.get(key)
         if row is None:
-            self.upserts[key] = [n]
-        else:
-            row[0] += n
+            row = self.upserts[key] = [0] * len(self._mergers)
+        row[0] += n
 
     def put(self, key: Key, values: Values, new: bool = False) -> None:
         """Upsert a row, merging with a pending upsert of the same key by column rule.
@@ -83,17 +82,10 @@ class Delta:
         self.tables: dict[str, TableDelta] = {t.name: TableDelta(t) for t in schema.TABLES}
         t = self.tables
         self.users = t[schema.USERS.name]
-        self.message_counts = t[schema.MESSAGE_COUNTS.name]
-        self.pm_counts = t[schema.PM_COUNTS.name]
-        self.kudos_plusplus = t[schema.KUDOS_PLUSPLUS.name]
-        self.kudos_phrases = t[schema.KUDOS_PHRASES.name]
-        self.emote_usage = t[schema.EMOTE_USAGE.name]
-        self.user_activity = t[schema.USER_ACTIVITY.name]
+        self.counters = t[schema.COUNTERS.name]
         self.media_changes = t[schema.MEDIA_CHANGES.name]
         self.movie_votes = t[schema.MOVIE_VOTES.name]
         self.population = t[schema.POPULATION_SNAPSHOTS.name]
-        self.hourly_messages = t[schema.HOURLY_MESSAGES.name]
-        self.hourly_kudos = t[schema.HOURLY_KUDOS.name]
         self.aliases = t[schema.USER_ALIASES.name]
         self.phrases = t[schema.TRIGGER_PHRASES.name]
         self.channel_emotes = t[schema.CHANNEL_EMOTES.name]
@@ -102,7 +94,6 @@ class Delta:
         self.recent_chat = t[schema.RECENT_CHAT.name]
         self.clock = t[schema.CHANNEL_CLOCK.name]
         self.settings = t[schema.PROJECTION_SETTINGS.name]
-        self.counters = t[schema.PROJECTION_COUNTERS.name]
         self.dead_letters = t[schema.DEAD_LETTERS.name]
 
     def __len__(self) -> int:

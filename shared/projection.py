@@ -16,6 +16,17 @@ import msgspec
 from shared import detectors
 from shared import events as ev
 from shared.delta import Delta
+from shared.schema import (
+    ACTIVITY,
+    COUNTER,
+    EMOTES,
+    HOURLY_KUDOS,
+    HOURLY_MESSAGES,
+    MESSAGES,
+    PHRASES,
+    PLUSPLUS,
+    PMS,
+)
 from shared.state import (
     MAX_GAP_SNAPSHOTS,
     RECENT_CHAT_PER_CHANNEL,
@@ -30,6 +41,7 @@ from shared.state import (
 from shared.subjects import EVENTS_PREFIX, JOURNAL_PREFIX
 
 US = 1_000_000
+DEAD_LETTERS_KEY = (COUNTER, "", "", "", "dead_letters", 0)
 HOUR_US = 3600 * US
 
 _EVENTS_DOT = EVENTS_PREFIX.split(".", 1)[0] + "."  # "kryten."
@@ -39,11 +51,13 @@ _JOURNAL_DOT = JOURNAL_PREFIX + "."
 class Projector:
     """Holds the State; `project()` each message in stream order, then take `delta`."""
 
-    def __init__(self, state: State | None = None) -> None:
+    def __init__(self, state: State | None = None, last_seq: int = 0, last_event_us: int = 0) -> None:
+        """`last_seq`/`last_event_us`: the checkpoint the State was loaded at."""
         self.state = state if state is not None else State()
         self.delta = Delta()
-        self.last_seq = 0
-        self.last_event_us = 0
+        self.last_seq = last_seq
+        self.last_event_us = last_event_us
+        self._dirty_chat: set[ChannelKey] = set()
         self._bridge: dict[str, tuple[msgspec.json.Decoder[Any], Callable[..., None]]] = {
             "chatmsg": (ev.CHAT_DECODER, self._chat),
             "pm": (ev.CHAT_DECODER, self._pm),
@@ -58,7 +72,16 @@ class Projector:
             "renameemote": (ev.EMOTE_DECODER, self._rename_emote),
         }
 
-    # --- entry point ---------------------------------------------------------------
+    # --- entry points ------------------------------------------------------------------
+
+    def take_delta(self) -> Delta:
+        """The changes since the last call, ready to apply; a fresh Delta starts."""
+        for key in self._dirty_chat:
+            lines = [[seq, *line] for seq, line in self.state.recent_chat[key].order]
+            self.delta.recent_chat.put(key, [ev.encode(lines).decode()])
+        self._dirty_chat.clear()
+        delta, self.delta = self.delta, Delta()
+        return delta
 
     def project(self, seq: int, subject: str, data: bytes, stream_us: int) -> None:
         """Project one stored message. Undecodable or failing ones become dead letters."""
@@ -80,7 +103,7 @@ class Projector:
         self._count("dead_letters")
 
     def _count(self, name: str, n: int = 1) -> None:
-        self.delta.counters.incr((name,), n)
+        self.delta.counters.incr((COUNTER, "", "", "", name, 0), n)
 
     def _bridge_event(self, seq: int, data: bytes, stream_us: int) -> None:
         env = ev.ENVELOPE_DECODER.decode(data)
@@ -162,7 +185,7 @@ class Projector:
         if s.is_afk:
             afk += max(0, t - s.afk_start_us) // US
             self.state.afk_count[key] -= 1
-        self.delta.user_activity.put((name, key[1], key[0]), [total, max(0, total - afk)])
+        self.delta.counters.put((ACTIVITY, name, key[1], key[0], "", 0), [total, max(0, total - afk)])
         self.delta.sessions.delete((key[0], key[1], name))
 
     def _reconcile_present(self, seq: int, key: ChannelKey, present: dict[str, bool], t: int) -> None:
@@ -210,18 +233,18 @@ class Projector:
         domain, channel = key
         d = self.delta
         self._see_user(seq, name, t)
-        d.message_counts.incr((name, channel, domain))
-        d.hourly_messages.incr((channel, domain, t - t % HOUR_US))
+        d.counters.incr((MESSAGES, name, channel, domain, "", 0))
+        d.counters.incr((HOURLY_MESSAGES, "", channel, domain, "", t - t % HOUR_US))
         if name != SERVER_USER and name not in st.sessions.get(key, ()):
             self._open_session(key, name, t, False)
 
         kudos = self._plusplus(name, key, text) + self._phrase_kudos(name, key, text)
         if kudos:
-            d.hourly_kudos.incr((channel, domain, t - t % HOUR_US), kudos)
+            d.counters.incr((HOURLY_KUDOS, "", channel, domain, "", t - t % HOUR_US), kudos)
         emotes = st.emotes.get(key)
         if emotes:
             for emote in detectors.emote_names(text, emotes):
-                d.emote_usage.incr((name, channel, domain, emote))
+                d.counters.incr((EMOTES, name, channel, domain, emote, 0))
         vote = detectors.vote_value(text)
         if vote:
             media = st.current_media.get(key)
@@ -238,12 +261,11 @@ class Projector:
             return True
         recent.keys[line] = seq
         recent.order.append((seq, line))
-        self.delta.recent_chat.put((key[0], key[1], seq), [name, time_ms, text], new=True)
+        self._dirty_chat.add(key)
         if len(recent.order) > RECENT_CHAT_PER_CHANNEL:
             old_seq, old_line = recent.order.popleft()
             if recent.keys.get(old_line) == old_seq:
                 del recent.keys[old_line]
-            self.delta.recent_chat.delete((key[0], key[1], old_seq))
         return False
 
     def _resolve(self, candidate: str, sender_lower: str) -> str | None:
@@ -265,7 +287,7 @@ class Projector:
             target = self._resolve(cand, sender_lower)
             if target is not None and target not in given:  # once per (target, message)
                 given.add(target)
-                self.delta.kudos_plusplus.incr((target, key[1], key[0]))
+                self.delta.counters.incr((PLUSPLUS, target, key[1], key[0], "", 0))
         return len(given)
 
     def _phrase_kudos(self, sender: str, key: ChannelKey, text: str) -> int:
@@ -278,7 +300,7 @@ class Projector:
             target = self._resolve(cand, sender_lower)
             if target is not None and (target, phrase) not in given:  # once per (target, phrase)
                 given.add((target, phrase))
-                self.delta.kudos_phrases.incr((target, key[1], key[0], phrase))
+                self.delta.counters.incr((PHRASES, target, key[1], key[0], phrase, 0))
         return len(given)
 
     def _pm(self, seq: int, key: ChannelKey, p: ev.ChatPayload, t: int) -> None:
@@ -287,7 +309,7 @@ class Projector:
             self._count("events_without_username")
             return
         self._see_user(seq, name, t)
-        self.delta.pm_counts.incr((name,))
+        self.delta.counters.incr((PMS, name, "", "", "", 0))
 
     def _add_user(self, seq: int, key: ChannelKey, p: ev.UserPayload, t: int) -> None:
         name = p.user()

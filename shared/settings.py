@@ -91,6 +91,7 @@ class UserstatsSettings(_Section, frozen=True):
     tick_interval_seconds: Positive = 30.0
     batch_max_events: Annotated[int, msgspec.Meta(ge=1)] = 20000
     batch_max_seconds: Positive = 0.5  # a batch stops taking events after this much work
+    batch_linger_seconds: Annotated[float, msgspec.Meta(ge=0)] = 0.1  # ...or this long after opening
     replica_dir: str = ""  # where replicas download snapshots; empty = a temp dir
     request_max_bytes: Annotated[int, msgspec.Meta(ge=256)] = 65536
     min_seq_timeout_seconds: Positive = 5.0

@@ -90,12 +90,9 @@ class Projection:
             for seq, (subject, data, stream_us) in enumerate(msgs[i : i + batch], i + 1):
                 self.projector.project(seq, subject, data, stream_us)
             p = self.projector
-            apply.apply_batch(self.con, p.delta, p.last_seq, p.last_event_us)
-            p.delta.clear()
+            apply.apply_batch(self.con, p.take_delta(), p.last_seq, p.last_event_us)
             if reload_every and (i // batch) % reload_every == 0:
-                self.projector = Projector(apply.load_state(self.con))
-                self.projector.last_seq = p.last_seq
-                self.projector.last_event_us = p.last_event_us
+                self.projector = Projector(apply.load_state(self.con), p.last_seq, p.last_event_us)
         return self
 
     def rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
@@ -109,7 +106,7 @@ class Projection:
         return self.rows(f"SELECT * FROM {name} ORDER BY ALL")
 
     def dump(self) -> dict[str, list[tuple[Any, ...]]]:
-        return {name: self.table(name) for name in schema.ALL_TABLE_NAMES}
+        return {name: self.table(name) for name in (*schema.ALL_TABLE_NAMES, *schema.VIEWS)}
 
 
 def project(log: Log, **kwargs: Any) -> Projection:

@@ -41,7 +41,7 @@ def rebuild(items: list[Item]) -> duckdb.DuckDBPyConnection:
     p = Projector()
     for it in items:
         p.project(it.seq, it.subject, it.data, it.stream_us)
-    apply.apply_batch(con, p.delta, p.last_seq, p.last_event_us)
+    apply.apply_batch(con, p.take_delta(), p.last_seq, p.last_event_us)
     return con
 
 

@@ -1,0 +1,106 @@
+"""Sustained projection: N simulator events already in the stream, then ingest starts.
+
+    python -m bench.ingest_rate [--events 1000000]
+
+Reports events/s from ingest's first health answer until its checkpoint covers the stream,
+and the same for a replica that loads the first snapshot and follows the stream.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+
+from bench.common import Timer, report, stack
+from sim.generator import Simulator
+from tests.harness import Service, connect, publish_all
+
+
+def wait_seq(svc: Service, key: str, target: int, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        code, body = svc.health()
+        if code == 200 and (body.get(key) or 0) >= target:
+            return
+        time.sleep(0.01)
+    raise TimeoutError(f"{svc.module} did not reach seq {target}")
+
+
+async def run(events: int) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = []
+    with stack() as s:
+        ingest = s.ingest(USERSTATS_SNAPSHOT_INTERVAL="3600")
+        ingest.wait_healthy()
+        ingest.stop()
+        nc = await connect(s.nats.url)
+        try:
+            generated = list(Simulator(seed=1).events(events))
+            with Timer() as t:
+                last = await publish_all(nc, generated)
+            rows.append(
+                {
+                    "stage": "core publish, stored by the stream",
+                    "events": events,
+                    "seconds": t.seconds,
+                    "events_per_s": events / t.seconds,
+                }
+            )
+            ingest = s.ingest(USERSTATS_SNAPSHOT_INTERVAL="3600")
+            ingest.wait_healthy()
+            with Timer() as t:
+                wait_seq(ingest, "checkpoint_seq", last)
+            rows.append(
+                {
+                    "stage": "ingest: stream -> projection -> DuckDB",
+                    "events": last,
+                    "seconds": t.seconds,
+                    "events_per_s": last / t.seconds,
+                }
+            )
+            ingest.stop()  # publishes a final snapshot at the checkpoint
+            ingest = s.ingest(USERSTATS_SNAPSHOT_INTERVAL="3600")
+            ingest.wait_healthy()
+            more = events // 2
+            await publish_all(nc, list(Simulator(seed=2).events(more)))
+            # a replica loads the snapshot (first half) and follows the second half from the stream
+            query = s.query()
+            with Timer() as t:
+                query.wait_healthy(timeout=600)
+            rows.append(
+                {
+                    "stage": "replica: download + load snapshot",
+                    "events": last,
+                    "seconds": t.seconds,
+                    "events_per_s": None,
+                }
+            )
+            target = last + more
+            with Timer() as t:
+                wait_seq(query, "as_of_seq", target)
+            followed = target - int(query.health()[1]["snapshot_seq"] or 0)
+            rows.append(
+                {
+                    "stage": "replica: follow the stream",
+                    "events": followed,
+                    "seconds": t.seconds,
+                    "events_per_s": followed / t.seconds,
+                }
+            )
+        finally:
+            await nc.close()
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--events", type=int, default=1_000_000)
+    args = parser.parse_args()
+    rows = asyncio.run(run(args.events))
+    report("ingest_rate", rows, ["stage", "events", "seconds", "events_per_s"])
+
+
+if __name__ == "__main__":
+    main()
