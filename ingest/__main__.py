@@ -11,6 +11,7 @@ from ingest.db import DatabaseError
 from ingest.service import IngestService
 from shared import cli, logs
 from shared.http import PortInUseError
+from shared.natsconn import ConnectError
 
 log = logging.getLogger("ingest")
 
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     logs.configure(args.log_level or settings.log_level)
     try:
         asyncio.run(IngestService(settings).run())
-    except (DatabaseError, PortInUseError) as exc:
+    except (DatabaseError, PortInUseError, ConnectError) as exc:
         log.error("%s", exc)
         sys.exit(1)
     except OSError as exc:

@@ -19,7 +19,7 @@ import msgspec
 from nats.js import JetStreamContext
 
 from ingest.metrics import IngestMetrics
-from shared import schema, snapshots, subjects
+from shared import apply, schema, snapshots, subjects
 from shared.snapshots import SnapshotPointer
 
 log = logging.getLogger(__name__)
@@ -108,17 +108,30 @@ class Snapshotter:
         return pointer
 
     async def run(self, stop: asyncio.Event, interval: float, current_seq: Callable[[], int]) -> None:
-        """Every `interval` seconds, publish a snapshot if the checkpoint moved."""
+        """Publish now unless the pointer already shows these tables, then every `interval` s
+        if the checkpoint moved. The first snapshot lets replicas start; later ones only
+        bound how much of the stream a new replica has to follow."""
+        try:
+            pointer = await snapshots.read_pointer(self._js)
+            cp = await asyncio.to_thread(apply.read_checkpoint, self._con)
+            if pointer is not None and (pointer.seq, pointer.generation) == (cp.seq, cp.generation):
+                self.last_seq = cp.seq
+        except Exception as exc:  # cannot tell: publishing once more does no harm
+            log.debug("reading the snapshot pointer: %s", exc)
+        if self.last_seq != current_seq():
+            await self._publish_logged()
         while not stop.is_set():
             try:
                 await asyncio.wait_for(stop.wait(), interval)
                 return
             except TimeoutError:
                 pass
-            if current_seq() == self.last_seq:
-                continue
-            try:
-                await self.publish()
-            except Exception as exc:  # a failed snapshot must not stop ingest
-                self._metrics.snapshot_failures.inc()
-                log.error("snapshot failed: %s", exc)
+            if current_seq() != self.last_seq:
+                await self._publish_logged()
+
+    async def _publish_logged(self) -> None:
+        try:
+            await self.publish()
+        except Exception as exc:  # a failed snapshot must not stop ingest
+            self._metrics.snapshot_failures.inc()
+            log.error("snapshot failed: %s", exc)

@@ -9,6 +9,8 @@ import sys
 
 from query.service import QueryService
 from shared import cli, logs
+from shared.http import PortInUseError
+from shared.natsconn import ConnectError
 
 log = logging.getLogger("query")
 
@@ -25,6 +27,9 @@ def main(argv: list[str] | None = None) -> None:
     logs.configure(args.log_level or settings.log_level)
     try:
         asyncio.run(QueryService(settings).run())
+    except (ConnectError, PortInUseError) as exc:
+        log.error("%s", exc)
+        sys.exit(1)
     except OSError as exc:
         log.error("cannot start: %s", exc)
         sys.exit(1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,13 +28,17 @@ class Checkpoint:
     event_time_us: int
 
 
-def create_schema(con: duckdb.DuckDBPyConnection, generation: str = "initial") -> None:
-    """Create every table (idempotent) and the checkpoint row at seq 0."""
+def create_schema(con: duckdb.DuckDBPyConnection, generation: str | None = None) -> None:
+    """Create every table (idempotent) and the checkpoint row at seq 0.
+
+    The generation names this database: a new one (a fresh file, a rebuild) gets a new id,
+    so replicas know to reload instead of following.
+    """
     for stmt in schema.ddl():
         con.execute(stmt)
     con.execute(
         f"INSERT INTO {schema.CHECKPOINT_TABLE} VALUES (1, 0, ?, ?, 0) ON CONFLICT DO NOTHING",
-        [schema.PROJECTION_VERSION, generation],
+        [schema.PROJECTION_VERSION, generation or uuid.uuid4().hex],
     )
 
 

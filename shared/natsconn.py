@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
 from typing import Any
 
 import nats
 from nats.aio.client import Client
+from nats.errors import Error as NatsError
 
 from shared.settings import NatsSettings
 
@@ -49,23 +51,48 @@ def connect_options(s: NatsSettings, name: str) -> dict[str, Any]:
     return opts
 
 
+class ConnectError(Exception):
+    """NATS could not be reached at start-up; the message names the servers, not the secrets."""
+
+
 async def connect(s: NatsSettings, name: str) -> Client:
-    """Connect, logging disconnects and reconnects once each (never the credentials)."""
+    """Connect, logging disconnects and reconnects (never the credentials)."""
 
     async def on_error(exc: Exception) -> None:
         log.warning("nats: %s", exc)
 
     async def on_disconnect() -> None:
-        log.warning("nats: disconnected")
+        if not (nc.is_closed or nc.is_draining):
+            log.warning("nats: disconnected; reconnecting")
 
     async def on_reconnect() -> None:
         log.info("nats: reconnected to %s", nc.connected_url.netloc if nc.connected_url else "?")
 
-    nc: Client = await nats.connect(
-        **connect_options(s, name),
-        error_cb=on_error,
-        disconnected_cb=on_disconnect,
-        reconnected_cb=on_reconnect,
-    )
+    servers = ", ".join(_without_credentials(u) for u in s.servers)
+    try:
+        # With unlimited reconnects the library keeps retrying the first connect too:
+        # good while NATS is starting, confusing with a wrong URL. So: bounded.
+        nc: Client = await asyncio.wait_for(
+            nats.connect(
+                **connect_options(s, name),
+                error_cb=on_error,
+                disconnected_cb=on_disconnect,
+                reconnected_cb=on_reconnect,
+            ),
+            timeout=max(s.startup_wait_seconds, s.connect_timeout),
+        )
+    except TimeoutError as exc:
+        raise ConnectError(
+            f"cannot connect to NATS at {servers} within {s.startup_wait_seconds:g} s "
+            "(nats.startup_wait_seconds / NATS_STARTUP_WAIT)"
+        ) from exc
+    except (NatsError, OSError, ssl.SSLError) as exc:
+        raise ConnectError(f"cannot connect to NATS at {servers}: {type(exc).__name__}: {exc}") from exc
     log.info("nats: connected to %s as %s", nc.connected_url.netloc if nc.connected_url else "?", name)
     return nc
+
+
+def _without_credentials(url: str) -> str:
+    """nats://user:pass@host:4222 -> nats://host:4222, for messages and logs."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme}{sep}{rest.rpartition('@')[2]}" if sep else url.rpartition("@")[2]

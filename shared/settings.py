@@ -44,6 +44,7 @@ class NatsSettings(_Section, frozen=True):
     reconnect_time_wait: Positive = 2
     max_reconnect_attempts: int = -1
     ping_interval: AtLeastOne = 120
+    startup_wait_seconds: Annotated[float, msgspec.Meta(ge=0)] = 30  # keep trying this long at start
 
 
 class ChannelSettings(_Section, frozen=True):
@@ -131,6 +132,7 @@ ENV_OVERRIDES: dict[str, tuple[tuple[str, ...], str]] = {
     "NATS_TLS_CA": (("nats", "tls_ca"), "str"),
     "NATS_TLS_CERT": (("nats", "tls_cert"), "str"),
     "NATS_TLS_KEY": (("nats", "tls_key"), "str"),
+    "NATS_STARTUP_WAIT": (("nats", "startup_wait_seconds"), "raw"),
     "USERSTATS_CHANNELS": (("channels",), "channels"),
     "USERSTATS_DB_PATH": (("database", "path"), "str"),
     "USERSTATS_METRICS_PORT": (("metrics", "port"), "raw"),
