@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from shared import __version__
-from tests.harness import NatsServer, free_port
+from tests.harness import NatsServer, Stack, free_port
 
 
 def run(
@@ -166,3 +166,17 @@ def test_launcher_runs_everything_and_ctrl_c_stops_all(tmp_path: Path) -> None:
             proc.kill()
             proc.wait()
         log.close()
+
+
+def test_ask_tool_against_a_running_stack(stack: Stack) -> None:
+    stack.ingest().wait_healthy()
+    stack.query().wait_healthy()
+    env = {"NATS_URL": stack.nats.url}
+    ok = run("query.ask", "system.ping", env=env)
+    assert ok.returncode == 0 and json.loads(ok.stdout)["data"]["pong"] is True
+    seed = run(
+        "query.ask", "--subject", "cytube.query.userstats.cytu.be.user.stats", "username=nobody", env=env
+    )
+    assert seed.returncode == 0 and json.loads(seed.stdout)["data"]["username"] == "nobody"
+    bad = run("query.ask", "user.stats", env=env)
+    assert bad.returncode == 1 and json.loads(bad.stdout)["error"] == "username required"
