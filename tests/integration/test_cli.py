@@ -116,7 +116,9 @@ def children(pid: int) -> set[int]:
     return out
 
 
-def test_launcher_runs_everything_and_ctrl_c_stops_all(tmp_path: Path) -> None:
+def launch(
+    tmp_path: Path, extra: list[str], env_extra: dict[str, str]
+) -> tuple[subprocess.Popen[bytes], int, int]:
     query_port, ingest_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("USERSTATS_", "NATS_"))}
     env.update(
@@ -124,48 +126,67 @@ def test_launcher_runs_everything_and_ctrl_c_stops_all(tmp_path: Path) -> None:
         USERSTATS_INGEST_PORT=str(ingest_port),
         USERSTATS_HTTP_HOST="127.0.0.1",
     )
+    env.update(env_extra)
     args = [
         sys.executable,
         "-m",
         "launcher",
         "--data",
         str(tmp_path / "data"),
-        "--nats-port",
-        str(free_port()),
         "--nats-monitor-port",
         "0",
-        "--sim-rate",
-        "200",
+        *extra,
     ]
-    log = (tmp_path / "run.log").open("w")
-    proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+    with (tmp_path / "run.log").open("w") as log:
+        proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 30
+    healthy = False
+    while time.monotonic() < deadline and not healthy:
+        time.sleep(0.2)
+        with contextlib.suppress(httpx.HTTPError):
+            healthy = all(
+                httpx.get(f"http://127.0.0.1:{p}/health", timeout=1).status_code == 200
+                for p in (query_port, ingest_port)
+            )
+    assert healthy, (tmp_path / "run.log").read_text()
+    return proc, query_port, ingest_port
+
+
+def stop_launcher(proc: subprocess.Popen[bytes], kids: set[int], tmp_path: Path) -> None:
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(30) == 0
+    assert all(
+        not Path(f"/proc/{k}").exists() or "Z" in Path(f"/proc/{k}/stat").read_text().split()[2] for k in kids
+    )
+    text = (tmp_path / "run.log").read_text()
+    assert "ingest stopped at seq" in text and "query replica stopping" in text
+
+
+def test_launcher_runs_everything_and_ctrl_c_stops_all(tmp_path: Path) -> None:
+    proc, _, _ = launch(tmp_path, ["--nats-port", str(free_port()), "--sim-rate", "200"], {})
     try:
-        deadline = time.monotonic() + 30
-        healthy = False
-        while time.monotonic() < deadline and not healthy:
-            time.sleep(0.2)
-            with contextlib.suppress(httpx.HTTPError):
-                healthy = all(
-                    httpx.get(f"http://127.0.0.1:{p}/health", timeout=1).status_code == 200
-                    for p in (query_port, ingest_port)
-                )
-        assert healthy, (tmp_path / "run.log").read_text()
         kids = children(proc.pid)
         assert len(kids) == 4  # nats-server, ingest, query, simulator
         assert (tmp_path / "data" / "userstats.duckdb").exists()
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(30) == 0
-        assert all(
-            not Path(f"/proc/{k}").exists() or "Z" in Path(f"/proc/{k}/stat").read_text().split()[2]
-            for k in kids
-        )
-        text = (tmp_path / "run.log").read_text()
-        assert "ingest stopped at seq" in text and "query replica stopping" in text
+        stop_launcher(proc, kids, tmp_path)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-        log.close()
+
+
+def test_launcher_uses_the_servers_a_config_names(tmp_path: Path, nats_server: NatsServer) -> None:
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({"nats": {"servers": [nats_server.url]}}))
+    proc, _, _ = launch(tmp_path, ["--config", str(cfg)], {})
+    try:
+        kids = children(proc.pid)
+        assert len(kids) == 2  # ingest and query only: no local nats-server
+        stop_launcher(proc, kids, tmp_path)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_ask_tool_against_a_running_stack(stack: Stack) -> None:
