@@ -20,13 +20,14 @@ CHANNEL = "420Grindhouse"
 class Log:
     """An event log under construction: (subject, bytes, stream time in us)."""
 
-    def __init__(self) -> None:
+    def __init__(self, base: datetime = T0) -> None:
         self.messages: list[tuple[str, bytes, int]] = []
-        self.now = T0
+        self.base = base
+        self.now = base
         self._chat_serial = 0  # CyTube's chat `time`: distinct per line unless a test says otherwise
 
     def at(self, seconds: float) -> Log:
-        self.now = T0 + timedelta(seconds=seconds)
+        self.now = self.base + timedelta(seconds=seconds)
         return self
 
     def event(self, name: str, payload: Any, channel: str = CHANNEL, domain: str = DOMAIN) -> Log:
