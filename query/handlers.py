@@ -7,7 +7,6 @@ were computed at: the tables change only when a batch is applied.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import socket
 import time
@@ -72,25 +71,27 @@ class Dispatcher:
 
     # --- entry point -------------------------------------------------------------------
 
-    async def handle(self, subject: str, data: bytes) -> bytes:
+    async def handle(self, subject: str, data: bytes) -> tuple[bytes, str | None]:
+        """The reply, and the error message when the reply is an error envelope."""
         started = time.perf_counter()
         command = "invalid"
-        outcome = "error"
+        problem: str | None = None
         try:
             req = self._decode(subject, data)
             command = req.command
             reply = await self._execute(req)
-            outcome = "ok"
         except m.RequestError as exc:
             if exc.command and exc.command in requests.COMMAND_PARAMS:
                 command = exc.command
+            problem = exc.message
             reply = m.error(exc.command, exc.message, self._replica.db_seq)
         except Exception:
             log.exception("request on %s failed", subject)
-            reply = m.error(command if command != "invalid" else None, "Internal error", self._replica.db_seq)
-        self._metrics.requests.labels(command, outcome).inc()
+            problem = "Internal error"
+            reply = m.error(command if command != "invalid" else None, problem, self._replica.db_seq)
+        self._metrics.requests.labels(command, "error" if problem else "ok").inc()
         self._metrics.latency.labels(command).observe(time.perf_counter() - started)
-        return reply
+        return reply, problem
 
     def _decode(self, subject: str, data: bytes) -> requests.Request:
         if subject.startswith(SEED_PREFIX + "."):
@@ -258,14 +259,3 @@ class Dispatcher:
         if seq > self._replica.applied_seq:
             await self._replica.wait_applied(seq, 2.0)
         return bytes(msg.data)
-
-
-async def respond(dispatcher: Dispatcher, msg: Any, slots: asyncio.Semaphore) -> None:
-    """Answer one request (run as its own task, so slow reads do not block the subscription)."""
-    async with slots:
-        reply = await dispatcher.handle(msg.subject, msg.data)
-        if msg.reply:
-            try:
-                await msg.respond(reply)
-            except Exception as exc:  # the requester went away or NATS is reconnecting
-                log.debug("reply to %s not sent: %s", msg.subject, exc)

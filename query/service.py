@@ -12,7 +12,9 @@ from typing import Any
 import prometheus_client
 from nats.aio.client import Client
 
-from query.handlers import Dispatcher, respond
+from query.endpoints import Endpoints
+from query.handlers import Dispatcher
+from query.lifecycle import Lifecycle
 from query.metrics import QueryMetrics, spec_totals
 from query.replica import Replica
 from shared import natsconn, subjects
@@ -20,8 +22,6 @@ from shared.http import HttpServer, build_app
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
-
-MAX_IN_FLIGHT = 512
 
 
 class QueryService:
@@ -107,18 +107,10 @@ class QueryService:
         self.nc = nc = await natsconn.connect(s.nats, "userstats-query")
         self.replica = replica = Replica(nc.jetstream(), u.stream, u.replica_dir, u.duckdb_threads)
         self.dispatcher = dispatcher = Dispatcher(nc, replica, s, self.metrics)
-        slots = asyncio.Semaphore(MAX_IN_FLIGHT)
-        tasks: set[asyncio.Task[None]] = set()
-
-        async def on_request(msg: Any) -> None:
-            t = asyncio.create_task(respond(dispatcher, msg, slots))
-            tasks.add(t)
-            t.add_done_callback(tasks.discard)
-
-        subs = [
-            await nc.subscribe(subjects.COMMAND_SUBJECT, queue=subjects.QUERY_QUEUE_GROUP, cb=on_request),
-            await nc.subscribe(subjects.SEED_WILDCARD, queue=subjects.QUERY_QUEUE_GROUP, cb=on_request),
-        ]
+        endpoints = Endpoints(nc, dispatcher, s.metrics.port)
+        await endpoints.start()
+        lifecycle = Lifecycle(nc, s)
+        await lifecycle.start()
         background = [
             asyncio.create_task(replica.run(self.stop), name="snapshots"),
             asyncio.create_task(self._refresh_metrics(), name="metrics"),
@@ -133,11 +125,8 @@ class QueryService:
             await self.stop.wait()
         finally:
             log.info("query replica stopping")
-            for sub in subs:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
-            if tasks:
-                await asyncio.wait(tasks, timeout=5)
+            await endpoints.stop()
+            await lifecycle.stop()
             for t in background:
                 t.cancel()
             await asyncio.gather(*background, return_exceptions=True)

@@ -29,6 +29,7 @@ POINTER_KEY = "latest"
 # kryten lifecycle (spec 6.3).
 LIFECYCLE_PREFIX = "kryten.lifecycle"
 ROBOT_STARTUP = "kryten.lifecycle.robot.startup"
+GROUP_RESTART = "kryten.lifecycle.group.restart"
 DISCOVERY_POLL = "kryten.service.discovery.poll"
 
 
