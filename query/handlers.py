@@ -67,6 +67,7 @@ class Dispatcher:
         self.started = time.monotonic()
         self._cache: dict[bytes, tuple[int, bytes]] = {}
         self._totals: tuple[int, dict[str, int]] = (-1, {})
+        self._all_cache: dict[bytes, tuple[int, dict[str, Any]]] = {}
         self._hostname = socket.gethostname()
 
     # --- entry point -------------------------------------------------------------------
@@ -118,16 +119,18 @@ class Dispatcher:
             )
         if req.min_seq is not None and req.min_seq > self._replica.applied_seq:
             await self._wait_for(req)
+        need = req.min_seq or 0
         if req.command == "system.stats":
-            return await self._replica.read(self._stats_reply)
-        if req.command == "channel.all_stats":
-            return await self._replica.read(self._all_stats, req.params)
+            return await self._system_stats(need)
         key = req.command.encode() + b"\0" + msgspec.json.encode(req.params)
+        if req.command == "channel.all_stats":
+            assert isinstance(req.params, m.AllStatsParams)
+            return await self._all_stats(req.params, key, need)
         cached = self._cache.get(key)
-        if cached is not None and cached[0] == self._replica.applied_seq:
+        if cached is not None and cached[0] == self._replica.db_seq and cached[0] >= need:
             self._metrics.cache_hits.inc()
             return cached[1]
-        return await self._replica.read(self._read, req.command, req.params, key)
+        return await self._replica.read(self._read, req.command, req.params, key, need_seq=need)
 
     async def _wait_for(self, req: requests.Request) -> None:
         timeout = self._settings.userstats.min_seq_timeout_seconds
@@ -163,8 +166,7 @@ class Dispatcher:
             self._totals = (seq, reads.totals(self._scope()))
         return self._totals[1]
 
-    def _stats(self) -> dict[str, Any]:
-        t = self.totals_now()
+    def _stats(self, t: dict[str, int]) -> dict[str, Any]:
         return {
             "total_users": t["total_users"],
             "total_messages": t["total_messages"],
@@ -177,19 +179,17 @@ class Dispatcher:
             "active_sessions": t["active_sessions"],
         }
 
-    def _stats_reply(self) -> bytes:
-        return m.ok("system.stats", self._stats(), self._replica.db_seq)
-
-    def _all_stats(self, p: m.AllStatsParams) -> bytes:
+    def _all_stats_tables(self, p: m.AllStatsParams) -> tuple[int, dict[str, Any]]:
+        """The parts of channel.all_stats that change only with the tables (database thread)."""
         sc = self._scope()
         d = reads.domain_of(sc, p.domain)
         channel = p.channel or self._settings.default_channel
         if not channel:
             raise m.RequestError("channel required (no channel is configured)", "channel.all_stats")
         lim = p.limits
-        data = {
+        self.totals_now()
+        return self._replica.db_seq, {
             "domain": d,
-            "system": {"health": self._health(), "stats": self._stats()},
             "leaderboards": {
                 "messages": reads.top_users(sc, channel, d, lim.leaderboards),
                 "kudos": reads.kudos_leaderboard(sc, d, lim.leaderboards),
@@ -206,7 +206,34 @@ class Dispatcher:
                 "movie_votes": reads.movie_votes(sc, channel, d),
             },
         }
-        return m.ok("channel.all_stats", data, self._replica.db_seq)
+
+    async def _totals_current(self, need: int) -> dict[str, int]:
+        if self._totals[0] != self._replica.db_seq or self._totals[0] < need:
+            return await self._replica.read(self.totals_now, need_seq=need)
+        return self._totals[1]
+
+    async def _system_stats(self, need: int) -> bytes:
+        totals = await self._totals_current(need)
+        return m.ok("system.stats", self._stats(totals), self._totals[0])
+
+    async def _all_stats(self, p: m.AllStatsParams, key: bytes, need: int) -> bytes:
+        """Tables part cached per sequence; the system part (uptime, commands) is always fresh."""
+        cached = self._all_cache.get(key)
+        if cached is None or cached[0] != self._replica.db_seq or cached[0] < need:
+            cached = await self._replica.read(self._all_stats_tables, p, need_seq=need)
+            if len(self._all_cache) >= 1000:
+                self._all_cache.clear()
+            self._all_cache[key] = cached
+        else:
+            self._metrics.cache_hits.inc()
+        seq, tables = cached
+        data = {
+            "domain": tables["domain"],
+            "system": {"health": self._health(), "stats": self._stats(self._totals[1])},
+            "leaderboards": tables["leaderboards"],
+            "channel": tables["channel"],
+        }
+        return m.ok("channel.all_stats", data, seq)
 
     # --- system commands -------------------------------------------------------------------
 

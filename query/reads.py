@@ -75,105 +75,83 @@ def channel_spelling(sc: Scope, domain: str, channel: str) -> str:
 # --- per-user -------------------------------------------------------------------------
 
 
-def _message_count(sc: Scope, user: str, channel: str, domain: str) -> int:
-    return int(
-        _one(
-            sc,
-            f"SELECT coalesce(sum(message_count), 0) FROM message_counts WHERE {_U} AND {_C} AND {_D}",
-            [user, channel, domain],
-        )
-    )
+class UserFigures:
+    """Every statistic of one user (any case of the name) from a single scan of `counters`;
+    the per-command figures are picked out in Python (one query instead of eight)."""
 
+    def __init__(self, sc: Scope, user: str) -> None:
+        kinds = (schema.MESSAGES, schema.PMS, schema.PLUSPLUS, schema.PHRASES, schema.EMOTES, schema.ACTIVITY)
+        self.rows: list[tuple[str, str, str, str, int, int]] = [
+            (k, c, d, i, int(n1), int(n2))
+            for k, c, d, i, n1, n2 in _rows(
+                sc,
+                "SELECT kind, channel, domain, item, sum(n1), sum(n2) FROM counters "
+                f"WHERE kind IN ({', '.join('?' * len(kinds))}) AND lower(username) = lower(?) GROUP BY ALL",
+                [*kinds, user],
+            )
+        ]
 
-def _channel_counts(sc: Scope, user: str, domain: str) -> list[m.ChannelCountRow]:
-    return [
-        m.ChannelCountRow(c, int(n))
-        for c, n in _rows(
-            sc,
-            f"SELECT channel, sum(message_count) AS n FROM message_counts WHERE {_U} AND {_D} "
-            "GROUP BY channel ORDER BY n DESC, channel",
-            [user, domain],
-        )
-    ]
+    def _sum_by(
+        self, kind: str, domain: str | None, key: int, channel: str | None = None
+    ) -> dict[str, list[int]]:
+        out: dict[str, list[int]] = {}
+        dl, cl = (domain or "").lower(), (channel or "").lower()
+        for row in self.rows:
+            if row[0] != kind or (domain is not None and row[2].lower() != dl):
+                continue
+            if channel is not None and row[1].lower() != cl:
+                continue
+            acc = out.setdefault(str(row[key]), [0, 0])
+            acc[0] += row[4]
+            acc[1] += row[5]
+        return out
 
+    def total(self, kind: str, domain: str | None, channel: str | None = None) -> int:
+        return sum(v[0] for v in self._sum_by(kind, domain, 0, channel).values())
 
-def _pms(sc: Scope, user: str) -> int:
-    return int(_one(sc, f"SELECT coalesce(sum(pm_count), 0) FROM pm_counts WHERE {_U}", [user]))
+    def ranked(self, kind: str, domain: str, key: int) -> list[tuple[str, int]]:
+        """(name, count) by count descending, then name; key 1 = channel, 3 = item."""
+        grouped = self._sum_by(kind, domain, key)
+        return sorted(((name, v[0]) for name, v in grouped.items()), key=lambda x: (-x[1], x[0]))
 
+    def channel_counts(self, domain: str) -> list[m.ChannelCountRow]:
+        return [m.ChannelCountRow(c, n) for c, n in self.ranked(schema.MESSAGES, domain, 1)]
 
-def _plusplus(sc: Scope, user: str, domain: str) -> int:
-    return int(
-        _one(
-            sc,
-            f"SELECT coalesce(sum(kudos_count), 0) FROM kudos_plusplus WHERE {_U} AND {_D}",
-            [user, domain],
-        )
-    )
+    def phrases(self, domain: str) -> list[m.PhraseRow]:
+        return [m.PhraseRow(p, n) for p, n in self.ranked(schema.PHRASES, domain, 3)]
 
+    def emotes(self, domain: str) -> list[m.EmoteRow]:
+        return [m.EmoteRow(e, n) for e, n in self.ranked(schema.EMOTES, domain, 3)]
 
-def _phrases(sc: Scope, user: str, domain: str) -> list[m.PhraseRow]:
-    return [
-        m.PhraseRow(p, int(n))
-        for p, n in _rows(
-            sc,
-            f"SELECT phrase, sum(kudos_count) AS n FROM kudos_phrases WHERE {_U} AND {_D} "
-            "GROUP BY phrase ORDER BY n DESC, phrase",
-            [user, domain],
-        )
-    ]
+    def activity(self, channel: str, domain: str) -> m.ActivityRow | None:
+        grouped = self._sum_by(schema.ACTIVITY, domain, 0, channel)
+        if not grouped:
+            return None
+        total, not_afk = grouped[schema.ACTIVITY]
+        return m.ActivityRow(total, not_afk)
 
-
-def _emotes(sc: Scope, user: str, domain: str) -> list[m.EmoteRow]:
-    return [
-        m.EmoteRow(e, int(n))
-        for e, n in _rows(
-            sc,
-            f"SELECT emote, sum(usage_count) AS n FROM emote_usage WHERE {_U} AND {_D} "
-            "GROUP BY emote ORDER BY n DESC, emote",
-            [user, domain],
-        )
-    ]
-
-
-def _activity(sc: Scope, user: str, channel: str, domain: str) -> m.ActivityRow | None:
-    row = sc.con.execute(
-        "SELECT sum(total_time_seconds), sum(not_afk_time_seconds) FROM user_activity "
-        f"WHERE {_U} AND {_C} AND {_D}",
-        [user, channel, domain],
-    ).fetchone()
-    if row is None or row[0] is None:
-        return None
-    return m.ActivityRow(int(row[0]), int(row[1]))
-
-
-def _all_activity(sc: Scope, user: str, domain: str) -> list[m.ChannelActivityRow]:
-    return [
-        m.ChannelActivityRow(c, int(t), int(a))
-        for c, t, a in _rows(
-            sc,
-            "SELECT channel, sum(total_time_seconds), sum(not_afk_time_seconds) FROM user_activity "
-            f"WHERE {_U} AND {_D} GROUP BY channel ORDER BY channel",
-            [user, domain],
-        )
-    ]
+    def all_activity(self, domain: str) -> list[m.ChannelActivityRow]:
+        grouped = self._sum_by(schema.ACTIVITY, domain, 1)
+        return [m.ChannelActivityRow(c, v[0], v[1]) for c, v in sorted(grouped.items())]
 
 
 def user_stats(sc: Scope, p: m.UserParams) -> dict[str, Any]:
     d = domain_of(sc, p.domain)
     user = user_spelling(sc, p.username)
+    f = UserFigures(sc, user)
     out: dict[str, Any] = {
         "username": user,
-        "messages": _message_count(sc, user, p.channel, d) if p.channel else 0,
-        "all_messages": _channel_counts(sc, user, d),
-        "pms": _pms(sc, user),
-        "kudos_plusplus": _plusplus(sc, user, d),
-        "kudos_phrases": _phrases(sc, user, d),
-        "emotes": _emotes(sc, user, d),
+        "messages": f.total(schema.MESSAGES, d, p.channel) if p.channel else 0,
+        "all_messages": f.channel_counts(d),
+        "pms": f.total(schema.PMS, None),
+        "kudos_plusplus": f.total(schema.PLUSPLUS, d),
+        "kudos_phrases": f.phrases(d),
+        "emotes": f.emotes(d),
     }
     if p.channel:
-        out["activity"] = _activity(sc, user, p.channel, d)
+        out["activity"] = f.activity(p.channel, d)
     else:
-        out["all_activity"] = _all_activity(sc, user, d)
+        out["all_activity"] = f.all_activity(d)
     return out
 
 
@@ -194,31 +172,34 @@ def user_profile(sc: Scope, p: m.UserParams) -> dict[str, Any]:
 def user_messages(sc: Scope, p: m.UserParams) -> dict[str, Any]:
     d = domain_of(sc, p.domain)
     user = user_spelling(sc, p.username)
+    f = UserFigures(sc, user)
     if p.channel:
         return {
             "username": user,
             "channel": channel_spelling(sc, d, p.channel),
-            "message_count": _message_count(sc, user, p.channel, d),
+            "message_count": f.total(schema.MESSAGES, d, p.channel),
         }
-    return {"username": user, "channels": _channel_counts(sc, user, d)}
+    return {"username": user, "channels": f.channel_counts(d)}
 
 
 def user_activity(sc: Scope, p: m.UserParams) -> dict[str, Any]:
     d = domain_of(sc, p.domain)
     user = user_spelling(sc, p.username)
+    f = UserFigures(sc, user)
     if p.channel:
         return {
             "username": user,
             "channel": channel_spelling(sc, d, p.channel),
-            "activity": _activity(sc, user, p.channel, d),
+            "activity": f.activity(p.channel, d),
         }
-    return {"username": user, "all_activity": _all_activity(sc, user, d)}
+    return {"username": user, "all_activity": f.all_activity(d)}
 
 
 def user_kudos(sc: Scope, p: m.UserDomainParams) -> dict[str, Any]:
     d = domain_of(sc, p.domain)
     user = user_spelling(sc, p.username)
-    return {"username": user, "plusplus": _plusplus(sc, user, d), "phrases": _phrases(sc, user, d)}
+    f = UserFigures(sc, user)
+    return {"username": user, "plusplus": f.total(schema.PLUSPLUS, d), "phrases": f.phrases(d)}
 
 
 # --- per-channel ------------------------------------------------------------------------

@@ -275,11 +275,15 @@ class Replica:
         if time.monotonic() - self._pending_since >= LINGER_SECONDS:
             self.flush()
 
-    async def read(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a read on the database thread after writing everything projected so far."""
+    async def read(self, fn: Callable[..., T], *args: Any, need_seq: int = 0) -> T:
+        """Run a read on the database thread, after writing what is projected if the read
+        needs a sequence not yet written (a request's `min_seq`). Otherwise it reflects what
+        is written, at most LINGER_SECONDS behind what arrived: a busy stream does not turn
+        every read into a write."""
 
         def run() -> T:
-            self.flush()
+            if need_seq > self.db_seq:
+                self.flush()
             return fn(*args)
 
         return await self.db(run)

@@ -76,7 +76,7 @@ class QueryService:
             r, d = self.replica, self.dispatcher
             if r is not None and d is not None and r.loaded and r.applied_seq != seen:
                 try:
-                    totals = await r.read(d.totals_now)
+                    totals = await r.read(d.totals_now, need_seq=r.applied_seq)
                     seen = r.applied_seq
                     m.spec.totals = spec_totals(totals)
                     m.dead_letters.set(totals["dead_letters"])

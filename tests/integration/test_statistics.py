@@ -43,7 +43,7 @@ async def test_live_resumed_rebuilt_and_replica_tables_are_identical(stack: Stac
             assert replica.con is not None
             return dump(replica.con)
 
-        followed = await replica.read(replica_dump)
+        followed = await replica.read(replica_dump, need_seq=last)
         ingest.stop()
         live = dump_file(stack.db_path)
         rebuilt = dump(rebuild(await read_stream(nc)))
