@@ -65,7 +65,10 @@ async def _client(url: str, subject: str, bodies: list[bytes], tasks: int, secon
 
 
 def _client_process(args: tuple[str, str, list[bytes], int, float], out: Any) -> None:
-    out.put(asyncio.run(_client(*args)))
+    try:
+        out.put(asyncio.run(_client(*args)))
+    except Exception as exc:  # report instead of leaving the parent waiting forever
+        out.put(f"{type(exc).__name__}: {exc}")
 
 
 def load(url: str, subject: str, bodies: list[bytes], concurrency: int, seconds: float) -> dict[str, float]:
@@ -81,9 +84,13 @@ def load(url: str, subject: str, bodies: list[bytes], concurrency: int, seconds:
     ]
     for w in workers:
         w.start()
-    latencies = [x for _ in workers for x in queue.get()]
+    results = [queue.get(timeout=seconds + 120) for _ in workers]
     for w in workers:
         w.join()
+    errors = [r for r in results if isinstance(r, str)]
+    if errors:
+        raise RuntimeError(f"a client failed: {errors[0]}")
+    latencies = [x for r in results for x in r]
     ms = [x * 1000 for x in latencies]
     return {"requests_per_s": len(ms) / seconds, "p50_ms": percentile(ms, 50), "p99_ms": percentile(ms, 99)}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from nats.aio.client import Client
@@ -25,7 +26,9 @@ PROJECT_TIMEOUT = 10.0
 
 
 class WriteCommands:
-    def __init__(self, nc: Client, journal: Journal, loop: ProjectorLoop, max_bytes: int) -> None:
+    def __init__(
+        self, nc: Client, journal: Journal, loop: Callable[[], ProjectorLoop], max_bytes: int
+    ) -> None:
         self._nc = nc
         self._journal = journal
         self._loop = loop
@@ -50,10 +53,10 @@ class WriteCommands:
             async with self._lock:
                 return await self._execute(req)
         except m.RequestError as exc:
-            return m.error(exc.command or command, exc.message, self._loop.applied_seq)
+            return m.error(exc.command or command, exc.message, self._loop().applied_seq)
 
     async def _execute(self, req: requests.Request) -> bytes:
-        state = self._loop.projector.state
+        state = self._loop().projector.state
         now = datetime.now(UTC)
         p = req.params
         if isinstance(p, m.AliasUpdateParams):
@@ -65,9 +68,9 @@ class WriteCommands:
             assert isinstance(p, m.AliasPairParams)
             outcome = aliases.decide_delete(state, p, now)
         if outcome.event is None:
-            return m.ok(req.command, outcome.data, self._loop.applied_seq)
+            return m.ok(req.command, outcome.data, self._loop().applied_seq)
         seq = await self._journal.append(outcome.event)
-        if not await self._loop.wait_applied(seq, PROJECT_TIMEOUT):
+        if not await self._loop().wait_applied(seq, PROJECT_TIMEOUT):
             raise m.RequestError(
                 f"{req.command} appended at seq {seq} but not projected within {PROJECT_TIMEOUT:.0f} s",
                 req.command,

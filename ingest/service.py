@@ -10,21 +10,28 @@ import time
 from pathlib import Path
 from typing import Any
 
+import duckdb
+import msgspec
 import prometheus_client
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 
+from ingest.admin import ADMIN_DECODER, list_dead_letters
 from ingest.commands import WriteCommands
 from ingest.db import open_writer
 from ingest.journal import Journal
 from ingest.kvstate import read_channel_state
 from ingest.metrics import IngestMetrics
 from ingest.projector import ProjectorLoop
+from ingest.rebuild import build_shadow
 from ingest.snapshotter import Snapshotter
 from ingest.stream_setup import ensure_stream
-from shared import natsconn, schema
+from ingest.swap import replace_database, shadow_path
+from shared import apply, natsconn, schema
 from shared.http import HttpServer, build_app
 from shared.settings import Settings
+from shared.subjects import INGEST_ADMIN_SUBJECT
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +45,9 @@ class IngestService:
         self.started = time.monotonic()
         self.nc: Client | None = None
         self.loop: ProjectorLoop | None = None
+        self.con: duckdb.DuckDBPyConnection | None = None
+        self._swap: tuple[Path, asyncio.Future[int]] | None = None
+        self._epoch_end = asyncio.Event()
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         connected = bool(self.nc and self.nc.is_connected)
@@ -85,25 +95,36 @@ class IngestService:
             build_app("userstats-ingest", self.metrics.registry, self.health), u.http_host, u.ingest_port
         )
         http.start()
-        con = open_writer(Path(s.database.path), u.duckdb_threads)
+        live = Path(s.database.path)
+        self.con = open_writer(live, u.duckdb_threads)
         self.nc = nc = await natsconn.connect(s.nats, "userstats-ingest")
         try:
             js = nc.jetstream()
             info = await ensure_stream(js, u)
             self.stream_last_seq = int(info.state.last_seq)
-            self.loop = projector = ProjectorLoop(
-                js,
-                con,
-                u.stream,
-                self.metrics,
-                u.batch_max_events,
-                u.batch_max_seconds,
-                u.batch_linger_seconds,
-            )
+            version = apply.read_checkpoint(self.con).projection_version
+            if version != schema.PROJECTION_VERSION:
+                log.warning(
+                    "database %s was built by projection version %d, this is %d: rebuilding from the stream "
+                    "(replicas keep serving the old snapshot meanwhile)",
+                    live,
+                    version,
+                    schema.PROJECTION_VERSION,
+                )
+                self.con.close()
+                result = await build_shadow(js, u.stream, shadow_path(live), threads=u.duckdb_threads)
+                replace_database(result.path, live)
+                self.con = open_writer(live, u.duckdb_threads)
+                log.info(
+                    "rebuild done: %d events, %d dead letters, %.1f s",
+                    result.events,
+                    result.dead_letters,
+                    result.seconds,
+                )
             log.info(
                 "database %s at seq %d (projection version %d); stream %s holds %d..%d",
-                s.database.path,
-                projector.applied_seq,
+                live,
+                apply.read_checkpoint(self.con).seq,
                 schema.PROJECTION_VERSION,
                 u.stream,
                 info.state.first_seq,
@@ -116,36 +137,119 @@ class IngestService:
                 if event is not None:
                     seq = await journal.append(event)
                     log.info("%s/%s: bridge KV state appended at seq %d", ch.domain, ch.channel, seq)
-            commands = WriteCommands(nc, journal, projector, u.request_max_bytes)
+            commands = WriteCommands(nc, journal, self._projector, u.request_max_bytes)
             await commands.start()
-            snapshotter = Snapshotter(
-                js, con, Path(s.database.path).parent / "snapshots", self.metrics, u.snapshot_retention
-            )
-            tasks = [
-                asyncio.create_task(projector.run(self.stop), name="projector"),
-                asyncio.create_task(
-                    snapshotter.run(self.stop, u.snapshot_interval_seconds, lambda: projector.applied_seq),
-                    name="snapshots",
-                ),
+            admin = await nc.subscribe(INGEST_ADMIN_SUBJECT, cb=self._on_admin)
+            background = [
                 asyncio.create_task(journal.run_ticks(self.stop, u.tick_interval_seconds), name="ticks"),
                 asyncio.create_task(self._watch_stream(js), name="stream-info"),
             ]
             log.info("ingest running (HTTP %d)", http.port)
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
-            for t in done:
-                if t.exception() is not None:
-                    self.stop.set()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            for t in done:
-                exc = t.exception()
-                if exc is not None:
-                    raise exc
-            if projector.applied_seq != snapshotter.last_seq:
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(snapshotter.publish(), 30)
-            log.info("ingest stopped at seq %d", projector.applied_seq)
+            try:
+                while not self.stop.is_set():
+                    await self._epoch(js, live)
+            finally:
+                await admin.unsubscribe()
+                self.stop.set()
+                await asyncio.gather(*background, return_exceptions=True)
+            log.info("ingest stopped at seq %d", self.loop.applied_seq if self.loop else 0)
         finally:
             with contextlib.suppress(Exception):
                 await nc.drain()
-            con.close()
+            if self.con is not None:
+                self.con.close()
             await http.stop()
+
+    def _projector(self) -> ProjectorLoop:
+        assert self.loop is not None
+        return self.loop
+
+    async def _epoch(self, js: JetStreamContext, live: Path) -> None:
+        """Project and snapshot one database until stopped, or until a rebuild is swapped in."""
+        u = self.settings.userstats
+        assert self.con is not None
+        self.loop = projector = ProjectorLoop(
+            js,
+            self.con,
+            u.stream,
+            self.metrics,
+            u.batch_max_events,
+            u.batch_max_seconds,
+            u.batch_linger_seconds,
+        )
+        snapshotter = Snapshotter(js, self.con, live.parent / "snapshots", self.metrics, u.snapshot_retention)
+        self._epoch_end = epoch_end = asyncio.Event()
+        stop_watch = asyncio.create_task(self._end_epoch_on_stop(epoch_end))
+        tasks = [
+            asyncio.create_task(projector.run(epoch_end), name="projector"),
+            asyncio.create_task(
+                snapshotter.run(epoch_end, u.snapshot_interval_seconds, lambda: projector.applied_seq),
+                name="snapshots",
+            ),
+        ]
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        if any(t.exception() is not None for t in done):
+            self.stop.set()
+            epoch_end.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        stop_watch.cancel()
+        for t in done:
+            exc = t.exception()
+            if exc is not None:
+                raise exc
+        swap = self._swap
+        if swap is None:
+            if projector.applied_seq != snapshotter.last_seq:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(snapshotter.publish(), 30)
+            return
+        path, done_future = swap
+        self._swap = None
+        try:
+            self.con.close()
+            self.con = None
+            replace_database(path, live)
+            self.con = open_writer(live, u.duckdb_threads)
+            cp = apply.read_checkpoint(self.con)
+            log.info("rebuilt database swapped in at seq %d (generation %s)", cp.seq, cp.generation)
+            done_future.set_result(cp.seq)
+        except Exception as exc:
+            if self.con is None:
+                self.con = open_writer(live, u.duckdb_threads)
+            done_future.set_exception(exc)
+
+    async def _end_epoch_on_stop(self, epoch_end: asyncio.Event) -> None:
+        await self.stop.wait()
+        epoch_end.set()
+
+    async def _on_admin(self, msg: Msg) -> None:
+        reply = await self.admin(msg.data)
+        if msg.reply:
+            await msg.respond(reply)
+
+    async def admin(self, data: bytes) -> bytes:
+        """Maintenance requests from `userstats-ingest rebuild` / `dead-letters` on this host."""
+        try:
+            req = ADMIN_DECODER.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return msgspec.json.encode({"ok": False, "error": f"bad admin request: {exc}"})
+        if req.command == "ping":
+            return msgspec.json.encode({"ok": True, "seq": self.loop.applied_seq if self.loop else 0})
+        if req.command == "dead_letters":
+            rows = await asyncio.to_thread(list_dead_letters, self._cursor(), req.limit)
+            return msgspec.json.encode({"ok": True, "dead_letters": rows})
+        path = Path(req.path)
+        if not await asyncio.to_thread(path.is_file):
+            return msgspec.json.encode({"ok": False, "error": f"{path} does not exist on the ingest host"})
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._swap = (path, future)
+        self._epoch_end.set()
+        try:
+            seq = await asyncio.wait_for(future, 120)
+        except Exception as exc:
+            return msgspec.json.encode({"ok": False, "error": f"swap failed: {exc}"})
+        return msgspec.json.encode({"ok": True, "seq": seq})
+
+    def _cursor(self) -> duckdb.DuckDBPyConnection:
+        assert self.con is not None
+        return self.con.cursor()

@@ -20,6 +20,8 @@ QUERY_QUEUE_GROUP = "userstats-query"
 
 # Ingest's private command subject (alias writes forwarded by replicas).
 INGEST_COMMAND_SUBJECT = "userstats.ingest.command"
+# Maintenance (rebuild swap, dead letters) from the ingest CLI on the same host.
+INGEST_ADMIN_SUBJECT = "userstats.ingest.admin"
 
 # Snapshots: JetStream Object Store for the files, KV for the pointer to the newest one.
 SNAPSHOT_BUCKET = "userstats_snapshots"

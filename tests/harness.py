@@ -187,7 +187,9 @@ async def connect(url: str) -> Client:
     return await nats.connect(url, name="userstats-test")
 
 
-async def publish_all(nc: Client, events: Iterable[tuple[str, bytes]], flush_every: int = 5000) -> int:
+async def publish_all(
+    nc: Client, events: Iterable[tuple[str, bytes]], flush_every: int = 5000, wait: bool = True
+) -> int:
     """Core-publish like the bridge; returns the stream's last seq once all are stored.
 
     Core publishes have no flow control: a server that cannot store them as fast as they
@@ -201,10 +203,10 @@ async def publish_all(nc: Client, events: Iterable[tuple[str, bytes]], flush_eve
         n += 1
         if n % flush_every == 0:
             await nc.flush()
-            if n > 50_000:
+            if wait and n > 50_000:
                 await stored(nc, before + n - 50_000)
     await nc.flush()
-    return await stored(nc, before + n)
+    return await stored(nc, before + n) if wait else 0
 
 
 async def stream_last_seq(nc: Client, stream: str = "USERSTATS") -> int:

@@ -1,0 +1,173 @@
+"""Rebuilding the tables from the stream into a shadow DuckDB file.
+
+The live database is never touched here: a crash (even kill -9) leaves only a partial
+shadow file, which the next attempt deletes. Swapping the result in is `swap.py`'s job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+from nats.js import JetStreamContext
+
+from ingest.stream_setup import STREAM_SUBJECTS
+from shared import apply, schema
+from shared.delta import Delta
+from shared.projection import DEAD_LETTERS_KEY, Projector
+from shared.stream import StreamReader
+
+log = logging.getLogger(__name__)
+
+BATCH = 50_000
+
+
+class RebuildError(Exception):
+    """The rebuild cannot be done as asked; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class RebuildResult:
+    path: Path
+    seq: int
+    events: int
+    seconds: float
+    dead_letters: int
+    generation: str
+
+
+class Progress:
+    """A bar with rate and ETA on a terminal; a log line every few seconds otherwise."""
+
+    def __init__(self, start: int, target: int, tty: bool | None = None, every: float = 5.0) -> None:
+        self.start, self.target = start, target
+        self.tty = sys.stderr.isatty() if tty is None else tty
+        self.every = every
+        self.began = time.monotonic()
+        self._last = 0.0
+
+    def update(self, seq: int, final: bool = False) -> None:
+        now = time.monotonic()
+        if not final and now - self._last < (0.2 if self.tty else self.every):
+            return
+        self._last = now
+        done = max(0, seq - self.start + 1)
+        total = max(1, self.target - self.start + 1)
+        elapsed = max(now - self.began, 1e-9)
+        rate = done / elapsed
+        eta = (total - done) / rate if rate > 0 else float("inf")
+        pct = min(100.0, 100.0 * done / total)
+        if self.tty:
+            bar = "#" * int(pct / 5) + "-" * (20 - int(pct / 5))
+            sys.stderr.write(
+                f"\rrebuild [{bar}] {pct:5.1f}% {done:,}/{total:,} events {rate:,.0f}/s ETA {eta:,.1f} s "
+            )
+            if final:
+                sys.stderr.write("\n")
+            sys.stderr.flush()
+        else:
+            log.info("rebuild: %.1f%% (%d/%d events, %.0f/s, ETA %.1f s)", pct, done, total, rate, eta)
+
+
+async def build_shadow(
+    js: JetStreamContext,
+    stream: str,
+    dest: Path,
+    to_seq: int | None = None,
+    progress: Progress | None = None,
+    threads: int = 2,
+) -> RebuildResult:
+    """Project the stream from seq 1 up to `to_seq` (default: its last seq now) into `dest`."""
+    info = await js.stream_info(stream)
+    first, last = int(info.state.first_seq), int(info.state.last_seq)
+    if first > 1:
+        raise RebuildError(
+            f"stream {stream} starts at seq {first}: messages 1..{first - 1} were removed by its limits "
+            "(max_msgs / max_bytes / max_age), so the tables cannot be rebuilt from the log alone. "
+            "Raise the limits for the future; the current tables and snapshots stay valid."
+        )
+    target = last if to_seq is None else min(to_seq, last)
+    for leftover in (dest, Path(f"{dest}.wal")):
+        leftover.unlink(missing_ok=True)  # a previous attempt that died
+    generation = uuid.uuid4().hex
+    con = duckdb.connect(str(dest), config={"threads": threads})
+    started = time.monotonic()
+    dead = 0
+    try:
+        apply.create_schema(con, generation)
+        proj = Projector()
+        progress = progress or Progress(1, target)
+        if target >= 1:
+            dead = await _project_range(js, stream, con, proj, target, progress)
+        con.execute("CHECKPOINT")
+    finally:
+        con.close()
+    seconds = time.monotonic() - started
+    return RebuildResult(dest, target, target, seconds, dead, generation)
+
+
+async def _project_range(
+    js: JetStreamContext,
+    stream: str,
+    con: duckdb.DuckDBPyConnection,
+    proj: Projector,
+    target: int,
+    progress: Progress,
+) -> int:
+    reader = StreamReader(js, stream, STREAM_SUBJECTS, 1, max_buffer=200_000)
+    await reader.start()
+    pending: asyncio.Task[None] | None = None
+    dead = 0
+    try:
+        while proj.last_seq < target:
+            if not await reader.wait(timeout=30):
+                raise RebuildError(f"the stream stopped delivering at seq {proj.last_seq} (target {target})")
+            n = 0
+            while n < BATCH and proj.last_seq < target:
+                items = reader.take(min(5000, BATCH - n))
+                if not items:
+                    break
+                for item in items:
+                    if item.seq > target:
+                        break
+                    proj.project(item.seq, item.subject, item.data, item.stream_us)
+                n += len(items)
+            delta = proj.take_delta()
+            dead += _dead(delta)
+            if pending is not None:
+                await pending
+            pending = asyncio.create_task(
+                asyncio.to_thread(apply.apply_batch, con, delta, proj.last_seq, proj.last_event_us)
+            )
+            progress.update(proj.last_seq)
+        if pending is not None:
+            await pending
+    finally:
+        await reader.stop()
+    progress.update(proj.last_seq, final=True)
+    return dead
+
+
+def _dead(delta: Delta) -> int:
+    row = delta.counters.upserts.get(DEAD_LETTERS_KEY)
+    return int(row[0]) if row else 0
+
+
+def read_version(path: Path) -> int | None:
+    """The projection version a database file was built with, or None if it has none yet."""
+    if not path.exists():
+        return None
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        row = con.execute(f"SELECT projection_version FROM {schema.CHECKPOINT_TABLE}").fetchone()
+    except duckdb.CatalogException:
+        return None
+    finally:
+        con.close()
+    return int(row[0]) if row else None
