@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing as mp
+import queue
 import sys
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import duckdb
@@ -21,7 +25,7 @@ from ingest.stream_setup import STREAM_SUBJECTS
 from shared import apply, schema
 from shared.delta import Delta
 from shared.projection import DEAD_LETTERS_KEY, Projector
-from shared.stream import StreamReader
+from shared.stream import Item, StreamReader
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +87,11 @@ async def build_shadow(
     progress: Progress | None = None,
     threads: int = 2,
 ) -> RebuildResult:
-    """Project the stream from seq 1 up to `to_seq` (default: its last seq now) into `dest`."""
+    """Project the stream from seq 1 up to `to_seq` (default: its last seq now) into `dest`.
+
+    This process reads the stream; a worker process projects and writes. Receiving and
+    projecting are both Python-heavy, and in two processes they run on two cores.
+    """
     info = await js.stream_info(stream)
     first, last = int(info.state.first_seq), int(info.state.last_seq)
     if first > 1:
@@ -96,62 +104,85 @@ async def build_shadow(
     for leftover in (dest, Path(f"{dest}.wal")):
         leftover.unlink(missing_ok=True)  # a previous attempt that died
     generation = uuid.uuid4().hex
-    con = duckdb.connect(str(dest), config={"threads": threads})
     started = time.monotonic()
-    dead = 0
+    progress = progress or Progress(1, target)
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    worker = ctx.Process(target=_worker, args=(str(dest), generation, threads, child), daemon=True)
+    worker.start()
+    child.close()
     try:
-        apply.create_schema(con, generation)
-        proj = Projector()
-        progress = progress or Progress(1, target)
-        if target >= 1:
-            dead = await _project_range(js, stream, con, proj, target, progress)
-        con.execute("CHECKPOINT")
+        await _feed(js, stream, target, parent, progress)
+        dead, seq = await asyncio.to_thread(parent.recv)
+    except (EOFError, BrokenPipeError) as exc:
+        raise RebuildError(f"the rebuild worker died (exit code {worker.exitcode})") from exc
     finally:
-        con.close()
-    seconds = time.monotonic() - started
-    return RebuildResult(dest, target, target, seconds, dead, generation)
+        await asyncio.to_thread(worker.join, 30)
+        if worker.is_alive():
+            worker.kill()
+        parent.close()
+    if seq != target:
+        raise RebuildError(f"the rebuild worker stopped at seq {seq}, expected {target}")
+    return RebuildResult(dest, target, target, time.monotonic() - started, dead, generation)
 
 
-async def _project_range(
-    js: JetStreamContext,
-    stream: str,
-    con: duckdb.DuckDBPyConnection,
-    proj: Projector,
-    target: int,
-    progress: Progress,
-) -> int:
+async def _feed(js: JetStreamContext, stream: str, target: int, conn: Connection, progress: Progress) -> None:
+    """Read seq 1..target and hand it to the worker in batches, a sender thread doing the piping."""
+    batches: queue.Queue[list[Item] | None] = queue.Queue(maxsize=4)
+
+    def send() -> None:
+        while (batch := batches.get()) is not None:
+            conn.send(batch)
+        conn.send(None)
+
+    sender = asyncio.get_running_loop().run_in_executor(None, send)
     reader = StreamReader(js, stream, STREAM_SUBJECTS, 1, max_buffer=200_000)
     await reader.start()
-    pending: asyncio.Task[None] | None = None
-    dead = 0
+    seq = 0
     try:
-        while proj.last_seq < target:
+        while seq < target:
             if not await reader.wait(timeout=30):
-                raise RebuildError(f"the stream stopped delivering at seq {proj.last_seq} (target {target})")
-            n = 0
-            while n < BATCH and proj.last_seq < target:
-                items = reader.take(min(5000, BATCH - n))
-                if not items:
-                    break
-                for item in items:
-                    if item.seq > target:
-                        break
-                    proj.project(item.seq, item.subject, item.data, item.stream_us)
-                n += len(items)
-            delta = proj.take_delta()
-            dead += _dead(delta)
-            if pending is not None:
-                await pending
-            pending = asyncio.create_task(
-                asyncio.to_thread(apply.apply_batch, con, delta, proj.last_seq, proj.last_event_us)
-            )
-            progress.update(proj.last_seq)
-        if pending is not None:
-            await pending
+                raise RebuildError(f"the stream stopped delivering at seq {seq} (target {target})")
+            items = [it for it in reader.take(10_000) if it.seq <= target]
+            if items:
+                seq = items[-1].seq
+                await asyncio.to_thread(batches.put, items)
+                progress.update(seq)
     finally:
         await reader.stop()
-    progress.update(proj.last_seq, final=True)
-    return dead
+        await asyncio.to_thread(batches.put, None)
+        await sender
+    progress.update(seq, final=True)
+
+
+def _worker(dest: str, generation: str, threads: int, conn: Connection) -> None:
+    """Project what the parent sends and write it in large batches (a separate process)."""
+    con = duckdb.connect(dest, config={"threads": threads})
+    apply.create_schema(con, generation)
+    proj = Projector()
+    dead = 0
+    written = 0
+    with ThreadPoolExecutor(1) as writer:
+        pending: Future[None] | None = None
+        while (batch := conn.recv()) is not None:
+            for item in batch:
+                proj.project(item.seq, item.subject, item.data, item.stream_us)
+            if proj.last_seq - written >= BATCH:
+                delta = proj.take_delta()
+                dead += _dead(delta)
+                if pending is not None:
+                    pending.result()
+                pending = writer.submit(apply.apply_batch, con, delta, proj.last_seq, proj.last_event_us)
+                written = proj.last_seq
+        if pending is not None:
+            pending.result()
+    delta = proj.take_delta()
+    dead += _dead(delta)
+    apply.apply_batch(con, delta, proj.last_seq, proj.last_event_us)
+    con.execute("CHECKPOINT")
+    con.close()
+    conn.send((dead, proj.last_seq))
+    conn.close()
 
 
 def _dead(delta: Delta) -> int:
