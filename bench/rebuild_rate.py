@@ -13,18 +13,47 @@ import asyncio
 import re
 import subprocess
 import sys
+import time
 
 from bench.common import report, stack
+from ingest.stream_setup import STREAM_SUBJECTS
+from shared.projection import Projector
+from shared.stream import StreamReader
 from sim.generator import Simulator
 from tests.harness import connect, publish_all
 
 
-async def fill(url: str, events: int) -> int:
+async def fill(url: str, events: list[tuple[str, bytes]]) -> int:
     nc = await connect(url)
     try:
-        return await publish_all(nc, list(Simulator(seed=1).events(events)))
+        return await publish_all(nc, events)
     finally:
         await nc.close()
+
+
+async def read_only(url: str, last: int) -> float:
+    """Ceiling 1: the ordered-consumer read of the whole stream, nothing else (seconds)."""
+    nc = await connect(url)
+    reader = StreamReader(nc.jetstream(), "USERSTATS", STREAM_SUBJECTS, 1, max_buffer=200_000)
+    started = time.perf_counter()
+    await reader.start()
+    n = 0
+    while n < last:
+        await reader.wait(10)
+        n += len(reader.take(10_000))
+    seconds = time.perf_counter() - started
+    await reader.stop()
+    await nc.close()
+    return seconds
+
+
+def project_only(events: list[tuple[str, bytes]]) -> float:
+    """Ceiling 2: the pure projection of the same events in memory, no I/O (seconds)."""
+    proj = Projector()
+    started = time.perf_counter()
+    for seq, (subject, data) in enumerate(events, 1):
+        proj.project(seq, subject, data, 0)
+    return time.perf_counter() - started
 
 
 def run(events: int) -> list[dict[str, object]]:
@@ -32,7 +61,10 @@ def run(events: int) -> list[dict[str, object]]:
         ingest = s.ingest()
         ingest.wait_healthy()
         ingest.stop()
-        last = asyncio.run(fill(s.nats.url, events))
+        generated = list(Simulator(seed=1).events(events))
+        last = asyncio.run(fill(s.nats.url, generated))
+        read_s = asyncio.run(read_only(s.nats.url, last))
+        project_s = project_only(generated)
         out = subprocess.run(
             [sys.executable, "-m", "ingest", "rebuild", "--output", str(s.tmp / "rebuilt.duckdb")],
             env=s.env(),
@@ -48,11 +80,24 @@ def run(events: int) -> list[dict[str, object]]:
         seconds = float(m.group(3))
         return [
             {
+                "stage": "ceiling: read the stream only",
+                "events": last,
+                "seconds": read_s,
+                "events_per_s": last / read_s,
+            },
+            {
+                "stage": "ceiling: project in memory only",
+                "events": events,
+                "seconds": project_s,
+                "events_per_s": events / project_s,
+            },
+            {
+                "stage": "rebuild (read + project + write)",
                 "events": last,
                 "seconds": seconds,
                 "events_per_s": last / seconds,
                 "dead_letters": int(m.group(5)),
-            }
+            },
         ]
 
 
@@ -62,7 +107,7 @@ def main() -> None:
     )
     parser.add_argument("--events", type=int, default=1_000_000)
     args = parser.parse_args()
-    report("rebuild_rate", run(args.events), ["events", "seconds", "events_per_s", "dead_letters"])
+    report("rebuild_rate", run(args.events), ["stage", "events", "seconds", "events_per_s", "dead_letters"])
 
 
 if __name__ == "__main__":
