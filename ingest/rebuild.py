@@ -19,17 +19,19 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 
 import duckdb
+import msgspec
 from nats.js import JetStreamContext
 
 from ingest.stream_setup import STREAM_SUBJECTS
 from shared import apply, schema
 from shared.delta import Delta
 from shared.projection import DEAD_LETTERS_KEY, Projector
-from shared.stream import Item, StreamReader
+from shared.stream import StreamReader
 
 log = logging.getLogger(__name__)
 
 BATCH = 50_000
+Columns = tuple[tuple[int, ...], tuple[str, ...], tuple[bytes, ...], tuple[int, ...]]  # seqs, subjects, ...
 
 
 class RebuildError(Exception):
@@ -85,7 +87,7 @@ async def build_shadow(
     dest: Path,
     to_seq: int | None = None,
     progress: Progress | None = None,
-    threads: int = 2,
+    threads: int = 1,
 ) -> RebuildResult:
     """Project the stream from seq 1 up to `to_seq` (default: its last seq now) into `dest`.
 
@@ -108,6 +110,7 @@ async def build_shadow(
     progress = progress or Progress(1, target)
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
+    # Default one DuckDB thread: the two Python processes and nats-server fill two cores.
     worker = ctx.Process(target=_worker, args=(str(dest), generation, threads, child), daemon=True)
     worker.start()
     child.close()
@@ -128,12 +131,13 @@ async def build_shadow(
 
 async def _feed(js: JetStreamContext, stream: str, target: int, conn: Connection, progress: Progress) -> None:
     """Read seq 1..target and hand it to the worker in batches, a sender thread doing the piping."""
-    batches: queue.Queue[list[Item] | None] = queue.Queue(maxsize=4)
+    batches: queue.Queue[Columns | None] = queue.Queue(maxsize=4)
 
     def send() -> None:
+        encode = msgspec.msgpack.Encoder().encode  # C-speed, and send_bytes releases the GIL
         while (batch := batches.get()) is not None:
-            conn.send(batch)
-        conn.send(None)
+            conn.send_bytes(encode(batch))
+        conn.send_bytes(b"")
 
     sender = asyncio.get_running_loop().run_in_executor(None, send)
     reader = StreamReader(js, stream, STREAM_SUBJECTS, 1, max_buffer=200_000)
@@ -143,10 +147,13 @@ async def _feed(js: JetStreamContext, stream: str, target: int, conn: Connection
         while seq < target:
             if not await reader.wait(timeout=30):
                 raise RebuildError(f"the stream stopped delivering at seq {seq} (target {target})")
-            items = [it for it in reader.take(10_000) if it.seq <= target]
+            items = reader.take(10_000)
+            if items and items[-1].seq > target:
+                items = [it for it in items if it.seq <= target]
             if items:
                 seq = items[-1].seq
-                await asyncio.to_thread(batches.put, items)
+                seqs, subjects, data, times = zip(*items, strict=True)  # columns pickle fast
+                await asyncio.to_thread(batches.put, (seqs, subjects, data, times))
                 progress.update(seq)
     finally:
         await reader.stop()
@@ -164,9 +171,11 @@ def _worker(dest: str, generation: str, threads: int, conn: Connection) -> None:
     written = 0
     with ThreadPoolExecutor(1) as writer:
         pending: Future[None] | None = None
-        while (batch := conn.recv()) is not None:
-            for item in batch:
-                proj.project(item.seq, item.subject, item.data, item.stream_us)
+        decode = msgspec.msgpack.Decoder(Columns).decode
+        while batch := conn.recv_bytes():
+            project = proj.project
+            for seq, subject, data, stream_us in zip(*decode(batch), strict=True):
+                project(seq, subject, data, stream_us)
             if proj.last_seq - written >= BATCH:
                 delta = proj.take_delta()
                 dead += _dead(delta)

@@ -112,7 +112,7 @@ class IngestService:
                     schema.PROJECTION_VERSION,
                 )
                 self.con.close()
-                result = await build_shadow(js, u.stream, shadow_path(live), threads=u.duckdb_threads)
+                result = await build_shadow(js, u.stream, shadow_path(live))
                 replace_database(result.path, live)
                 self.con = open_writer(live, u.duckdb_threads)
                 log.info(

@@ -6,7 +6,9 @@ once-per-message) is the projection's business.
 
 from __future__ import annotations
 
+import functools
 import re
+from collections.abc import Callable
 
 _PLUS_PREFIX = re.compile(r"\+\+(\w+)")
 _PLUS_SUFFIX = re.compile(r"(\w+)\+\+")
@@ -43,8 +45,24 @@ def _neighbours(words: list[str], i: int) -> list[str]:
     return out
 
 
+@functools.lru_cache(maxsize=16)
+def _trigger_search(phrases: frozenset[str]) -> Callable[[str], re.Match[str] | None]:
+    """A regex that finds any word that could be a trigger: never misses one (it may find a
+    word the exact scan then rejects), so most chat lines skip the word-by-word scan."""
+    alternatives = "|".join(sorted((re.escape(p) for p in phrases), key=len, reverse=True))
+    strip = re.escape(_TRIGGER_STRIP)
+    return re.compile(rf"(?<!\S)[{strip}]*(?:{alternatives}|(?:ha|he|ho){{2,}})[{strip}]*(?!\S)").search
+
+
 def phrase_pairs(text: str, phrases: frozenset[str]) -> list[tuple[str, str]]:
     """(candidate, phrase) pairs of spec 3.6, in order found. Nothing when `phrases` is empty."""
+    if not phrases or _trigger_search(phrases)(text.lower()) is None:
+        return []
+    return scan_phrase_pairs(text, phrases)
+
+
+def scan_phrase_pairs(text: str, phrases: frozenset[str]) -> list[tuple[str, str]]:
+    """The exact word-by-word rule of spec 3.6 (phrase_pairs without the pre-check)."""
     if not phrases:
         return []
     words = text.split()

@@ -58,6 +58,8 @@ class Projector:
         self.last_seq = last_seq
         self.last_event_us = last_event_us
         self._dirty_chat: set[ChannelKey] = set()
+        self._counts: dict[str, int] = {}
+        self._users: dict[str, list[int]] = {}  # this batch's users rows (merged as USERS says)
         self._bridge: dict[str, tuple[msgspec.json.Decoder[Any], Callable[..., None]]] = {
             "chatmsg": (ev.CHAT_DECODER, self._chat),
             "pm": (ev.CHAT_DECODER, self._pm),
@@ -80,6 +82,12 @@ class Projector:
             lines = [[seq, *line] for seq, line in self.state.recent_chat[key].order]
             self.delta.recent_chat.put(key, [ev.encode(lines).decode()])
         self._dirty_chat.clear()
+        for name, row in self._users.items():
+            self.delta.users.put((name,), row)
+        self._users.clear()
+        for name, n in self._counts.items():
+            self.delta.counters.incr((COUNTER, "", "", "", name, 0), n)
+        self._counts.clear()
         delta, self.delta = self.delta, Delta()
         return delta
 
@@ -103,7 +111,8 @@ class Projector:
         self._count("dead_letters")
 
     def _count(self, name: str, n: int = 1) -> None:
-        self.delta.counters.incr((COUNTER, "", "", "", name, 0), n)
+        """Bookkeeping counters, summed in memory and put into the delta by take_delta."""
+        self._counts[name] = self._counts.get(name, 0) + n
 
     def _bridge_event(self, seq: int, data: bytes, stream_us: int) -> None:
         env = ev.ENVELOPE_DECODER.decode(data)
@@ -139,7 +148,13 @@ class Projector:
     # --- users, sessions, population -------------------------------------------------
 
     def _see_user(self, seq: int, name: str, t: int) -> None:
-        self.delta.users.put((name,), [t, t, seq])
+        row = self._users.get(name)
+        if row is None:
+            self._users[name] = [t, t, seq]
+        elif t > row[1]:
+            row[1] = t  # first_seen and first_seq only go down, and seq only grows
+        elif t < row[0]:
+            row[0] = t
         low = name.lower()
         if low not in self.state.users_lower:
             self.state.users_lower[low] = name

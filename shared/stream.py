@@ -29,9 +29,10 @@ class Item(NamedTuple):
 
 def parse_ack_reply(reply: str) -> tuple[int, int, int]:
     """(stream seq, stored time in ns, pending) from a JetStream delivery reply subject."""
+    if reply.count(".") == 8:  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>
+        _, sseq, _, ts, pending = reply.rsplit(".", 4)
+        return int(sseq), int(ts), int(pending)
     t = reply.split(".")
-    if len(t) == 9:  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>
-        return int(t[5]), int(t[7]), int(t[8])
     # $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>...
     return int(t[7]), int(t[9]), int(t[10])
 

@@ -173,3 +173,16 @@ def test_emote_hits_are_members_and_counted_per_occurrence(text: str, names: set
 def test_a_trailing_vote_token_always_votes(prefix: str, word: str, sign: str) -> None:
     text = f"{prefix} {word}{sign}"
     assert d.vote_value(text) == (1 if sign[0] == "+" else -1)
+
+
+@given(
+    st.lists(
+        st.sampled_from(
+            ["lol", "LOL,", "haha", "hehe!", "ho", "hah", "bob", "@alice", "x", "😂", "rofl.", "lmao"]
+        )
+        | st.text(max_size=8),
+        max_size=8,
+    ).map(" ".join)
+)
+def test_the_pre_check_never_hides_a_pair(text: str) -> None:
+    assert d.phrase_pairs(text, SPEC_PHRASES) == d.scan_phrase_pairs(text, SPEC_PHRASES)
