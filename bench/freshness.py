@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import json
 import time
+from typing import Any
 
 from bench.common import percentile, report, stack
 from shared import events as ev
@@ -75,11 +76,13 @@ async def measure(rate: float, seconds: float) -> dict[str, object]:
                 latencies.append(time.perf_counter() - t0)
                 assert json.loads(msg.data)["as_of_seq"] >= ack.seq
                 await asyncio.sleep(0.02)
+            floor = await transport_floor(nc, js, len(latencies))
             stop.set()
             sent = await bg
         finally:
             await nc.close()
     ms = [x * 1000 for x in latencies]
+    floor_ms = [x * 1000 for x in floor]
     return {
         "offered_events_per_s": rate,
         "background_sent": sent,
@@ -87,7 +90,31 @@ async def measure(rate: float, seconds: float) -> dict[str, object]:
         "p50_ms": percentile(ms, 50),
         "p99_ms": percentile(ms, 99),
         "max_ms": max(ms),
+        "floor_p50_ms": percentile(floor_ms, 50),
+        "floor_p99_ms": percentile(floor_ms, 99),
+        "p99_vs_floor": f"{percentile(ms, 99) / percentile(floor_ms, 99):.1f}x",
     }
+
+
+async def transport_floor(nc: Any, js: Any, probes: int) -> list[float]:
+    """The same probe (JetStream publish with ack, then a request) against a trivial
+    responder in this process, under the same background traffic: the ceiling."""
+
+    async def echo(msg: Any) -> None:
+        await msg.respond(b"{}")
+
+    sub = await nc.subscribe("bench.floor", cb=echo)
+    out = []
+    for i in range(probes):
+        t0 = time.perf_counter()
+        await js.publish(
+            "kryten.events.cytube.bench.usercount", b'{"event_name":"usercount","payload":%d}' % i
+        )
+        await nc.request("bench.floor", b"{}", timeout=10)
+        out.append(time.perf_counter() - t0)
+        await asyncio.sleep(0.02)
+    await sub.unsubscribe()
+    return out
 
 
 def main() -> None:
@@ -99,7 +126,18 @@ def main() -> None:
     args = parser.parse_args()
     rows = [asyncio.run(measure(float(r), args.seconds)) for r in args.rates.split(",")]
     report(
-        "freshness", rows, ["offered_events_per_s", "background_sent", "probes", "p50_ms", "p99_ms", "max_ms"]
+        "freshness",
+        rows,
+        [
+            "offered_events_per_s",
+            "probes",
+            "p50_ms",
+            "p99_ms",
+            "max_ms",
+            "floor_p50_ms",
+            "floor_p99_ms",
+            "p99_vs_floor",
+        ],
     )
 
 

@@ -166,6 +166,10 @@ class Dispatcher:
             self._totals = (seq, reads.totals(self._scope()))
         return self._totals[1]
 
+    def dashboard_now(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Labelled figures for /metrics (database thread)."""
+        return reads.dashboard(self._scope())
+
     def _stats(self, t: dict[str, int]) -> dict[str, Any]:
         return {
             "total_users": t["total_users"],

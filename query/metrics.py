@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -38,6 +39,7 @@ class SpecCollector(Collector):
 
     def __init__(self, status: Callable[[], tuple[float, bool, bool]]) -> None:
         self.totals: dict[str, int] = {}
+        self.dashboard: dict[str, list[tuple[Any, ...]]] = {}
         self._status = status
 
     def collect(self) -> Iterator[Metric]:
@@ -51,6 +53,48 @@ class SpecCollector(Collector):
         for name, doc, key in SPEC_GAUGES:
             if key in self.totals:
                 yield GaugeMetricFamily(name, doc, self.totals[key])
+        yield from self._labelled()
+
+    def _labelled(self) -> Iterator[Metric]:
+        """Per-channel figures and top-10 lists for dashboards (bounded cardinality)."""
+        d = self.dashboard
+        if not d:
+            return
+        messages = GaugeMetricFamily(
+            "userstats_channel_messages", "Chat messages counted per channel", labels=["domain", "channel"]
+        )
+        for domain, channel, n in d["channel_messages"]:
+            messages.add_metric([domain, channel], n)
+        yield messages
+        connected = GaugeMetricFamily(
+            "userstats_channel_connected",
+            "Users in the channel at the newest population row",
+            labels=["domain", "channel"],
+        )
+        chatting = GaugeMetricFamily(
+            "userstats_channel_chatting",
+            "Users not AFK at the newest population row",
+            labels=["domain", "channel"],
+        )
+        for domain, channel, c, k in d["channel_population"]:
+            connected.add_metric([domain, channel], c)
+            chatting.add_metric([domain, channel], k)
+        yield connected
+        yield chatting
+        for key, name, doc, label in (
+            (
+                "top_messages",
+                "userstats_top_user_messages",
+                "Messages of the 10 most active users",
+                "username",
+            ),
+            ("top_kudos", "userstats_top_user_kudos", "Kudos of the 10 most thanked users", "username"),
+            ("top_emotes", "userstats_top_emote_uses", "Uses of the 10 most used emotes", "emote"),
+        ):
+            family = GaugeMetricFamily(name, f"{doc}, per domain", labels=["domain", label])
+            for domain, who, n in d[key]:
+                family.add_metric([domain, who], n)
+            yield family
 
 
 class QueryMetrics:

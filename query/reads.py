@@ -504,6 +504,40 @@ def totals(sc: Scope) -> dict[str, int]:
     }
 
 
+def dashboard(sc: Scope) -> dict[str, list[tuple[Any, ...]]]:
+    """Small labelled figures for Grafana: per channel, and the top 10 of each domain."""
+    top = "QUALIFY row_number() OVER (PARTITION BY domain ORDER BY n DESC, name) <= 10"
+    return {
+        "channel_messages": _rows(
+            sc, "SELECT domain, channel, sum(message_count) FROM message_counts GROUP BY ALL", []
+        ),
+        "channel_population": _rows(
+            sc,
+            "SELECT domain, channel, connected_count, chat_count FROM population_snapshots "
+            "QUALIFY row_number() OVER (PARTITION BY domain, channel ORDER BY timestamp DESC) = 1",
+            [],
+        ),
+        "top_messages": _rows(
+            sc,
+            "SELECT domain, username AS name, sum(message_count) AS n FROM message_counts "
+            f"WHERE username <> ? GROUP BY domain, username {top}",
+            [SERVER_USER],
+        ),
+        "top_kudos": _rows(
+            sc,
+            "SELECT domain, username AS name, sum(n1) AS n FROM counters WHERE kind IN (?, ?) "
+            f"AND username <> ? GROUP BY domain, username {top}",
+            [schema.PLUSPLUS, schema.PHRASES, SERVER_USER],
+        ),
+        "top_emotes": _rows(
+            sc,
+            "SELECT domain, emote AS name, sum(usage_count) AS n FROM emote_usage "
+            f"GROUP BY domain, emote {top}",
+            [],
+        ),
+    }
+
+
 def alias_list(sc: Scope, p: m.NoParams) -> dict[str, Any]:
     grouped: dict[str, list[str]] = {}
     for user, alias in _rows(sc, "SELECT username, alias FROM user_aliases ORDER BY username, alias", []):

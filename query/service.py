@@ -77,11 +77,12 @@ class QueryService:
             if r is not None and d is not None and r.loaded and r.applied_seq != seen:
                 try:
                     totals = await r.read(d.totals_now, need_seq=r.applied_seq)
-                    seen = r.applied_seq
                     m.spec.totals = spec_totals(totals)
                     m.dead_letters.set(totals["dead_letters"])
-                except Exception as exc:  # a replica swap mid-read: next round
-                    log.debug("metrics refresh: %s", exc)
+                    m.spec.dashboard = await r.read(d.dashboard_now)
+                    seen = r.applied_seq
+                except Exception as exc:  # e.g. a snapshot swap mid-read: the next round retries
+                    log.warning("metrics refresh failed: %s", exc)
             if r is not None:
                 m.as_of_seq.set(r.applied_seq)
                 m.follow_lag.set(r.stream_pending)

@@ -72,6 +72,20 @@ async def test_replica_reports_exact_totals(stack: Stack) -> None:
         await metric_becomes(query, "userstats_total_messages", oracle.total_messages)
         await metric_becomes(query, "userstats_total_pms", sum(oracle.pms.values()))
         await metric_becomes(query, "userstats_query_as_of_seq", await stream_last_seq(nc))
+        per_channel = sum(
+            n for (u, c, d), n in oracle.messages.items() if (d, c) == ("cytu.be", "420Grindhouse")
+        )
+        await metric_becomes(
+            query, 'userstats_channel_messages{channel="420Grindhouse",domain="cytu.be"}', per_channel
+        )
+        top = max(
+            (n for (u, c, d), n in oracle.messages.items() if d == "cytu.be" and u != "[server]"), default=0
+        )
+        assert re.search(
+            rf'^userstats_top_user_messages{{domain="cytu.be",username="[^"]+"}} {top}\.0$',
+            query.metrics(),
+            re.M,
+        )
     finally:
         await nc.close()
 
@@ -127,10 +141,11 @@ async def test_kill_9_during_a_large_flow_loses_and_doubles_nothing(stack: Stack
         await nc.close()
 
 
-async def test_two_replicas_agree_and_each_request_gets_one_reply(stack: Stack) -> None:
+async def test_three_replicas_share_the_load_agree_and_each_request_gets_one_reply(stack: Stack) -> None:
+    """The compose topology as plain processes: NATS, ingest, three query replicas."""
     ingest = stack.ingest()
     ingest.wait_healthy()
-    replicas = [stack.query(), stack.query()]
+    replicas = [stack.query(), stack.query(), stack.query()]
     nc = await connect(stack.nats.url)
     try:
         events = list(Simulator(seed=14).events(10_000))
@@ -145,21 +160,24 @@ async def test_two_replicas_agree_and_each_request_gets_one_reply(stack: Stack) 
 
         sub = await nc.subscribe("_INBOX.onereply.>", cb=collect)
         body = json.dumps({"command": "leaderboard.messages", "limit": 5}).encode()
-        for i in range(300):
+        for i in range(600):
             await nc.publish("kryten.userstats.command", body, reply=f"_INBOX.onereply.{i}")
         await nc.flush()
-        await wait_for(lambda: len(replies) == 300, timeout=10, what="300 replies")
+        await wait_for(lambda: len(replies) == 600, timeout=10, what="600 replies")
         await asyncio.sleep(0.5)  # time for any duplicate reply to arrive
         await sub.unsubscribe()
         assert all(len(v) == 1 for v in replies.values())
-        assert len({v[0] for v in replies.values()}) == 1  # both replicas gave the same bytes
+        assert len({v[0] for v in replies.values()}) == 1  # every replica gave the same bytes
         served = [
             metric(r.metrics(), 'userstats_query_requests_total{command="leaderboard.messages",outcome="ok"}')
             for r in replicas
         ]
-        assert sum(served) == 300 and min(served) > 0  # the queue group spread the load
-        totals = [metric(r.metrics(), "userstats_total_messages") for r in replicas]
-        assert totals[0] == totals[1] > 0
+        assert sum(x or 0 for x in served) == 600 and min(x or 0 for x in served) > 0  # load spread
+        oracle = Oracle(events)
+        for r in replicas:  # what Prometheus scrapes from each replica agrees
+            await metric_becomes(r, "userstats_total_messages", oracle.total_messages)
+            await metric_becomes(r, "userstats_total_pms", sum(oracle.pms.values()))
+            await metric_becomes(r, "userstats_total_users_tracked", len(oracle.users))
     finally:
         await nc.close()
 

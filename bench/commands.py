@@ -1,0 +1,97 @@
+"""Latency and throughput of every read command, against one replica at rest.
+
+    python -m bench.commands [--seconds 2] [--concurrency 1,16]
+
+One replica with the simulator's 100k events; for each command a fixed request, sent by 1
+and by 16 concurrent requesters (see bench.query_rate); the echo rows, measured in the same
+run, are the transport's ceiling that the ratios refer to.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing as mp
+import time
+from typing import Any
+
+from bench.common import report, stack
+from bench.query_rate import _echo_process, load
+from sim.generator import Simulator
+from tests.harness import connect, publish_all
+
+C, U = "420Grindhouse", "420GUser7"
+REQUESTS: dict[str, dict[str, Any]] = {
+    "user.stats": {"username": U, "channel": C},
+    "user.profile": {"username": U, "channel": C},
+    "user.messages": {"username": U},
+    "user.activity": {"username": U},
+    "user.kudos": {"username": U},
+    "stats.global": {"channel": C},
+    "channel.top_users": {"channel": C},
+    "channel.population": {"channel": C},
+    "channel.media_history": {"channel": C},
+    "channel.watermarks": {"channel": C},
+    "channel.movie_votes": {"channel": C},
+    "channel.all_stats": {"channel": C},
+    "leaderboard.messages": {},
+    "leaderboard.kudos": {},
+    "leaderboard.emotes": {},
+    "timeseries.messages": {"channel": C},
+    "timeseries.kudos": {"channel": C},
+    "system.ping": {},
+    "system.health": {},
+    "system.stats": {},
+    "alias.list": {},
+    "alias.get": {"username": U},
+    "alias.find": {"alias": "nobody"},
+}
+
+
+def run(seconds: float, concurrencies: list[int]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    with stack() as s:
+        s.ingest().wait_healthy()
+        replica = s.query()
+        replica.wait_healthy()
+
+        async def fill() -> None:
+            nc = await connect(s.nats.url)
+            await publish_all(nc, list(Simulator(seed=1).events(100_000)))
+            await nc.close()
+
+        asyncio.run(fill())
+        time.sleep(2)
+        ctx = mp.get_context("spawn")
+        stop = ctx.Event()
+        echo = ctx.Process(target=_echo_process, args=(s.nats.url, stop))
+        echo.start()
+        time.sleep(1)
+        ceiling = {c: load(s.nats.url, "bench.echo", [b"{}"], c, seconds) for c in concurrencies}
+        stop.set()
+        echo.join()
+        for c in concurrencies:
+            rows.append({"command": "echo (ceiling)", "concurrency": c, **ceiling[c], "of_ceiling": "100%"})
+        for command, params in REQUESTS.items():
+            body = json.dumps({"command": command, **params}).encode()
+            for c in concurrencies:
+                r = load(s.nats.url, "kryten.userstats.command", [body], c, seconds)
+                share = r["requests_per_s"] / ceiling[c]["requests_per_s"]
+                rows.append({"command": command, "concurrency": c, **r, "of_ceiling": f"{share:.0%}"})
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=2)
+    parser.add_argument("--concurrency", default="1,16")
+    args = parser.parse_args()
+    rows = run(args.seconds, [int(c) for c in args.concurrency.split(",")])
+    report("commands", rows, ["command", "concurrency", "requests_per_s", "of_ceiling", "p50_ms", "p99_ms"])
+
+
+if __name__ == "__main__":
+    main()

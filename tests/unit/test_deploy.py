@@ -1,0 +1,118 @@
+"""Deployment files: compose profiles, the Prometheus config (promtool when installed), the
+Grafana dashboard and its datasource, the systemd units."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+DEPLOY = ROOT / "deploy"
+COMPOSE = Path(sys.executable).parent / "docker-compose"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    out = subprocess.run(
+        [
+            str(COMPOSE),
+            "-f",
+            str(ROOT / "docker-compose.yml"),
+            "--profile",
+            "monitoring",
+            "--profile",
+            "tools",
+            "config",
+            "--format",
+            "json",
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    data: dict[str, Any] = json.loads(out.stdout)
+    return data
+
+
+def test_profiles(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert services["prometheus"]["profiles"] == ["monitoring"]
+    assert services["grafana"]["profiles"] == ["monitoring"]
+    assert services["nats-box"]["profiles"] == ["tools"]
+    for core in ("nats", "ingest", "query"):
+        assert not services[core].get("profiles")
+    assert any(p["target"] == 8222 for p in services["nats"]["ports"])  # the monitoring port
+    for name, svc in services.items():
+        assert svc.get("healthcheck", {}).get("test"), name
+        for how in (svc.get("depends_on") or {}).values():
+            assert how["condition"] == "service_healthy", name
+
+
+def test_prometheus_config_scrapes_every_replica_and_ingest() -> None:
+    path = DEPLOY / "prometheus" / "prometheus.yml"
+    promtool = shutil.which("promtool")
+    if promtool:  # .ci/run installs it from Debian's packages
+        out = subprocess.run(
+            [promtool, "check", "config", str(path)], capture_output=True, text=True, check=False
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+    config = yaml.safe_load(path.read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    dns = jobs["userstats-query"]["dns_sd_configs"][0]
+    assert dns["names"] == ["query"] and dns["type"] == "A" and dns["port"] == 28282
+    assert jobs["userstats-ingest"]["static_configs"][0]["targets"] == ["ingest:28283"]
+
+
+def test_dashboard_uses_only_the_provisioned_datasource_and_known_metrics() -> None:
+    datasource = yaml.safe_load(
+        (DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text()
+    )
+    uid = datasource["datasources"][0]["uid"]
+    dashboard = json.loads((DEPLOY / "grafana" / "dashboards" / "userstats.json").read_text())
+    uids = set(
+        re.findall(
+            r'"uid": "([^"]+)"',
+            json.dumps(
+                [p["datasource"] for p in dashboard["panels"]]
+                + [t["datasource"] for p in dashboard["panels"] for t in p["targets"]]
+            ),
+        )
+    )
+    assert uids == {uid}
+    titles = " ".join(p["title"].lower() for p in dashboard["panels"])
+    for topic in (
+        "messages per minute",
+        "top users",
+        "kudos",
+        "emotes",
+        "population",
+        "ingest lag",
+        "dead letters",
+        "query rate",
+        "latency",
+        "freshness",
+    ):
+        assert topic in titles, topic
+    source = "".join(p.read_text() for p in (ROOT / "query" / "metrics.py", ROOT / "ingest" / "metrics.py"))
+    for expr in (t["expr"] for p in dashboard["panels"] for t in p["targets"]):
+        for name in re.findall(r"userstats_\w+", expr):
+            base = re.sub(r"_(total|bucket)$", "", name)
+            assert f'"{base}"' in source, f"{name} in the dashboard is not a metric userstats exports"
+
+
+def test_systemd_units() -> None:
+    ingest = (DEPLOY / "systemd" / "userstats-ingest.service").read_text()
+    query = (DEPLOY / "systemd" / "userstats-query@.service").read_text()
+    assert "ExecStart=/opt/userstats/bin/userstats-ingest" in ingest and "KillSignal=SIGTERM" in ingest
+    assert "Environment=USERSTATS_METRICS_PORT=%i" in query  # one replica per instance/port
+    assert "ExecStart=/opt/userstats/bin/userstats-query" in query
