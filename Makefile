@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock 2>/dev/null | cksum | cut -d' ' -f1)
-CODE   := ingest query shared sim launcher
+CODE   := ingest query shared sim launcher userstats examples
 RUN_ARGS ?=
 
 .PHONY: venv run demo test lint typecheck unit integration soak bench clean

@@ -1,6 +1,6 @@
-"""Latency and throughput of every read command, against one replica at rest.
+"""Latency and throughput of every read command, against one and two replicas at rest.
 
-    python -m bench.commands [--seconds 2] [--concurrency 1,16]
+    python -m bench.commands [--seconds 2] [--concurrency 1,16] [--replicas 1,2]
 
 One replica with the simulator's 100k events; for each command a fixed request, sent by 1
 and by 16 concurrent requesters (see bench.query_rate); the echo rows, measured in the same
@@ -49,12 +49,12 @@ REQUESTS: dict[str, dict[str, Any]] = {
 }
 
 
-def run(seconds: float, concurrencies: list[int]) -> list[dict[str, Any]]:
+def run(seconds: float, concurrencies: list[int], replica_counts: list[int]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     with stack() as s:
         s.ingest().wait_healthy()
-        replica = s.query()
-        replica.wait_healthy()
+        replicas = [s.query()]
+        replicas[0].wait_healthy()
 
         async def fill() -> None:
             nc = await connect(s.nats.url)
@@ -72,13 +72,33 @@ def run(seconds: float, concurrencies: list[int]) -> list[dict[str, Any]]:
         stop.set()
         echo.join()
         for c in concurrencies:
-            rows.append({"command": "echo (ceiling)", "concurrency": c, **ceiling[c], "of_ceiling": "100%"})
-        for command, params in REQUESTS.items():
-            body = json.dumps({"command": command, **params}).encode()
-            for c in concurrencies:
-                r = load(s.nats.url, "kryten.userstats.command", [body], c, seconds)
-                share = r["requests_per_s"] / ceiling[c]["requests_per_s"]
-                rows.append({"command": command, "concurrency": c, **r, "of_ceiling": f"{share:.0%}"})
+            rows.append(
+                {
+                    "command": "echo (ceiling)",
+                    "replicas": 1,
+                    "concurrency": c,
+                    **ceiling[c],
+                    "of_ceiling": "100%",
+                }
+            )
+        for n in replica_counts:
+            while len(replicas) < n:
+                replicas.append(s.query())
+                replicas[-1].wait_healthy()
+            for command, params in REQUESTS.items():
+                body = json.dumps({"command": command, **params}).encode()
+                for c in concurrencies:
+                    r = load(s.nats.url, "kryten.userstats.command", [body], c, seconds)
+                    share = r["requests_per_s"] / ceiling[c]["requests_per_s"]
+                    rows.append(
+                        {
+                            "command": command,
+                            "replicas": n,
+                            "concurrency": c,
+                            **r,
+                            "of_ceiling": f"{share:.0%}",
+                        }
+                    )
     return rows
 
 
@@ -88,9 +108,18 @@ def main() -> None:
     )
     parser.add_argument("--seconds", type=float, default=2)
     parser.add_argument("--concurrency", default="1,16")
+    parser.add_argument("--replicas", default="1,2")
     args = parser.parse_args()
-    rows = run(args.seconds, [int(c) for c in args.concurrency.split(",")])
-    report("commands", rows, ["command", "concurrency", "requests_per_s", "of_ceiling", "p50_ms", "p99_ms"])
+    rows = run(
+        args.seconds,
+        [int(c) for c in args.concurrency.split(",")],
+        [int(n) for n in args.replicas.split(",")],
+    )
+    report(
+        "commands",
+        rows,
+        ["command", "replicas", "concurrency", "requests_per_s", "of_ceiling", "p50_ms", "p99_ms"],
+    )
 
 
 if __name__ == "__main__":

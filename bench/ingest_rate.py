@@ -13,6 +13,7 @@ import asyncio
 import time
 
 from bench.common import Timer, report, stack
+from bench.rebuild_rate import read_only
 from sim.generator import Simulator
 from tests.harness import Service, connect, publish_all
 
@@ -44,6 +45,16 @@ async def run(events: int) -> list[dict[str, object]]:
                     "events": events,
                     "seconds": t.seconds,
                     "events_per_s": events / t.seconds,
+                }
+            )
+            read_s = await read_only(s.nats.url, last)
+            ceiling = last / read_s
+            rows.append(
+                {
+                    "stage": "ceiling: read the stream only (ordered consumer)",
+                    "events": last,
+                    "seconds": read_s,
+                    "events_per_s": ceiling,
                 }
             )
             ingest = s.ingest(USERSTATS_SNAPSHOT_INTERVAL="3600")
@@ -99,7 +110,11 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     args = parser.parse_args()
     rows = asyncio.run(run(args.events))
-    report("ingest_rate", rows, ["stage", "events", "seconds", "events_per_s"])
+    ceiling = next(r["events_per_s"] for r in rows if str(r["stage"]).startswith("ceiling"))
+    for r in rows:
+        if isinstance(r["events_per_s"], float) and not str(r["stage"]).startswith("core"):
+            r["of_read_ceiling"] = f"{r['events_per_s'] / ceiling:.0%}"  # type: ignore[operator]
+    report("ingest_rate", rows, ["stage", "events", "seconds", "events_per_s", "of_read_ceiling"])
 
 
 if __name__ == "__main__":

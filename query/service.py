@@ -33,6 +33,7 @@ class QueryService:
         self.replica: Replica | None = None
         self.dispatcher: Dispatcher | None = None
         self.metrics = QueryMetrics(self._status)
+        self._first_load = asyncio.Event()
 
     def _status(self) -> tuple[float, bool, bool]:
         return (
@@ -91,8 +92,10 @@ class QueryService:
                 m.snapshot_failures.set(r.snapshot_failures)
                 if r.pointer is not None:
                     m.snapshot_age.set(max(0.0, time.time() - r.loaded_at))
+            # at most once a second, but at once after the first snapshot is loaded
+            self._first_load.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.stop.wait(), 1.0)
+                await asyncio.wait_for(self._first_load.wait() if seen < 0 else self.stop.wait(), 1.0)
 
     async def run(self) -> None:
         prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -107,6 +110,7 @@ class QueryService:
         http.start()
         self.nc = nc = await natsconn.connect(s.nats, "userstats-query")
         self.replica = replica = Replica(nc.jetstream(), u.stream, u.replica_dir, u.duckdb_threads)
+        replica.on_applied.append(self._first_load.set)
         self.dispatcher = dispatcher = Dispatcher(nc, replica, s, self.metrics)
         endpoints = Endpoints(nc, dispatcher, s.metrics.port)
         await endpoints.start()
