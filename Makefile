@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock 2>/dev
 CODE   := ingest query shared sim launcher userstats examples
 RUN_ARGS ?=
 
-.PHONY: venv run demo test lint typecheck unit integration soak bench clean
+.PHONY: venv run demo test lint typecheck unit integration bench clean
 
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,11 +40,7 @@ unit: $(STAMP)
 integration: $(STAMP)
 	$(BIN)/pytest -q tests/integration
 
-## soak: the long fault tests (bounded; loopback only)
-soak: $(STAMP)
-	$(BIN)/pytest -q -m soak --runsoak tests
-
-## bench: every benchmark in bench/ (tables on stdout, JSON in bench/results/)
+## bench: every benchmark in bench/ (tables on stdout, JSON in bench/results/; about 13 minutes)
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all
 
