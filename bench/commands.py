@@ -10,16 +10,11 @@ run, are the transport's ceiling that the ratios refer to.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import multiprocessing as mp
-import time
 from typing import Any
 
-from bench.common import report, stack
-from bench.query_rate import _echo_process, load
-from sim.generator import Simulator
-from tests.harness import connect, publish_all
+from bench.common import report
+from bench.query_rate import echo_ceiling, filled_stack, load
 
 C, U = "420Grindhouse", "420GUser7"
 REQUESTS: dict[str, dict[str, Any]] = {
@@ -51,26 +46,8 @@ REQUESTS: dict[str, dict[str, Any]] = {
 
 def run(seconds: float, concurrencies: list[int], replica_counts: list[int]) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
-    with stack() as s:
-        s.ingest().wait_healthy()
-        replicas = [s.query()]
-        replicas[0].wait_healthy()
-
-        async def fill() -> None:
-            nc = await connect(s.nats.url)
-            await publish_all(nc, list(Simulator(seed=1).events(100_000)))
-            await nc.close()
-
-        asyncio.run(fill())
-        time.sleep(2)
-        ctx = mp.get_context("spawn")
-        stop = ctx.Event()
-        echo = ctx.Process(target=_echo_process, args=(s.nats.url, stop))
-        echo.start()
-        time.sleep(1)
-        ceiling = {c: load(s.nats.url, "bench.echo", [b"{}"], c, seconds) for c in concurrencies}
-        stop.set()
-        echo.join()
+    with filled_stack(100_000) as (s, replicas):
+        ceiling = echo_ceiling(s.nats.url, concurrencies, seconds)
         for c in concurrencies:
             rows.append(
                 {

@@ -17,13 +17,15 @@ import asyncio
 import json
 import multiprocessing as mp
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import nats
 
 from bench.common import percentile, report, stack
 from sim.generator import Simulator
-from tests.harness import connect, publish_all
+from tests.harness import Service, Stack, connect, publish_all
 
 BODIES: dict[str, list[bytes]] = {
     "user.stats": [
@@ -128,8 +130,9 @@ def _traffic_process(url: str, rate: float, stop: Any) -> None:
     asyncio.run(_traffic(url, rate, stop))
 
 
-def run(seconds: float, concurrencies: list[int], replica_counts: list[int]) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
+@contextmanager
+def filled_stack(events: int) -> Iterator[tuple[Stack, list[Service]]]:
+    """A stack with ingest, one replica, and `events` simulator events applied."""
     with stack() as s:
         s.ingest().wait_healthy()
         replicas = [s.query()]
@@ -137,27 +140,37 @@ def run(seconds: float, concurrencies: list[int], replica_counts: list[int]) -> 
 
         async def fill() -> None:
             nc = await connect(s.nats.url)
-            await publish_all(nc, list(Simulator(seed=1).events(100_000)))
+            await publish_all(nc, list(Simulator(seed=1).events(events)))
             await nc.close()
 
         asyncio.run(fill())
         time.sleep(2)
-        ctx = mp.get_context("spawn")
-        stop = ctx.Event()
-        echo = ctx.Process(target=_echo_process, args=(s.nats.url, stop))
-        echo.start()
-        time.sleep(1)
-        for c in concurrencies:
-            rows.append(
-                {
-                    "command": "echo (transport ceiling)",
-                    "replicas": 1,
-                    "concurrency": c,
-                    **load(s.nats.url, "bench.echo", [b"{}"], c, seconds),
-                }
-            )
+        yield s, replicas
+
+
+def echo_ceiling(url: str, concurrencies: list[int], seconds: float) -> dict[int, dict[str, float]]:
+    """The transport's ceiling: a trivial responder in its own process, loaded the same way."""
+    ctx = mp.get_context("spawn")
+    stop = ctx.Event()
+    echo = ctx.Process(target=_echo_process, args=(url, stop))
+    echo.start()
+    time.sleep(1)
+    try:
+        return {c: load(url, "bench.echo", [b"{}"], c, seconds) for c in concurrencies}
+    finally:
         stop.set()
         echo.join()
+
+
+def run(seconds: float, concurrencies: list[int], replica_counts: list[int]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    with filled_stack(100_000) as (s, replicas):
+        ctx = mp.get_context("spawn")
+        ceiling = echo_ceiling(s.nats.url, concurrencies, seconds)
+        for c in concurrencies:
+            rows.append(
+                {"command": "echo (transport ceiling)", "replicas": 1, "concurrency": c, **ceiling[c]}
+            )
         for n in replica_counts:
             while len(replicas) < n:
                 replicas.append(s.query())
@@ -178,9 +191,11 @@ def run(seconds: float, concurrencies: list[int], replica_counts: list[int]) -> 
                         )
                 stop.set()
                 traffic.join()
-    ceiling = {row["concurrency"]: row["requests_per_s"] for row in rows if row["command"].startswith("echo")}
+    echo_rate = {
+        row["concurrency"]: row["requests_per_s"] for row in rows if row["command"].startswith("echo")
+    }
     for row in rows:
-        row["of_ceiling"] = f"{row['requests_per_s'] / ceiling[row['concurrency']]:.0%}"
+        row["of_ceiling"] = f"{row['requests_per_s'] / echo_rate[row['concurrency']]:.0%}"
     return rows
 
 

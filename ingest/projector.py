@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 
 import duckdb
 from nats.js import JetStreamContext
@@ -21,6 +20,7 @@ from ingest.stream_setup import STREAM_SUBJECTS
 from shared import apply
 from shared.delta import Delta
 from shared.projection import DEAD_LETTERS_KEY, Projector
+from shared.seqgate import SequenceGate
 from shared.stream import StreamReader
 
 log = logging.getLogger(__name__)
@@ -45,25 +45,23 @@ class ProjectorLoop:
         self._max_seconds = batch_max_seconds
         self._linger = batch_linger_seconds
         cp = apply.read_checkpoint(con)
-        self.applied_seq = cp.seq
+        self.gate = SequenceGate(cp.seq)
         self.generation = cp.generation
         self.projector = Projector(apply.load_state(con), cp.seq, cp.event_time_us)
-        self._applied = asyncio.Condition()
-        self.on_applied: list[Callable[[int], None]] = []
 
     def _reload(self) -> Projector:
         """A Projector at the tables' checkpoint, after a failed write (worker thread)."""
         cp = apply.read_checkpoint(self._con)
         return Projector(apply.load_state(self._con), cp.seq, cp.event_time_us)
 
+    @property
+    def applied_seq(self) -> int:
+        """The stream sequence the tables reflect (committed)."""
+        return self.gate.seq
+
     async def wait_applied(self, seq: int, timeout: float) -> bool:
         """Wait until the tables reflect `seq`; False on timeout."""
-        async with self._applied:
-            try:
-                await asyncio.wait_for(self._applied.wait_for(lambda: self.applied_seq >= seq), timeout)
-            except TimeoutError:
-                return False
-        return True
+        return await self.gate.wait(seq, timeout)
 
     def _write(self, delta: Delta, seq: int, event_us: int, events: int) -> None:
         started = time.perf_counter()
@@ -72,17 +70,13 @@ class ProjectorLoop:
         self._metrics.batch_events.observe(events)
 
     async def _committed(self, delta: Delta, seq: int, events: int) -> None:
-        self.applied_seq = seq
         self._metrics.events_projected.inc(events)
         self._metrics.checkpoint_seq.set(seq)
         dead = delta.counters.upserts.get(DEAD_LETTERS_KEY)
         if dead:
             self._metrics.dead_letters.inc(dead[0])
             log.warning("seq <= %d: %d message(s) recorded as dead letters", seq, dead[0])
-        async with self._applied:
-            self._applied.notify_all()
-        for cb in self.on_applied:
-            cb(seq)
+        await self.gate.advance(seq)
 
     async def run(self, stop: asyncio.Event) -> None:
         backoff = 1.0

@@ -23,6 +23,7 @@ from nats.js.errors import BucketNotFoundError, NotFoundError
 
 from shared import apply, schema, snapshots, subjects
 from shared.projection import Projector
+from shared.seqgate import SequenceGate
 from shared.snapshots import SnapshotError, SnapshotPointer
 from shared.stream import Item, StreamReader
 
@@ -71,7 +72,7 @@ class Replica:
         self.con: duckdb.DuckDBPyConnection | None = None
         self.projector: Projector | None = None
         self.pointer: SnapshotPointer | None = None
-        self.applied_seq = 0  # projected: what a read will reflect (waiters for min_seq use it)
+        self.gate = SequenceGate()  # projected: what a read will reflect (min_seq waits on it)
         self.db_seq = 0  # written to the tables (database thread); reads flush up to applied_seq
         self._pending_since = 0.0
         self.event_time_us = 0
@@ -81,8 +82,6 @@ class Replica:
         self.snapshot_failures = 0
         self._reader: StreamReader | None = None
         self._follow_task: asyncio.Task[None] | None = None
-        self._applied = asyncio.Condition()
-        self.on_applied: list[Callable[[], None]] = []
 
     @property
     def loaded(self) -> bool:
@@ -96,19 +95,12 @@ class Replica:
         """Run `fn(*args)` on the database thread."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    async def wait_applied(self, seq: int, timeout: float) -> bool:
-        async with self._applied:
-            try:
-                await asyncio.wait_for(self._applied.wait_for(lambda: self.applied_seq >= seq), timeout)
-            except TimeoutError:
-                return False
-        return True
+    @property
+    def applied_seq(self) -> int:
+        return self.gate.seq
 
-    async def _notify(self) -> None:
-        async with self._applied:
-            self._applied.notify_all()
-        for cb in self.on_applied:
-            cb()
+    async def wait_applied(self, seq: int, timeout: float) -> bool:
+        return await self.gate.wait(seq, timeout)
 
     # --- snapshots ------------------------------------------------------------------
 
@@ -191,7 +183,8 @@ class Replica:
         await self._stop_following()
         old = self.con
         await self.db(self._swap, con, projector, seq, event_us)
-        self.pointer, self.applied_seq, self.loaded_at = pointer, seq, time.time()
+        # may go down when a rebuilt generation replaces tables that were further along
+        self.gate.seq, self.pointer, self.loaded_at = seq, pointer, time.time()
         if old is not None:
             await self.db(old.close)
         log.info(
@@ -210,7 +203,7 @@ class Replica:
                 f"this replica {schema.PROJECTION_VERSION}; serving the snapshot without following"
             )
             log.warning("%s", self.problem)
-        await self._notify()
+        await self.gate.advance(seq)
 
     def _swap(
         self, con: duckdb.DuckDBPyConnection, projector: Projector | None, seq: int, event_us: int
@@ -296,8 +289,7 @@ class Replica:
         while self.projector is not None:
             got = await reader.wait(timeout=LINGER_SECONDS if self.pending else 1.0)
             if got:
-                self.applied_seq = await self.db(self._project, reader.take(FLUSH_EVENTS))
-                await self._notify()
+                await self.gate.advance(await self.db(self._project, reader.take(FLUSH_EVENTS)))
             if self.pending:
                 await self.db(self._flush_if_due)
         self.following = False

@@ -110,7 +110,7 @@ class QueryService:
         http.start()
         self.nc = nc = await natsconn.connect(s.nats, "userstats-query")
         self.replica = replica = Replica(nc.jetstream(), u.stream, u.replica_dir, u.duckdb_threads)
-        replica.on_applied.append(self._first_load.set)
+        replica.gate.listeners.append(self._first_load.set)
         self.dispatcher = dispatcher = Dispatcher(nc, replica, s, self.metrics)
         endpoints = Endpoints(nc, dispatcher, s.metrics.port)
         await endpoints.start()

