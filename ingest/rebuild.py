@@ -23,7 +23,7 @@ import msgspec
 from nats.js import JetStreamContext
 
 from ingest.stream_setup import STREAM_SUBJECTS
-from shared import apply, schema
+from shared import apply
 from shared.delta import Delta
 from shared.projection import DEAD_LETTERS_KEY, Projector
 from shared.stream import StreamReader
@@ -197,17 +197,3 @@ def _worker(dest: str, generation: str, threads: int, conn: Connection) -> None:
 def _dead(delta: Delta) -> int:
     row = delta.counters.upserts.get(DEAD_LETTERS_KEY)
     return int(row[0]) if row else 0
-
-
-def read_version(path: Path) -> int | None:
-    """The projection version a database file was built with, or None if it has none yet."""
-    if not path.exists():
-        return None
-    con = duckdb.connect(str(path), read_only=True)
-    try:
-        row = con.execute(f"SELECT projection_version FROM {schema.CHECKPOINT_TABLE}").fetchone()
-    except duckdb.CatalogException:
-        return None
-    finally:
-        con.close()
-    return int(row[0]) if row else None

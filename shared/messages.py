@@ -238,7 +238,7 @@ class RequestError(Exception):
         self.command = command
 
 
-def clamp_limit(value: int, name: str = "limit") -> int:
+def clamp_limit(value: int) -> int:
     """Negative means as many as allowed (0.7.1: unlimited); above MAX_LIMIT is capped."""
     if value < 0 or value > MAX_LIMIT:
         return MAX_LIMIT

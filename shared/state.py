@@ -69,6 +69,3 @@ class State:
         if len(owners) == 1:
             return next(iter(owners))
         return min(owners.items(), key=lambda kv: (kv[1], kv[0]))[0]
-
-    def active_sessions(self) -> int:
-        return sum(len(s) for s in self.sessions.values())
