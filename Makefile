@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock 2>/dev/null | cksum | cut -d' ' -f1)
+REF    := tests/reference/requirements.txt
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock $(REF) 2>/dev/null | cksum | cut -d' ' -f1)
 CODE   := ingest query shared sim launcher userstats examples
 RUN_ARGS ?=
 
@@ -11,6 +12,8 @@ RUN_ARGS ?=
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes \
+		--upgrade --target $(VENV)/reference -r $(REF)
 	@rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP)

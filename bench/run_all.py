@@ -13,6 +13,7 @@ BENCHMARKS = [
     "bench.query_rate",
     "bench.commands",
     "bench.memory",
+    "bench.import_rate",
 ]
 
 

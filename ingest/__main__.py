@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from ingest import maintenance
+from ingest import importer, maintenance
 from ingest.db import DatabaseError
 from ingest.rebuild import RebuildError
 from ingest.service import IngestService
@@ -37,6 +37,25 @@ def build_parser() -> argparse.ArgumentParser:
     rb.add_argument("--output", type=Path, help="write the rebuilt tables to this file and swap nothing")
     dl = sub.add_parser("dead-letters", help="list the messages recorded as dead letters")
     dl.add_argument("--limit", type=int, default=20)
+    im = sub.add_parser(
+        "import-sqlite",
+        help="append the history in a kryten-userstats 0.7.1 SQLite file to the stream "
+        "(running it again imports nothing twice)",
+    )
+    im.add_argument("path", type=Path, help="the 0.7.1 database file (data/userstats.db)")
+    im.add_argument(
+        "--source",
+        default=importer.DEFAULT_SOURCE,
+        help="name of this history; a later import with the same name replaces its counts "
+        "(default: %(default)s)",
+    )
+    im.add_argument("--dry-run", action="store_true", help="read and report; publish nothing")
+    im.add_argument(
+        "--wait",
+        type=float,
+        default=60.0,
+        help="seconds to wait for a running ingest to project the import (default: %(default)s)",
+    )
     return parser
 
 
@@ -47,9 +66,16 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.cmd == "rebuild":
             sys.exit(asyncio.run(maintenance.rebuild(settings, args.to_seq, args.output)))
+        elif args.cmd == "import-sqlite":
+            sys.exit(
+                asyncio.run(importer.run_import(settings, args.path, args.source, args.dry_run, args.wait))
+            )
         elif args.cmd == "dead-letters":
             sys.exit(asyncio.run(maintenance.dead_letters(settings, args.limit)))
         asyncio.run(IngestService(settings).run())
+    except importer.SourceError as exc:
+        log.error("%s", exc)
+        sys.exit(2)
     except (DatabaseError, PortInUseError, ConnectError, RebuildError) as exc:
         log.error("%s", exc)
         sys.exit(1)

@@ -28,6 +28,10 @@ class Journal:
 
     async def append(self, event: ev.JournalEvent, msg_id: str | None = None) -> int:
         """Publish and wait for the stream's ack; returns the event's stream sequence."""
+        return (await self.append_once(event, msg_id))[0]
+
+    async def append_once(self, event: ev.JournalEvent, msg_id: str | None) -> tuple[int, bool]:
+        """Like append; also says whether the stream dropped it as a duplicate of `msg_id`."""
         headers = {"Nats-Msg-Id": msg_id} if msg_id else None
         ack = await self._js.publish(
             subjects.journal_subject(ev.journal_kind(event)),
@@ -35,7 +39,7 @@ class Journal:
             stream=self._stream,
             headers=headers,
         )
-        return int(ack.seq)
+        return int(ack.seq), bool(ack.duplicate)
 
     async def sync_settings(self, settings: Settings) -> int | None:
         """Append a settings event unless the newest one in the stream already says the same."""

@@ -22,7 +22,8 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from ingest.admin import list_dead_letters
 from ingest.db import DatabaseError, open_writer
 from ingest.metrics import IngestMetrics
-from ingest.rebuild import Progress, build_shadow
+from ingest.progress import Progress
+from ingest.rebuild import build_shadow
 from ingest.snapshotter import Snapshotter
 from ingest.swap import replace_database, shadow_path
 from shared import natsconn

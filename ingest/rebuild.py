@@ -10,7 +10,6 @@ import asyncio
 import logging
 import multiprocessing as mp
 import queue
-import sys
 import time
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -22,6 +21,7 @@ import duckdb
 import msgspec
 from nats.js import JetStreamContext
 
+from ingest.progress import Progress
 from ingest.stream_setup import STREAM_SUBJECTS
 from shared import apply
 from shared.delta import Delta
@@ -46,39 +46,6 @@ class RebuildResult:
     seconds: float
     dead_letters: int
     generation: str
-
-
-class Progress:
-    """A bar with rate and ETA on a terminal; a log line every few seconds otherwise."""
-
-    def __init__(self, start: int, target: int, tty: bool | None = None, every: float = 5.0) -> None:
-        self.start, self.target = start, target
-        self.tty = sys.stderr.isatty() if tty is None else tty
-        self.every = every
-        self.began = time.monotonic()
-        self._last = 0.0
-
-    def update(self, seq: int, final: bool = False) -> None:
-        now = time.monotonic()
-        if not final and now - self._last < (0.2 if self.tty else self.every):
-            return
-        self._last = now
-        done = max(0, seq - self.start + 1)
-        total = max(1, self.target - self.start + 1)
-        elapsed = max(now - self.began, 1e-9)
-        rate = done / elapsed
-        eta = (total - done) / rate if rate > 0 else float("inf")
-        pct = min(100.0, 100.0 * done / total)
-        if self.tty:
-            bar = "#" * int(pct / 5) + "-" * (20 - int(pct / 5))
-            sys.stderr.write(
-                f"\rrebuild [{bar}] {pct:5.1f}% {done:,}/{total:,} events {rate:,.0f}/s ETA {eta:,.1f} s "
-            )
-            if final:
-                sys.stderr.write("\n")
-            sys.stderr.flush()
-        else:
-            log.info("rebuild: %.1f%% (%d/%d events, %.0f/s, ETA %.1f s)", pct, done, total, rate, eta)
 
 
 async def build_shadow(

@@ -137,7 +137,7 @@ def load_state(con: duckdb.DuckDBPyConnection) -> State:
     ).fetchall():
         st.current_media[(domain, channel)] = Media(title, mtype, mid)
     for domain, channel, title, mtype, mid in con.execute(
-        "SELECT domain, channel, media_title, media_type, media_id FROM media_changes "
+        "SELECT domain, channel, media_title, media_type, media_id FROM media_changes WHERE seq > 0 "
         "QUALIFY row_number() OVER (PARTITION BY domain, channel ORDER BY seq DESC) = 1"
     ).fetchall():
         st.last_media[(domain, channel)] = Media(title, mtype, mid)
@@ -158,6 +158,10 @@ def load_state(con: duckdb.DuckDBPyConnection) -> State:
         "SELECT domain, channel, last_boundary_us FROM channel_clock"
     ).fetchall():
         st.clocks[(domain, channel)] = int(boundary)
+    for source, kind, user, channel, domain, item, n1, n2 in con.execute(
+        "SELECT source, kind, username, channel, domain, item, n1, n2 FROM import_baselines"
+    ).fetchall():
+        st.baselines[(source, kind, user, channel, domain, item)] = (int(n1), int(n2))
     settings = dict(con.execute("SELECT name, value FROM projection_settings").fetchall())
     defaults = ProjectionSettings()
     st.settings = ProjectionSettings(

@@ -162,7 +162,78 @@ class AliasChange(msgspec.Struct, frozen=True, tag="alias"):
     request_id: str = ""
 
 
-JournalEvent = Tick | Settings | KvState | AliasChange
+# --- History imported from a kryten-userstats 0.7.1 SQLite file (ingest/importer.py) ---
+# Rows travel as JSON arrays. Counts are baselines: a later import of the same `source`
+# replaces them (the projection adds the difference), so importing twice never doubles.
+
+CountKind = Literal["message", "pm", "kudos_pp", "kudos_phrase", "emote", "activity"]
+
+
+class ImportUser(msgspec.Struct, frozen=True, array_like=True):
+    username: str
+    first_seen_us: int
+    last_seen_us: int
+
+
+class ImportCount(msgspec.Struct, frozen=True, array_like=True):
+    """One 0.7.1 aggregate row. `item` is the phrase or emote; n2 only for activity."""
+
+    kind: CountKind
+    username: str
+    channel: str
+    domain: str
+    item: str
+    n1: int
+    n2: int = 0
+
+
+class ImportMedia(msgspec.Struct, frozen=True, array_like=True):
+    row_id: int  # the 0.7.1 row id: with the time it keys the row, so re-imports overwrite
+    channel: str
+    domain: str
+    time_us: int
+    title: str
+    media_type: str
+    media_id: str
+
+
+class ImportPopulation(msgspec.Struct, frozen=True, array_like=True):
+    channel: str
+    domain: str
+    time_us: int
+    connected: int
+    chatting: int
+
+
+class ImportVote(msgspec.Struct, frozen=True, array_like=True):
+    channel: str
+    domain: str
+    title: str
+    media_type: str
+    media_id: str
+    username: str
+    vote: int
+    time_us: int
+
+
+class ImportAlias(msgspec.Struct, frozen=True, array_like=True):
+    username: str
+    alias: str
+
+
+class ImportBatch(msgspec.Struct, frozen=True, tag="import"):
+    timestamp: datetime
+    source: str  # names the imported database; a re-import of the same source replaces
+    table: str  # the 0.7.1 table these rows came from
+    users: list[ImportUser] = []
+    counts: list[ImportCount] = []
+    media: list[ImportMedia] = []
+    population: list[ImportPopulation] = []
+    votes: list[ImportVote] = []
+    aliases: list[ImportAlias] = []
+
+
+JournalEvent = Tick | Settings | KvState | AliasChange | ImportBatch
 
 ENVELOPE_DECODER = msgspec.json.Decoder(Envelope)
 JOURNAL_DECODER = msgspec.json.Decoder(JournalEvent)

@@ -13,7 +13,8 @@ from typing import Literal
 # Bump whenever a rule in shared/projection.py or shared/detectors.py changes what the
 # tables would contain for the same log. Ingest rebuilds on mismatch; replicas refuse to
 # follow a snapshot made by another version.
-PROJECTION_VERSION = 1
+# 2: history imported from kryten-userstats 0.7.1 (journal "import" events, import_baselines).
+PROJECTION_VERSION = 2
 
 Merge = Literal["add", "min", "max", "set"]
 
@@ -139,6 +140,13 @@ OPEN_SESSIONS = TableSpec(
 RECENT_CHAT = TableSpec("recent_chat", (_c("domain"), _c("channel")), (_c("lines"),))
 CHANNEL_CLOCK = TableSpec("channel_clock", (_c("domain"), _c("channel")), (_c("last_boundary_us", "BIGINT"),))
 PROJECTION_SETTINGS = TableSpec("projection_settings", (_c("name"),), (_c("value"),))
+# The counts an import of each source last brought in, per counters key: a re-import adds
+# only the difference. The media rows it brought have negative seq keys (see projection).
+IMPORT_BASELINES = TableSpec(
+    "import_baselines",
+    (_c("source"), _c("kind"), _c("username"), _c("channel"), _c("domain"), _c("item")),
+    (_c("n1", "BIGINT"), _c("n2", "BIGINT")),
+)
 DEAD_LETTERS = TableSpec(
     "dead_letters",
     (_c("seq", "BIGINT"),),
@@ -159,6 +167,7 @@ TABLES: tuple[TableSpec, ...] = (
     RECENT_CHAT,
     CHANNEL_CLOCK,
     PROJECTION_SETTINGS,
+    IMPORT_BASELINES,
     DEAD_LETTERS,
 )
 
