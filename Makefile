@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock $(REF)
 CODE   := ingest query shared sim launcher userstats examples
 RUN_ARGS ?=
 
-.PHONY: venv run demo test lint typecheck unit integration bench clean
+.PHONY: venv run demo test soak lint typecheck unit integration bench clean
 
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,10 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict $(CODE)
+
+## soak: the fault tests at larger scale (1M events, 5 kills, 100k poison messages and requests; ~15 min)
+soak: $(STAMP)
+	$(BIN)/pytest -q -m soak --timeout 1800
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit

@@ -52,6 +52,11 @@ class IngestMetrics:
         self.snapshot_failures = Counter(
             "userstats_ingest_snapshot_failures", "Snapshots that failed", registry=r
         )
+        self.snapshot_repairs = Counter(
+            "userstats_ingest_snapshot_repairs",
+            "Snapshots published again because the pointer's object was missing, corrupt or foreign",
+            registry=r,
+        )
         self.nats_connected = Gauge(
             "userstats_ingest_nats_connected", "1 while connected to NATS", registry=r
         )

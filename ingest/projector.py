@@ -48,6 +48,7 @@ class ProjectorLoop:
         self.gate = SequenceGate(cp.seq)
         self.generation = cp.generation
         self.projector = Projector(apply.load_state(con), cp.seq, cp.event_time_us)
+        self.write_error: str | None = None  # the last failed write, until one succeeds
 
     def _reload(self) -> Projector:
         """A Projector at the tables' checkpoint, after a failed write (worker thread)."""
@@ -70,6 +71,9 @@ class ProjectorLoop:
         self._metrics.batch_events.observe(events)
 
     async def _committed(self, delta: Delta, seq: int, events: int) -> None:
+        if self.write_error is not None:
+            log.info("writing works again; tables at seq %d", seq)
+            self.write_error = None
         self._metrics.events_projected.inc(events)
         self._metrics.checkpoint_seq.set(seq)
         dead = delta.counters.upserts.get(DEAD_LETTERS_KEY)
@@ -79,23 +83,28 @@ class ProjectorLoop:
         await self.gate.advance(seq)
 
     async def run(self, stop: asyncio.Event) -> None:
+        """Project until stopped. A failed write (disk full, I/O error) rolls back, so the
+        tables stay at the last checkpoint: report it, wait, reload the State from the
+        tables and read the stream again from there, as often as it takes."""
         backoff = 1.0
         while not stop.is_set():
             try:
+                if self.write_error is not None:
+                    self.projector = await asyncio.to_thread(self._reload)
                 await self._run_once(stop)
                 return
             except (duckdb.Error, OSError) as exc:
                 self._metrics.apply_failures.inc()
+                self.write_error = str(exc).splitlines()[0][:300]
                 log.error(
                     "writing a batch failed (%s); tables stay at seq %d. Retrying in %.0f s",
-                    exc,
+                    self.write_error,
                     self.applied_seq,
                     backoff,
                 )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), backoff)
                 backoff = min(backoff * 2, 30.0)
-                self.projector = await asyncio.to_thread(self._reload)
 
     async def _run_once(self, stop: asyncio.Event) -> None:
         reader = StreamReader(self._js, self._stream, STREAM_SUBJECTS, self.applied_seq + 1)

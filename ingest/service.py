@@ -66,6 +66,9 @@ class IngestService:
             problems.append("not connected to NATS")
         if loop is None:
             problems.append("database not open yet")
+        elif loop.write_error:
+            problems.append(f"cannot write the tables ({loop.write_error}); retrying")
+        body["write_error"] = loop.write_error if loop else None
         body["status"] = "healthy" if not problems else "unhealthy: " + "; ".join(problems)
         return not problems, body
 

@@ -62,6 +62,8 @@ class Snapshotter:
         self._retention = retention
         self._published: list[str] = []
         self.last_seq = -1
+        self._failures = 0
+        self._retry_at = 0.0
 
     async def publish(self) -> SnapshotPointer:
         """Write, upload and point to a snapshot of the current tables."""
@@ -110,12 +112,17 @@ class Snapshotter:
     async def run(self, stop: asyncio.Event, interval: float, current_seq: Callable[[], int]) -> None:
         """Publish now unless the pointer already shows these tables, then every `interval` s
         if the checkpoint moved. The first snapshot lets replicas start; later ones only
-        bound how much of the stream a new replica has to follow."""
+        bound how much of the stream a new replica has to follow. Between publishes the
+        pointer is checked: a missing or corrupt object, or a pointer ingest did not write
+        for these tables, makes it publish again so replicas always have a good one."""
         try:
             pointer = await snapshots.read_pointer(self._js)
             cp = await asyncio.to_thread(apply.read_checkpoint, self._con)
-            if pointer is not None and (pointer.seq, pointer.generation) == (cp.seq, cp.generation):
+            problem = await self.check(pointer)
+            if problem is None and pointer is not None and pointer.seq == cp.seq:
                 self.last_seq = cp.seq
+            elif problem is not None and pointer is not None:
+                log.warning("%s: publishing a new snapshot", problem)
         except Exception as exc:  # cannot tell: publishing once more does no harm
             log.debug("reading the snapshot pointer: %s", exc)
         if self.last_seq != current_seq():
@@ -128,10 +135,42 @@ class Snapshotter:
                 pass
             if current_seq() != self.last_seq:
                 await self._publish_logged()
+                continue
+            try:
+                problem = await self.check(await snapshots.read_pointer(self._js))
+            except Exception as exc:  # NATS away: check next time
+                log.debug("checking the snapshot pointer: %s", exc)
+                continue
+            if problem is not None:
+                self._metrics.snapshot_repairs.inc()
+                log.warning("%s: publishing a new snapshot", problem)
+                await self._publish_logged()
+
+    async def check(self, pointer: SnapshotPointer | None) -> str | None:
+        """Why the pointer does not name a good snapshot of these tables, or None."""
+        if pointer is None:
+            return "no snapshot pointer"
+        cp = await asyncio.to_thread(apply.read_checkpoint, self._con)
+        if pointer.generation != cp.generation or pointer.projection_version != schema.PROJECTION_VERSION:
+            return (
+                f"the snapshot pointer names {pointer.object} of generation {pointer.generation[:8]} "
+                f"(version {pointer.projection_version}), not these tables ({cp.generation[:8]}, "
+                f"version {schema.PROJECTION_VERSION})"
+            )
+        return await snapshots.check_object(self._js, pointer)
 
     async def _publish_logged(self) -> None:
+        """Publish; after a failure (disk full, NATS away) wait longer before each retry."""
+        if time.monotonic() < self._retry_at:
+            return
         try:
             await self.publish()
+            self._failures = 0
         except Exception as exc:  # a failed snapshot must not stop ingest
             self._metrics.snapshot_failures.inc()
-            log.error("snapshot failed: %s", exc)
+            self._failures += 1
+            delay = min(30.0, 2.0**self._failures)
+            self._retry_at = time.monotonic() + delay
+            log.error(
+                "snapshot failed: %s (next attempt in %.0f s or later)", str(exc).splitlines()[0], delay
+            )

@@ -80,6 +80,9 @@ class Replica:
         self.following = False
         self.problem: str | None = "no snapshot loaded yet"
         self.snapshot_failures = 0
+        # Set while the newest pointer names a snapshot that could not be loaded although an
+        # older one is being served; cleared by the next good (or matching) pointer.
+        self.snapshot_error: str | None = None
         self._reader: StreamReader | None = None
         self._follow_task: asyncio.Task[None] | None = None
 
@@ -149,6 +152,9 @@ class Replica:
                 continue
             if self._should_load(pointer):
                 await self._load_with_retry(pointer, stop)
+            elif self.snapshot_error is not None:
+                log.info("snapshot pointer agrees with the tables served again (%s)", pointer.object)
+                self.snapshot_error = None
 
     def _should_load(self, p: SnapshotPointer) -> bool:
         cur = self.pointer
@@ -164,9 +170,11 @@ class Replica:
         except (SnapshotError, duckdb.Error, OSError) as exc:
             self.snapshot_failures += 1
             if self.loaded:
-                log.error(
-                    "snapshot %s unusable (%s); still serving seq %d", pointer.object, exc, self.applied_seq
+                self.snapshot_error = (
+                    f"snapshot {pointer.object} rejected ({exc}); serving seq {self.applied_seq} "
+                    "from the previous one"
                 )
+                log.error("%s", self.snapshot_error)
             else:
                 self.problem = f"snapshot {pointer.object} unusable: {exc}"
                 log.error("%s; waiting for the next one", self.problem)
@@ -194,6 +202,7 @@ class Replica:
             pointer.size / 1e6,
             time.perf_counter() - started,
         )
+        self.snapshot_error = None
         if follow:
             self.problem = None
             await self._start_following()

@@ -56,6 +56,8 @@ class QueryService:
             status = "unhealthy: " + "; ".join(problems)
         elif r is not None and r.problem:
             status = "degraded: " + r.problem  # serving, but not following the stream
+        elif r is not None and r.snapshot_error:
+            status = "degraded: " + r.snapshot_error  # serving the previous snapshot
         body: dict[str, Any] = {
             "service": "userstats",
             "status": status,
@@ -65,6 +67,7 @@ class QueryService:
             "as_of_seq": r.applied_seq if r else 0,
             "following": bool(r and r.following),
             "snapshot_seq": r.pointer.seq if r and r.pointer else None,
+            "snapshot_error": r.snapshot_error if r else None,
             "channels_configured": len(self.settings.channels),
         }
         return ok, body

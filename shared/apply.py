@@ -6,6 +6,7 @@ Each table gets at most two statements per batch (a keyed DELETE and a keyed ups
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import uuid
@@ -119,7 +120,9 @@ def apply_batch(con: duckdb.DuckDBPyConnection, delta: Delta, seq: int, event_us
         )
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        # A failed COMMIT (disk full) has already rolled back; keep the original error.
+        with contextlib.suppress(duckdb.Error):
+            con.execute("ROLLBACK")
         raise
 
 

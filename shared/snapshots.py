@@ -7,6 +7,7 @@ in the object size), so downloads here stream chunks straight into a file and ha
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import logging
 from pathlib import Path
@@ -124,6 +125,32 @@ async def download(js: JetStreamContext, pointer: SnapshotPointer, dest: Path, t
         raise SnapshotError(f"snapshot {pointer.object}: got {written} bytes, pointer says {pointer.size}")
     if h.hexdigest() != pointer.sha256:
         raise SnapshotError(f"snapshot {pointer.object}: checksum mismatch")
+
+
+def digest_hex(digest: str | None) -> str | None:
+    """The hex sha256 of an Object Store digest ("SHA-256=<base64url>"), or None."""
+    if not digest or not digest.upper().startswith("SHA-256="):
+        return None
+    try:
+        return base64.urlsafe_b64decode(digest[len("SHA-256=") :]).hex()
+    except (ValueError, TypeError):
+        return None
+
+
+async def check_object(js: JetStreamContext, pointer: SnapshotPointer) -> str | None:
+    """Why the pointer's object is not the snapshot it describes, or None if it is."""
+    try:
+        obs = await js.object_store(subjects.SNAPSHOT_BUCKET)
+        info = await obs.get_info(pointer.object)
+    except NotFoundError:
+        return f"snapshot object {pointer.object} is missing"
+    if not info.nuid or info.deleted:
+        return f"snapshot object {pointer.object} was deleted"
+    if int(info.size or 0) != pointer.size:
+        return f"snapshot object {pointer.object} has {info.size} bytes, the pointer says {pointer.size}"
+    if digest_hex(info.digest) != pointer.sha256:
+        return f"snapshot object {pointer.object} does not match the pointer's checksum"
+    return None
 
 
 async def prune(obs: ObjectStore, keep: list[str]) -> int:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import re
 
+import pytest
 from nats.aio.client import Client
 
 from sim.generator import Simulator
@@ -110,14 +111,20 @@ async def test_events_published_while_ingest_is_down_are_projected(stack: Stack)
         await nc.close()
 
 
-async def test_kill_9_during_a_large_flow_loses_and_doubles_nothing(stack: Stack) -> None:
+@pytest.mark.parametrize(
+    ("n", "kills"),
+    [(120_000, (0.2, 0.5)), pytest.param(1_000_000, (0.1, 0.3, 0.5, 0.7, 0.9), marks=pytest.mark.soak)],
+)
+async def test_kill_9_during_a_large_flow_loses_and_doubles_nothing(
+    stack: Stack, n: int, kills: tuple[float, ...]
+) -> None:
     ingest = stack.ingest()
     ingest.wait_healthy()
-    events = list(Simulator(seed=13).events(120_000))
+    events = list(Simulator(seed=13).events(n))
     nc = await connect(stack.nats.url)
     try:
         last = await publish_all(nc, events)
-        for fraction in (0.2, 0.5):
+        for fraction in kills:
             # kill -9 while the checkpoint is partway through the backlog
             current = ingest
 
