@@ -19,6 +19,7 @@ import pytest
 from sim.generator import Simulator
 from tests.harness import NatsServer, Stack, publish_all, request
 from tests.integration.test_backbone import caught_up
+from tests.natsjwt import decentralized
 
 # Least privilege for a replica: read the stream through consumers, read snapshots and
 # their pointer, answer requests, forward alias writes, announce itself. No publish to
@@ -265,3 +266,17 @@ async def test_replicas_work_with_least_privilege_and_cannot_write_the_stream(
             await nc.close()
     finally:
         stack.stop_all()
+
+
+async def test_creds_file_with_operator_and_account_jwts(tmp_path: Path) -> None:
+    """Decentralized auth as `nsc` sets it up: operator, JetStream account, user .creds."""
+    auth = decentralized(tmp_path)
+    for server in server_with(tmp_path, auth.server_conf):
+        stack = Stack(tmp_path, server)
+        try:
+            await smoke(stack, {"user_credentials": str(auth.creds)}, NATS_CREDS=str(auth.creds))
+            refused = stack.ingest(NATS_STARTUP_WAIT="2", USERSTATS_DB_PATH=str(tmp_path / "x.duckdb"))
+            assert refused.proc is not None and refused.proc.wait(30) == 1  # no creds: not let in
+            assert "cannot connect to NATS" in refused.log.read_text()
+        finally:
+            stack.stop_all()
