@@ -105,7 +105,7 @@ class Projector:
                 self._bridge_event(seq, data, stream_us)
             else:
                 raise ValueError(f"subject {subject!r} is not an event or journal subject")
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:  # incl. bad UTF-8
             self._dead_letter(seq, subject, str(exc), data, stream_us)
         except Exception as exc:  # a rule that raises must not stop the log
             self._dead_letter(seq, subject, f"{type(exc).__name__}: {exc}", data, stream_us)

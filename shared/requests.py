@@ -96,6 +96,8 @@ def decode_object(data: bytes, max_bytes: int, empty_ok: bool = False) -> dict[s
         obj = msgspec.json.decode(data)
     except msgspec.DecodeError as exc:
         raise m.RequestError(f"Invalid JSON: {exc}") from None
+    except UnicodeDecodeError as exc:  # msgspec raises this for some invalid UTF-8 in strings
+        raise m.RequestError(f"Invalid JSON: not UTF-8 ({exc.reason} at byte {exc.start})") from None
     if not isinstance(obj, dict):
         raise m.RequestError(f"Invalid request: expected a JSON object, got {type(obj).__name__}")
     return obj

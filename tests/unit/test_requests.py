@@ -110,3 +110,12 @@ def test_all_stats_limits_default_per_key() -> None:
         15,
         10,
     )
+
+
+@pytest.mark.parametrize(
+    "body", [b'{"command": "user.stats", "username": "\xe2\x82"}', b'"\xff"', b'{"\xc3": 1}']
+)
+def test_invalid_utf8_inside_json_strings_is_a_request_error(body: bytes) -> None:
+    """msgspec raises UnicodeDecodeError, not DecodeError, for these (found by make soak)."""
+    with pytest.raises(m.RequestError, match="Invalid JSON: not UTF-8"):
+        requests.decode_object(body, 65536)
