@@ -80,11 +80,12 @@ class QueryService:
             r, d = self.replica, self.dispatcher
             if r is not None and d is not None and r.loaded and r.applied_seq != seen:
                 try:
-                    totals = await r.read(d.totals_now, need_seq=r.applied_seq)
+                    seq = r.applied_seq  # before reading: more may be applied meanwhile
+                    totals = await r.read(d.totals_now, need_seq=seq)
                     m.spec.totals = spec_totals(totals)
                     m.dead_letters.set(totals["dead_letters"])
                     m.spec.dashboard = await r.read(d.dashboard_now)
-                    seen = r.applied_seq
+                    seen = seq
                 except Exception as exc:  # e.g. a snapshot swap mid-read: the next round retries
                     log.warning("metrics refresh failed: %s", exc)
             if r is not None:

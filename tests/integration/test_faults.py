@@ -186,7 +186,7 @@ async def test_ten_thousand_poison_envelopes_are_dead_lettered_and_valid_totals_
         assert metric(ingest.metrics(), "userstats_ingest_dead_letters_total") == n_bad
         await wait_for(
             lambda: metric(query.metrics(), "userstats_query_dead_letters") == n_bad,
-            what="replica dead letters",
+            what=f"replica dead letters to be {n_bad}",
         )
         code = ingest.stop()
         assert code == 0
