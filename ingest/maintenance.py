@@ -62,11 +62,12 @@ async def rebuild(settings: Settings, to_seq: int | None, output: Path | None) -
             target,
             Progress(1, target),
             settings.userstats.duckdb_threads,
+            settings.nats,
         )
         rate = result.events / max(result.seconds, 1e-9)
         print(
             f"rebuilt {result.events:,} events to seq {result.seq} in {result.seconds:.1f} s "
-            f"({rate:,.0f} events/s); {result.dead_letters} dead letter(s)"
+            f"({rate:,.0f} events/s, {result.reader} reader); {result.dead_letters} dead letter(s)"
         )
         if output is not None:
             print(f"tables as of seq {result.seq} written to {output} (nothing swapped)")

@@ -115,7 +115,7 @@ class IngestService:
                     schema.PROJECTION_VERSION,
                 )
                 self.con.close()
-                result = await build_shadow(js, u.stream, shadow_path(live))
+                result = await build_shadow(js, u.stream, shadow_path(live), nats=self.settings.nats)
                 replace_database(result.path, live)
                 self.con = open_writer(live, u.duckdb_threads)
                 log.info(

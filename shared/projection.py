@@ -95,6 +95,10 @@ class Projector:
         delta, self.delta = self.delta, Delta()
         return delta
 
+    def pending_rows(self) -> int:
+        """About how many rows take_delta() would hand over now (to bound a batch's memory)."""
+        return len(self.delta) + len(self._users) + len(self._dirty_chat)
+
     def project(self, seq: int, subject: str, data: bytes, stream_us: int) -> None:
         """Project one stored message. Undecodable or failing ones become dead letters."""
         self.last_seq = seq

@@ -14,7 +14,9 @@ from typing import Any
 import duckdb
 from nats.aio.client import Client
 
+from ingest.rebuild import build_shadow
 from shared import schema, snapshots
+from shared.settings import NatsSettings
 from sim.generator import Simulator
 from tests.harness import Stack, connect, publish_all, request, wait_for
 from tests.integration.streamtools import dump, dump_file, read_stream, rebuild
@@ -203,5 +205,39 @@ async def test_dead_letters_listing_with_and_without_ingest(stack: Stack) -> Non
             data: dict[str, Any] = json.loads(out[out.index("{") :])
             assert data["total"] == 1 and data["rows"][0]["raw"] == "not json at all"
             assert data["rows"][0]["subject"] == "kryten.events.cytube.x.chatmsg"
+    finally:
+        await nc.close()
+
+
+async def test_fast_reader_nats_py_reader_and_bounded_batches_build_the_same_tables(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """The rebuild's hand-written protocol reader against the library's, with messages that
+    carry headers (HMSG) among plain ones, a point-in-time target, and intermediate writes."""
+    ingest = stack.ingest()
+    ingest.wait_healthy()
+    nc = await connect(stack.nats.url)
+    js = nc.jetstream()
+    try:
+        events = list(Simulator(seed=37).events(30_000))
+        await publish_all(nc, events[:15_000])
+        for i, (subject, data) in enumerate(events[15_000:15_050]):  # stored with headers
+            await js.publish(subject, data, headers={"Nats-Msg-Id": f"test-{i}", "X-Any": "x"})
+        last = await publish_all(nc, events[15_050:])
+        await caught_up(nc, ingest)
+        items = await read_stream(nc)
+        expected = dump(rebuild(items))
+        settings = NatsSettings(servers=[stack.nats.url])
+        cases: list[tuple[str, dict[str, Any], int]] = [
+            ("fast", {"nats": settings}, last),
+            ("nats-py", {}, last),
+            ("fast", {"nats": settings, "max_pending_rows": 500}, last),
+            ("fast", {"nats": settings, "to_seq": 15_020}, 15_020),
+        ]
+        for i, (reader, kwargs, seq) in enumerate(cases):
+            result = await build_shadow(js, "USERSTATS", tmp_path / f"r{i}.duckdb", **kwargs)
+            assert (result.reader, result.seq) == (reader, seq)
+            want = expected if seq == last else dump(rebuild(items[:seq]))
+            assert dump_file(result.path) == want, (reader, kwargs)
     finally:
         await nc.close()

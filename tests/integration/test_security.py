@@ -8,6 +8,7 @@ import asyncio
 import os
 import ssl
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -76,6 +77,17 @@ async def smoke(stack: Stack, client_options: dict[str, Any], **service_env: str
         await caught_up(nc, query)
         stats = (await request(nc, {"command": "system.stats"}))["data"]
         assert stats["total_messages"] > 0
+        # the rebuild's own protocol reader authenticates the same way
+        out = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "ingest", "rebuild", "--output", str(stack.tmp / "rebuilt.duckdb")],
+            env=stack.env(**service_env),
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert out.returncode == 0 and "fast reader" in out.stdout, out.stdout + out.stderr
     finally:
         await nc.close()
 

@@ -1,0 +1,285 @@
+"""A fast one-pass reader of a stream range, for rebuilds: a plain NATS connection parsed by hand.
+
+nats-py costs about 5.8 us per delivered message here: its parser deletes from the front of
+a bytearray for every frame, then each message becomes a Msg object that goes through a
+queue, a task switch and the ordered consumer's metadata parsing. Reading a million
+messages that way takes longer than projecting them. This reader owns one TCP (or TLS)
+connection, subscribes a push consumer's deliver subject there, and parses the MSG / HMSG
+frames in a tight loop straight into columns (about 1 us per message).
+
+It only reads a fixed range once: no reconnects, no ordered-consumer resets. Any failure
+fails the rebuild, which starts over. The consumer itself is created and deleted through
+the caller's nats-py connection. Authentication mirrors `natsconn`: user/password (also in
+the URL), token, nkey seed file, .creds file, TLS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import ssl
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+import nkeys  # type: ignore[import-untyped]
+from nats.js import JetStreamContext, api
+
+from shared.natsconn import tls_context
+from shared.settings import NatsSettings
+
+log = logging.getLogger(__name__)
+
+Columns = tuple[list[int], list[str], list[bytes], list[int]]  # seqs, subjects, data, stored time (us)
+READ_SIZE = 1 << 20
+
+
+class RawConnectError(Exception):
+    """The fast reader could not connect or authenticate (the caller may fall back)."""
+
+
+class RawReadError(Exception):
+    """The connection failed or the server refused something while reading."""
+
+
+def _creds(path: str) -> tuple[str, bytes]:
+    """(user JWT, seed) from a .creds file."""
+    lines = Path(path).read_text().splitlines()
+    jwt = seed = None
+    for i, line in enumerate(lines[:-1]):
+        if "BEGIN NATS USER JWT" in line:
+            jwt = lines[i + 1].strip()
+        elif "BEGIN USER NKEY SEED" in line:
+            seed = lines[i + 1].strip().encode()
+    if not jwt or not seed:
+        raise RawConnectError(f"{path} is not a NATS .creds file")
+    return jwt, seed
+
+
+def connect_fields(
+    s: NatsSettings, info: dict[str, Any], url_user: str | None, url_pass: str | None
+) -> dict[str, Any]:
+    """The CONNECT options with the credentials the settings (or the URL) give."""
+    fields: dict[str, Any] = {
+        "verbose": False,
+        "pedantic": False,
+        "lang": "python3",
+        "version": "userstats-rawstream",
+        "protocol": 1,
+        "headers": True,
+        "no_responders": True,
+        "name": "userstats-rebuild-reader",
+    }
+    user, password = s.user or url_user, s.password if s.user else url_pass
+    if user:
+        fields["user"], fields["pass"] = user, password or ""
+    if s.token:
+        fields["auth_token"] = s.token
+    seed: bytes | None = None
+    if s.creds:
+        fields["jwt"], seed = _creds(s.creds)
+    elif s.nkey_seed:
+        seed = Path(s.nkey_seed).read_bytes().strip()
+    if seed is not None:
+        kp = nkeys.from_seed(bytearray(seed))
+        nonce = str(info.get("nonce", ""))
+        fields["sig"] = base64.b64encode(kp.sign(nonce.encode())).decode()
+        if not s.creds:
+            fields["nkey"] = kp.public_key.decode()
+    return fields
+
+
+class RawConnection:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, s: NatsSettings, timeout: float = 5.0) -> RawConnection:
+        errors = []
+        for server in s.servers:
+            try:
+                return await asyncio.wait_for(cls._open(s, server), timeout)
+            except (OSError, TimeoutError, RawConnectError, ssl.SSLError, ValueError) as exc:
+                errors.append(f"{urlparse(server).hostname}: {exc}")
+        raise RawConnectError("; ".join(errors) or "no servers configured")
+
+    @classmethod
+    async def _open(cls, s: NatsSettings, server: str) -> RawConnection:
+        url = urlparse(server if "://" in server else f"nats://{server}")
+        if url.scheme not in ("nats", "tls"):
+            raise RawConnectError(f"scheme {url.scheme} is not supported by the fast reader")
+        host, port = url.hostname or "127.0.0.1", url.port or 4222
+        reader, writer = await asyncio.open_connection(host, port, limit=READ_SIZE * 4)
+        line = await reader.readline()
+        if not line.startswith(b"INFO "):
+            writer.close()
+            raise RawConnectError(f"unexpected greeting {line[:40]!r}")
+        info = json.loads(line[5:])
+        ctx = tls_context(s)
+        if ctx is None and (url.scheme == "tls" or info.get("tls_required")):
+            ctx = ssl.create_default_context()
+        if ctx is not None:
+            await writer.start_tls(ctx, server_hostname=host)
+        fields = connect_fields(
+            s, info, unquote(url.username or "") or None, unquote(url.password or "") or None
+        )
+        fields["tls_required"] = ctx is not None
+        writer.write(b"CONNECT " + json.dumps(fields).encode() + b"\r\nPING\r\n")
+        await writer.drain()
+        while True:
+            line = await reader.readline()
+            if line.startswith(b"PONG"):
+                return cls(reader, writer)
+            if line.startswith(b"-ERR") or not line:
+                writer.close()
+                raise RawConnectError(line.decode(errors="replace").strip() or "connection closed")
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            await self.writer.wait_closed()
+
+
+def _ack_seq_time(reply: bytes) -> tuple[int, int, int]:
+    """(stream seq, stored time in ns, pending) from $JS.ACK.<...> (with or without domain)."""
+    t = reply.split(b".")
+    if len(t) == 9:
+        return int(t[5]), int(t[7]), int(t[8])
+    return int(t[7]), int(t[9]), int(t[10])
+
+
+async def read_range(
+    js: JetStreamContext,
+    settings: NatsSettings,
+    stream: str,
+    subjects: list[str],
+    start: int,
+    end: int,
+    deliver: Callable[[Columns], Awaitable[None]],
+    batch: int = 10_000,
+) -> int:
+    """Deliver seq start..end in order as column batches; returns the last seq delivered.
+
+    Raises RawConnectError before anything was read if the fast path is unavailable.
+    """
+    conn = await RawConnection.open(settings)
+    inbox = f"_INBOX.userstats-rebuild.{uuid.uuid4().hex}"
+    consumer: str | None = None
+    try:
+        conn.writer.write(f"SUB {inbox} 1\r\nPING\r\n".encode())
+        await conn.writer.drain()
+        config = api.ConsumerConfig(
+            deliver_subject=inbox,
+            ack_policy=api.AckPolicy.NONE,
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=start,
+            filter_subjects=subjects,
+            flow_control=True,
+            idle_heartbeat=5.0,
+            mem_storage=True,
+            inactive_threshold=30.0,
+        )
+        info = await js.add_consumer(stream, config)
+        consumer = info.name
+        return await _read(conn, start, end, deliver, batch)
+    finally:
+        if consumer is not None:
+            with contextlib.suppress(Exception):
+                await js.delete_consumer(stream, consumer)
+        await conn.close()
+
+
+async def _read(
+    conn: RawConnection, start: int, end: int, deliver: Callable[[Columns], Awaitable[None]], batch: int
+) -> int:
+    reader, writer = conn.reader, conn.writer
+    buf = b""
+    pos = 0
+    expected = start
+    names: dict[bytes, str] = {}
+    seqs: list[int] = []
+    subs: list[str] = []
+    data: list[bytes] = []
+    times: list[int] = []
+    done = False
+    while not done:
+        try:
+            chunk = await asyncio.wait_for(reader.read(READ_SIZE), 30)
+        except TimeoutError:
+            raise RawReadError(f"no data for 30 s at seq {expected}") from None
+        if not chunk:
+            raise RawReadError(f"the server closed the connection at seq {expected}")
+        buf = buf[pos:] + chunk if pos < len(buf) else chunk
+        pos = 0
+        n = len(buf)
+        find = buf.find
+        while not done:
+            eol = find(b"\r\n", pos)
+            if eol < 0:
+                break
+            head = buf[pos]
+            if head == 77:  # MSG <subject> <sid> <reply> <size>
+                subject, _sid, reply, size = buf[pos + 4 : eol].split(b" ")
+                body = eol + 2
+                stop = body + int(size)
+                if stop + 2 > n:
+                    break
+                payload = buf[body:stop]
+                pos = stop + 2
+            elif head == 72:  # HMSG <subject> <sid> [reply] <header size> <total size>
+                fields = buf[pos + 5 : eol].split(b" ")
+                subject, hsize, tsize = fields[0], int(fields[-2]), int(fields[-1])
+                reply = fields[2] if len(fields) == 5 else b""
+                body = eol + 2
+                stop = body + tsize
+                if stop + 2 > n:
+                    break
+                pos = stop + 2
+                header = buf[body : body + hsize]
+                if header.startswith(b"NATS/1.0 100"):  # flow control request or heartbeat
+                    if reply:
+                        writer.write(b"PUB " + reply + b" 0\r\n\r\n")
+                    continue
+                if header.startswith(b"NATS/1.0 "):  # a status such as 409 consumer deleted
+                    raise RawReadError(f"server status: {header[9:60].decode(errors='replace').strip()}")
+                payload = buf[body + hsize : stop]
+            else:
+                line = buf[pos:eol]
+                pos = eol + 2
+                if line == b"PING":
+                    writer.write(b"PONG\r\n")
+                elif line.startswith(b"-ERR"):
+                    raise RawReadError(line.decode(errors="replace"))
+                continue  # PONG, +OK, INFO
+            seq, ts_ns, pending = _ack_seq_time(reply)
+            if seq < expected:
+                continue
+            if seq > end:
+                done = True
+                break
+            if seq > expected:
+                log.warning(
+                    "messages %d..%d are no longer in the stream; continuing at %d", expected, seq - 1, seq
+                )
+            name = names.get(subject)
+            if name is None:
+                name = names[subject] = subject.decode()
+            seqs.append(seq)
+            subs.append(name)
+            data.append(payload)
+            times.append(ts_ns // 1000)
+            expected = seq + 1
+            if seq == end or pending == 0:
+                done = True
+            elif len(seqs) >= batch:
+                await deliver((seqs, subs, data, times))
+                seqs, subs, data, times = [], [], [], []
+        await writer.drain()
+    if seqs:
+        await deliver((seqs, subs, data, times))
+    return expected - 1
