@@ -5,12 +5,14 @@
 The file gets 0.7.1's own schema (its code creates the tables) and synthetic rows written
 with plain SQL: per user about 3 message_counts, 1 pm_counts, 2 kudos, 4 emote_usage and
 1 user_activity rows, plus media changes, population snapshots and votes. Timed: the whole
-command with ingest running (read, publish, wait until ingest has projected it all).
+command with ingest running (read, publish, wait until ingest has projected it all). Also
+reported: the peak resident set of ingest and of a replica before and after the import.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import random
 import re
 import sqlite3
@@ -22,6 +24,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench.common import report, stack
+from bench.memory import peak_mb
+from tests.harness import Service, connect
+from tests.integration.test_backbone import caught_up
 from tests.reference.kus071 import Reference
 
 
@@ -110,6 +115,9 @@ def run(users: int) -> list[dict[str, object]]:
         with stack() as s:
             ingest = s.ingest()
             ingest.wait_healthy()
+            replica = s.query()
+            replica.wait_healthy()
+            before = peak_mb(ingest), peak_mb(replica)
             started = time.perf_counter()
             out = subprocess.run(
                 [sys.executable, "-m", "ingest", "import-sqlite", "--wait", "600", str(path)],
@@ -120,6 +128,8 @@ def run(users: int) -> list[dict[str, object]]:
                 cwd=s.tmp,
             ).stdout
             seconds = time.perf_counter() - started
+            asyncio.run(replica_caught_up(s.nats.url, replica))
+            after = peak_mb(ingest), peak_mb(replica)
         match = re.search(r"(\d+) journal event\(s\) appended", out)
         events = int(match.group(1)) if match else 0
         if "ingest has projected the import" not in out:
@@ -132,8 +142,20 @@ def run(users: int) -> list[dict[str, object]]:
             "journal_events": events,
             "seconds": round(seconds, 1),
             "rows_per_s": rows / seconds,
+            "ingest_peak_mb_before": before[0],
+            "ingest_peak_mb_after": after[0],
+            "replica_peak_mb_before": before[1],
+            "replica_peak_mb_after": after[1],
         }
     ]
+
+
+async def replica_caught_up(url: str, replica: Service) -> None:
+    nc = await connect(url)
+    try:
+        await caught_up(nc, replica)
+    finally:
+        await nc.close()
 
 
 def main() -> None:
@@ -143,7 +165,18 @@ def main() -> None:
     report(
         "import_rate",
         run(args.users),
-        ["users", "rows", "file_mb", "journal_events", "seconds", "rows_per_s"],
+        [
+            "users",
+            "rows",
+            "file_mb",
+            "journal_events",
+            "seconds",
+            "rows_per_s",
+            "ingest_peak_mb_before",
+            "ingest_peak_mb_after",
+            "replica_peak_mb_before",
+            "replica_peak_mb_after",
+        ],
     )
 
 

@@ -340,8 +340,8 @@ def msg_id(batch: ev.ImportBatch) -> str:
 
 async def run_import(settings: Settings, path: Path, source: str, dry_run: bool, wait: float) -> int:
     """The CLI command: read, publish (unless dry run), wait for ingest to project, report."""
-    if not source:
-        raise SourceError("--source must not be empty")
+    if not source or not source.isprintable():
+        raise SourceError("--source must be a non-empty name of printable characters")
     con, present = open_source(path)
     try:
         report = Report(path, missing=[t for t in COLUMNS if t not in present])

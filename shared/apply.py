@@ -161,10 +161,8 @@ def load_state(con: duckdb.DuckDBPyConnection) -> State:
         "SELECT domain, channel, last_boundary_us FROM channel_clock"
     ).fetchall():
         st.clocks[(domain, channel)] = int(boundary)
-    for source, kind, user, channel, domain, item, n1, n2 in con.execute(
-        "SELECT source, kind, username, channel, domain, item, n1, n2 FROM import_baselines"
-    ).fetchall():
-        st.baselines[(source, kind, user, channel, domain, item)] = (int(n1), int(n2))
+    for key, n1, n2 in con.execute("SELECT key, n1, n2 FROM import_baselines").fetchall():
+        st.baselines[key] = (int(n1), int(n2))
     settings = dict(con.execute("SELECT name, value FROM projection_settings").fetchall())
     defaults = ProjectionSettings()
     st.settings = ProjectionSettings(

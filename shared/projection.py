@@ -18,6 +18,7 @@ from shared import events as ev
 from shared.delta import Delta
 from shared.schema import (
     ACTIVITY,
+    BASELINE_SEP,
     COUNTER,
     EMOTES,
     HOURLY_KUDOS,
@@ -471,13 +472,13 @@ class Projector:
             self.state.users_lower.setdefault(u.username.lower(), u.username)
         baselines = self.state.baselines
         for c in e.counts:
-            base_key = (e.source, c.kind, c.username, c.channel, c.domain, c.item)
+            base_key = BASELINE_SEP.join((e.source, c.kind, c.username, c.channel, c.domain, c.item))
             old = baselines.get(base_key)
             if old == (c.n1, c.n2):
                 continue
             old1, old2 = old or (0, 0)
             baselines[base_key] = (c.n1, c.n2)
-            d.baselines.put(base_key, [c.n1, c.n2])
+            d.baselines.put((base_key,), [c.n1, c.n2])
             d.counters.put((c.kind, c.username, c.channel, c.domain, c.item, 0), [c.n1 - old1, c.n2 - old2])
         for m in e.media:
             key = IMPORTED_MEDIA_BASE + m.time_us * 64 + m.row_id % 64

@@ -141,12 +141,11 @@ RECENT_CHAT = TableSpec("recent_chat", (_c("domain"), _c("channel")), (_c("lines
 CHANNEL_CLOCK = TableSpec("channel_clock", (_c("domain"), _c("channel")), (_c("last_boundary_us", "BIGINT"),))
 PROJECTION_SETTINGS = TableSpec("projection_settings", (_c("name"),), (_c("value"),))
 # The counts an import of each source last brought in, per counters key: a re-import adds
-# only the difference. The media rows it brought have negative seq keys (see projection).
-IMPORT_BASELINES = TableSpec(
-    "import_baselines",
-    (_c("source"), _c("kind"), _c("username"), _c("channel"), _c("domain"), _c("item")),
-    (_c("n1", "BIGINT"), _c("n2", "BIGINT")),
-)
+# only the difference. The key is source, kind, username, channel, domain and item joined
+# by U+001F: one indexed column takes a third of the memory of six (108 -> 40 MB for 220k
+# rows in a replica). The media rows an import brought have negative seq keys (projection).
+IMPORT_BASELINES = TableSpec("import_baselines", (_c("key"),), (_c("n1", "BIGINT"), _c("n2", "BIGINT")))
+BASELINE_SEP = "\x1f"
 DEAD_LETTERS = TableSpec(
     "dead_letters",
     (_c("seq", "BIGINT"),),

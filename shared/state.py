@@ -61,8 +61,8 @@ class State:
     recent_chat: dict[ChannelKey, RecentChat] = field(default_factory=dict)
     clocks: dict[ChannelKey, int] = field(default_factory=dict)  # last 5-min boundary (us)
     settings: ProjectionSettings = field(default_factory=ProjectionSettings)
-    # (source, kind, username, channel, domain, item) -> the (n1, n2) that import brought
-    baselines: dict[tuple[str, str, str, str, str, str], tuple[int, int]] = field(default_factory=dict)
+    # "source␟kind␟username␟channel␟domain␟item" (schema.IMPORT_BASELINES) -> the (n1, n2) imported
+    baselines: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     def alias_owner(self, alias_lower: str) -> str | None:
         owners = self.aliases.get(alias_lower)
