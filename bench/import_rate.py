@@ -6,7 +6,8 @@ The file gets 0.7.1's own schema (its code creates the tables) and synthetic row
 with plain SQL: per user about 3 message_counts, 1 pm_counts, 2 kudos, 4 emote_usage and
 1 user_activity rows, plus media changes, population snapshots and votes. Timed: the whole
 command with ingest running (read, publish, wait until ingest has projected it all). Also
-reported: the peak resident set of ingest and of a replica before and after the import.
+reported: the peak resident set of ingest and of a replica before and after the import, and
+what stays resident 3 s after the replica caught up.
 """
 
 from __future__ import annotations
@@ -130,6 +131,8 @@ def run(users: int) -> list[dict[str, object]]:
             seconds = time.perf_counter() - started
             asyncio.run(replica_caught_up(s.nats.url, replica))
             after = peak_mb(ingest), peak_mb(replica)
+            time.sleep(3)  # settled: what stays resident
+            settled = rss_mb(ingest), rss_mb(replica)
         match = re.search(r"(\d+) journal event\(s\) appended", out)
         events = int(match.group(1)) if match else 0
         if "ingest has projected the import" not in out:
@@ -146,8 +149,18 @@ def run(users: int) -> list[dict[str, object]]:
             "ingest_peak_mb_after": after[0],
             "replica_peak_mb_before": before[1],
             "replica_peak_mb_after": after[1],
+            "ingest_rss_mb_settled": settled[0],
+            "replica_rss_mb_settled": settled[1],
         }
     ]
+
+
+def rss_mb(svc: Service) -> float:
+    assert svc.proc is not None
+    for line in Path(f"/proc/{svc.proc.pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
 
 
 async def replica_caught_up(url: str, replica: Service) -> None:
@@ -176,6 +189,8 @@ def main() -> None:
             "ingest_peak_mb_after",
             "replica_peak_mb_before",
             "replica_peak_mb_after",
+            "ingest_rss_mb_settled",
+            "replica_rss_mb_settled",
         ],
     )
 
