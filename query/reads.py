@@ -57,7 +57,7 @@ def user_spelling(sc: Scope, username: str) -> str:
     """The stored spelling of a user (first seen), or the name as sent."""
     found = _one(
         sc,
-        "SELECT username FROM users WHERE lower(username) = lower(?) ORDER BY first_seq LIMIT 1",
+        "SELECT username FROM users WHERE lower(username) = lower(?) ORDER BY first_seq, username LIMIT 1",
         [username],
     )
     return str(found) if found is not None else username

@@ -218,7 +218,7 @@ class Projector:
         """A full user list: close sessions of the absent, open or update the present."""
         for name in [n for n in self.state.sessions.get(key, {}) if n not in present]:
             self._close_session(key, name, t)
-        for name, afk in present.items():
+        for name, afk in sorted(present.items()):  # ties in first_seq: load_state sorts too
             self._see_user(seq, name, t)
             s = self._open_session(key, name, t, afk)
             if s is not None:

@@ -68,3 +68,13 @@ def test_resuming_from_the_tables_gives_the_same_result(
 ) -> None:
     """What ingest does after a restart: load State from the tables, continue."""
     assert project(log, batch=batch, reload_every=1).dump() == reference
+
+
+def test_case_twins_in_one_userlist_resolve_the_same_after_a_reload() -> None:
+    """Two names differing only in case, first seen in the same event: the spelling kudos go to
+    must not depend on the payload's order or on a restart in between (load_state sorts)."""
+    log = Log()
+    log.event("userlist", [{"name": "bob"}, {"name": "Bob"}, {"name": "carol"}])
+    log.chat("carol", "thanks ++BOB")
+    assert project(log, batch=1, reload_every=1).dump() == project(log).dump()
+    assert project(log).rows("SELECT username FROM kudos_plusplus") == [("Bob",)]
