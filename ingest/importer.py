@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.request import pathname2url
 
 import msgspec
 from nats.aio.client import Client
@@ -135,8 +136,21 @@ def open_source(path: Path) -> tuple[sqlite3.Connection, list[str]]:
     if not path.is_file():
         raise SourceError(f"{path}: no such file")
     try:
-        con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-        names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        con, names = _connect(path, immutable=False)
+    except sqlite3.OperationalError as exc:
+        # A WAL-mode file (0.7.1 uses WAL) in a read-only place cannot be opened read-only:
+        # SQLite wants to create its -shm file. With no pending log it is safe to read as is.
+        wal = Path(f"{path}-wal")
+        if wal.exists() and wal.stat().st_size > 0:
+            raise SourceError(
+                f"{path} cannot be opened read-only here ({exc}) and its write-ahead log {wal.name} "
+                "holds changes not yet in the file: copy both files to a writable directory and "
+                "import from there (stop kryten-userstats first)"
+            ) from exc
+        try:
+            con, names = _connect(path, immutable=True)
+        except sqlite3.DatabaseError as exc2:
+            raise SourceError(f"{path} cannot be read: {exc2}") from exc2
     except sqlite3.DatabaseError as exc:
         raise SourceError(f"{path} is not an SQLite database ({exc})") from exc
     absent = [t for t in REQUIRED if t not in names]
@@ -157,6 +171,17 @@ def open_source(path: Path) -> tuple[sqlite3.Connection, list[str]]:
                 f"column(s) {', '.join(lacking)}"
             )
     return con, present
+
+
+def _connect(path: Path, immutable: bool) -> tuple[sqlite3.Connection, set[str]]:
+    uri = f"file:{pathname2url(str(path.resolve()))}?mode=ro" + ("&immutable=1" if immutable else "")
+    con = sqlite3.connect(uri, uri=True)
+    try:
+        names = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError:
+        con.close()
+        raise
+    return con, names
 
 
 def parse_time(value: object) -> int:

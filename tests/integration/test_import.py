@@ -8,12 +8,15 @@ of a live replica after the import.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 from nats.aio.client import Client
 
 from shared import events as ev
@@ -240,3 +243,71 @@ async def test_refuses_what_is_not_a_kryten_userstats_database(stack: Stack, tmp
         assert code == 2, out
         assert why in out, out
         assert "Traceback" not in out
+
+
+def sh(*cmd: str) -> bool:
+    return subprocess.run(list(cmd), check=False, capture_output=True).returncode == 0
+
+
+async def test_odd_paths_and_a_read_only_location(stack: Stack, tmp_path: Path) -> None:
+    """0.7.1 keeps its file in WAL mode: read-only, SQLite wants to create a -shm file, so a
+    file on a read-only mount (a `:ro` volume) is opened as immutable when no log is pending,
+    and refused with advice when one is. Names with URI characters must work too."""
+    odd = tmp_path / "odd ?#% dir"
+    odd.mkdir()
+    ref = Reference(odd / "user?stats#1.db")
+    await ref.fill(seed=5, users=5)
+    with sqlite3.connect(ref.path) as con:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    code, out = run_cli(stack, "import-sqlite", "--dry-run", str(ref.path))
+    assert code == 0 and "would import" in out, out
+    pending = tmp_path / "pending"  # a copy taken while 0.7.1 had changes only in its log
+    pending.mkdir()
+    with_log(ref.path, pending / "k.db")
+    code, out = run_cli(stack, "import-sqlite", "--dry-run", str(pending / "k.db"))
+    assert (
+        code == 0
+        and users_read(out) == users_read(run_cli(stack, "import-sqlite", "--dry-run", str(ref.path))[1]) + 1
+    )
+    (pending / "k.db-shm").unlink(missing_ok=True)  # that read left one; with it, read-only works
+    if os.geteuid() != 0:
+        pytest.skip("a read-only bind mount needs root")
+    for source, works in ((odd, True), (pending, False)):
+        mnt = tmp_path / f"ro-{source.name}"
+        mnt.mkdir()
+        if not sh("mount", "--bind", str(source), str(mnt)):
+            pytest.skip("cannot bind-mount here")
+        try:
+            assert sh("mount", "-o", "remount,ro,bind", str(mnt))
+            name = ref.path.name if source is odd else "k.db"
+            code, out = run_cli(stack, "import-sqlite", "--dry-run", str(mnt / name))
+            if works:
+                assert code == 0 and "would import" in out, out
+            else:
+                assert code == 2 and "write-ahead log" in out and "Traceback" not in out, out
+        finally:
+            sh("umount", "-l", str(mnt))
+
+
+def with_log(src: Path, dest: Path) -> None:
+    """Copy a WAL-mode database with one committed change still only in its -wal file."""
+    work = dest.with_name("work.db")
+    shutil.copy(src, work)
+    con = sqlite3.connect(work)
+    try:
+        con.execute("PRAGMA wal_autocheckpoint=0")
+        con.execute(
+            "INSERT INTO users (username, first_seen_at, last_seen_at) "
+            "VALUES ('only_in_the_log', '2025-01-01T00:00:00+00:00', '2025-01-01T00:00:00+00:00')"
+        )
+        con.commit()
+        shutil.copy(work, dest)
+        shutil.copy(f"{work}-wal", f"{dest}-wal")
+    finally:
+        con.close()
+    work.unlink()
+
+
+def users_read(out: str) -> int:
+    row = next(line for line in out.splitlines() if line.strip().startswith("users "))
+    return int(row.split()[1].replace(",", ""))
