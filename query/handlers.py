@@ -52,6 +52,8 @@ READS: dict[str, Read] = {
     "alias.get": reads.alias_get,
     "alias.find": reads.alias_find,
 }
+# Replies that depend only on one user's rows (counters and users, any case of the name).
+USER_COMMANDS = frozenset({"user.stats", "user.profile", "user.messages", "user.activity", "user.kudos"})
 WRITE_TIMEOUT = 15.0
 CACHE_MAX = 10_000
 
@@ -65,7 +67,7 @@ class Dispatcher:
         self._max_bytes = settings.userstats.request_max_bytes
         self.commands_processed = 0
         self.started = time.monotonic()
-        self._cache: dict[bytes, tuple[int, bytes]] = {}
+        self._cache: dict[bytes, tuple[int, int, bytes]] = {}  # epoch, seq, reply
         self._totals: tuple[int, dict[str, int]] = (-1, {})
         self._all_cache: dict[bytes, tuple[int, dict[str, Any]]] = {}
         self._hostname = socket.gethostname()
@@ -127,10 +129,22 @@ class Dispatcher:
             assert isinstance(req.params, m.AllStatsParams)
             return await self._all_stats(req.params, key, need)
         cached = self._cache.get(key)
-        if cached is not None and cached[0] == self._replica.db_seq and cached[0] >= need:
+        if cached is not None and cached[1] >= need and self._still_valid(req, cached[0], cached[1]):
             self._metrics.cache_hits.inc()
-            return cached[1]
+            return cached[2]
         return await self._replica.read(self._read, req.command, req.params, key, need_seq=need)
+
+    def _still_valid(self, req: requests.Request, epoch: int, seq: int) -> bool:
+        """A reply computed at `seq` holds while the tables it read are unchanged: any write
+        for most commands; for the user.* ones, only a write that touched that user's rows
+        (with writes every 50 ms under traffic, the other users' replies stay cached)."""
+        r = self._replica
+        if epoch != r.epoch:
+            return False
+        if req.command in USER_COMMANDS:
+            user = getattr(req.params, "username", None)
+            return isinstance(user, str) and r.user_changed.get(user.lower(), 0) <= seq
+        return seq == r.db_seq
 
     async def _wait_for(self, req: requests.Request) -> None:
         timeout = self._settings.userstats.min_seq_timeout_seconds
@@ -157,7 +171,7 @@ class Dispatcher:
         reply = m.ok(command, READS[command](self._scope(), params), seq)
         if len(self._cache) >= CACHE_MAX:
             self._cache.clear()
-        self._cache[key] = (seq, reply)
+        self._cache[key] = (self._replica.epoch, seq, reply)
         return reply
 
     def totals_now(self) -> dict[str, int]:

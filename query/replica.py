@@ -74,6 +74,10 @@ class Replica:
         self.pointer: SnapshotPointer | None = None
         self.gate = SequenceGate()  # projected: what a read will reflect (min_seq waits on it)
         self.db_seq = 0  # written to the tables (database thread); reads flush up to applied_seq
+        # For the reply cache: bumped when a snapshot replaces the tables, and per lower-cased
+        # username the last db_seq whose write changed that user's rows (database thread).
+        self.epoch = 0
+        self.user_changed: dict[str, int] = {}
         self._pending_since = 0.0
         self.event_time_us = 0
         self.loaded_at = 0.0
@@ -218,6 +222,8 @@ class Replica:
         self, con: duckdb.DuckDBPyConnection, projector: Projector | None, seq: int, event_us: int
     ) -> None:
         """On the database thread, so no query sees a half-switched replica."""
+        self.epoch += 1
+        self.user_changed.clear()
         self.con, self.projector, self.db_seq, self.event_time_us = con, projector, seq, event_us
 
     # --- following the stream ----------------------------------------------------------
@@ -263,6 +269,12 @@ class Replica:
         if proj is None or con is None or proj.last_seq == self.db_seq:
             return
         delta = proj.take_delta()
+        changed = self.user_changed
+        for key in delta.counters.upserts:  # (kind, username, ...): before the tables change
+            if key[1]:
+                changed[key[1].lower()] = proj.last_seq
+        for (name,) in delta.users.upserts:
+            changed[name.lower()] = proj.last_seq
         try:
             apply.apply_batch(con, delta, proj.last_seq, proj.last_event_us)
         except duckdb.Error as exc:
