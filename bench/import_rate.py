@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench.common import report, stack
-from bench.memory import peak_mb
+from bench.memory import peak_mb, status_mb
 from tests.harness import Service, connect
 from tests.integration.test_backbone import caught_up
 from tests.reference.kus071 import Reference
@@ -132,7 +132,7 @@ def run(users: int) -> list[dict[str, object]]:
             asyncio.run(replica_caught_up(s.nats.url, replica))
             after = peak_mb(ingest), peak_mb(replica)
             time.sleep(3)  # settled: what stays resident
-            settled = rss_mb(ingest), rss_mb(replica)
+            settled = status_mb(ingest, "VmRSS"), status_mb(replica, "VmRSS")
         match = re.search(r"(\d+) journal event\(s\) appended", out)
         events = int(match.group(1)) if match else 0
         if "ingest has projected the import" not in out:
@@ -153,14 +153,6 @@ def run(users: int) -> list[dict[str, object]]:
             "replica_rss_mb_settled": settled[1],
         }
     ]
-
-
-def rss_mb(svc: Service) -> float:
-    assert svc.proc is not None
-    for line in Path(f"/proc/{svc.proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
 
 
 async def replica_caught_up(url: str, replica: Service) -> None:

@@ -19,12 +19,17 @@ from sim.generator import Simulator
 from tests.harness import Service, connect, publish_all
 
 
-def peak_mb(svc: Service) -> float:
+def status_mb(svc: Service, field: str = "VmHWM") -> float:
+    """A memory figure of the service's /proc status (VmHWM: peak resident; VmRSS: now), in MB."""
     assert svc.proc is not None
     for line in Path(f"/proc/{svc.proc.pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM")
+    raise RuntimeError(f"no {field}")
+
+
+def peak_mb(svc: Service) -> float:
+    return status_mb(svc, "VmHWM")
 
 
 def wait_seq(svc: Service, key: str, target: int) -> None:

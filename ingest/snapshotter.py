@@ -117,10 +117,9 @@ class Snapshotter:
         for these tables, makes it publish again so replicas always have a good one."""
         try:
             pointer = await snapshots.read_pointer(self._js)
-            cp = await asyncio.to_thread(apply.read_checkpoint, self._con)
             problem = await self.check(pointer)
-            if problem is None and pointer is not None and pointer.seq == cp.seq:
-                self.last_seq = cp.seq
+            if problem is None and pointer is not None and pointer.seq == current_seq():
+                self.last_seq = pointer.seq
             elif problem is not None and pointer is not None:
                 log.warning("%s: publishing a new snapshot", problem)
         except Exception as exc:  # cannot tell: publishing once more does no harm

@@ -23,6 +23,9 @@ import httpx
 import nats
 from nats.aio.client import Client
 
+from shared import events as ev
+from shared.subjects import event_subject
+
 NATS_BIN = str(Path(sys.executable).parent / "nats-server")
 READY = re.compile(rb"Server is ready")
 
@@ -246,3 +249,16 @@ async def wait_for(
             return last
         await asyncio.sleep(interval)
     raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
+
+
+def chat_envelope(user: str, text: str, *, channel: str, domain: str, time_us: int) -> tuple[str, bytes]:
+    """A chatMsg as the bridge publishes it, at `time_us` (CyTube's `time` in ms follows it)."""
+    env = ev.EnvelopeOut(
+        event_name="chatMsg",
+        payload={"username": user, "msg": text, "time": time_us // 1000, "meta": {}},
+        channel=channel,
+        domain=domain,
+        timestamp=ev.iso_from_us(time_us),
+        correlation_id="test",
+    )
+    return event_subject(channel, "chatMsg"), ev.encode(env)

@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-from shared import events as ev
-from shared import subjects
-from tests.harness import Stack, connect, request
+from tests.harness import Stack, chat_envelope, connect, request
 from tests.integration.test_backbone import caught_up, metric
 
 DOMAIN = "cytu.be"
 
 
 def chat(user: str, text: str, i: int) -> tuple[str, bytes]:
-    env = ev.EnvelopeOut(
-        event_name="chatMsg",
-        payload={"username": user, "msg": text, "time": 1_765_000_000_000 + i, "meta": {}},
-        channel="lounge",
-        domain=DOMAIN,
-        timestamp=ev.iso_from_us(1_765_000_000_000_000 + i * 1000),
-        correlation_id="cache-test",
+    return chat_envelope(
+        user, text, channel="lounge", domain=DOMAIN, time_us=1_765_000_000_000_000 + i * 1000
     )
-    return subjects.event_subject("lounge", "chatMsg"), ev.encode(env)
 
 
 async def test_user_replies_are_cached_until_that_user_changes(stack: Stack) -> None:

@@ -19,9 +19,7 @@ from typing import Any
 import pytest
 from nats.aio.client import Client
 
-from shared import events as ev
-from shared import subjects
-from tests.harness import Stack, connect, request, stream_last_seq
+from tests.harness import Stack, chat_envelope, connect, request, stream_last_seq
 from tests.integration.streamtools import dump as dump_con
 from tests.integration.streamtools import dump_file, read_stream, rebuild
 from tests.integration.test_backbone import caught_up
@@ -131,15 +129,7 @@ async def compare_case_twins(nc: Client, ref: Reference) -> None:
 
 
 def chat(user: str, channel: str, text: str) -> tuple[str, bytes]:
-    env = ev.EnvelopeOut(
-        event_name="chatMsg",
-        payload={"username": user, "msg": text, "time": 1_900_000_000_000, "meta": {}},
-        channel=channel,
-        domain=DOMAIN,
-        timestamp="2030-03-17T17:46:40+00:00",
-        correlation_id="import-test",
-    )
-    return subjects.event_subject(channel, "chatMsg"), ev.encode(env)
+    return chat_envelope(user, text, channel=channel, domain=DOMAIN, time_us=1_900_000_000_000_000)
 
 
 async def test_import_answers_like_0_7_1_and_never_doubles(stack: Stack, tmp_path: Path) -> None:
