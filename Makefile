@@ -3,7 +3,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 REF    := tests/reference/requirements.txt
-STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock $(REF) 2>/dev/null | cksum | cut -d' ' -f1)
+BRIDGE := tests/reference/bridge-requirements.txt
+KSHELL := tests/reference/shell-requirements.txt
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml requirements.lock $(REF) $(BRIDGE) $(KSHELL) 2>/dev/null | cksum | cut -d' ' -f1)
+PIP_PINNED := $(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes --upgrade
 CODE   := ingest query shared sim launcher userstats examples
 RUN_ARGS ?=
 
@@ -12,8 +15,9 @@ RUN_ARGS ?=
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c requirements.lock -e '.[dev]'
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes \
-		--upgrade --target $(VENV)/reference -r $(REF)
+	$(PIP_PINNED) --target $(VENV)/reference -r $(REF)
+	$(PIP_PINNED) --target $(VENV)/bridge -r $(BRIDGE)
+	$(PIP_PINNED) --target $(VENV)/kryten-shell -r $(KSHELL)
 	@rm -f $(VENV)/.installed-* && touch $@
 
 venv: $(STAMP)
