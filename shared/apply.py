@@ -161,6 +161,8 @@ def load_state(con: duckdb.DuckDBPyConnection) -> State:
         "SELECT domain, channel, last_boundary_us FROM channel_clock"
     ).fetchall():
         st.clocks[(domain, channel)] = int(boundary)
+    for domain, channel, part in con.execute("SELECT domain, channel, part FROM channel_parts").fetchall():
+        st.known.add((domain, channel, part))
     for key, n1, n2 in con.execute("SELECT key, n1, n2 FROM import_baselines").fetchall():
         st.baselines[key] = (int(n1), int(n2))
     settings = dict(con.execute("SELECT name, value FROM projection_settings").fetchall())

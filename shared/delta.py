@@ -94,6 +94,7 @@ class Delta:
         self.recent_chat = t[schema.RECENT_CHAT.name]
         self.clock = t[schema.CHANNEL_CLOCK.name]
         self.settings = t[schema.PROJECTION_SETTINGS.name]
+        self.parts = t[schema.CHANNEL_PARTS.name]
         self.baselines = t[schema.IMPORT_BASELINES.name]
         self.dead_letters = t[schema.DEAD_LETTERS.name]
 

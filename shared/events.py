@@ -82,7 +82,7 @@ class ChatPayload(msgspec.Struct, frozen=True):
 
 
 class UserPayload(msgspec.Struct, frozen=True):
-    """addUser, userLeave, setAFK and the entries of userlist / the KV userlist."""
+    """addUser, userLeave, setAFK, setUserMeta and the entries of userlist / the KV userlist."""
 
     name: str | None = None
     username: str | None = None
@@ -93,8 +93,14 @@ class UserPayload(msgspec.Struct, frozen=True):
         return self.name or self.username or ""
 
     def meta_afk(self) -> bool:
+        return bool(self.meta_flag("afk"))
+
+    def meta_flag(self, key: str) -> bool | None:
+        """`meta.<key>` as a bool, or None when the payload does not say."""
         meta = self.meta
-        return isinstance(meta, dict) and bool(meta.get("afk"))
+        if not isinstance(meta, dict) or key not in meta:
+            return None
+        return bool(meta[key])
 
 
 class MediaPayload(msgspec.Struct, frozen=True):

@@ -50,6 +50,9 @@ DEAD_LETTERS_KEY = (COUNTER, "", "", "", "dead_letters", 0)
 HOUR_US = 3600 * US
 
 _EVENTS_DOT = EVENTS_PREFIX.split(".", 1)[0] + "."  # "kryten."
+# Parts of a channel's state a kvstate event can fill in (schema.CHANNEL_PARTS), each carried
+# in full by one kind of bridge frame: userlist, any emote frame, changeMedia.
+ROSTER, EMOTE_SET, MEDIA = "roster", "emotes", "media"
 _JOURNAL_DOT = JOURNAL_PREFIX + "."
 
 
@@ -71,6 +74,7 @@ class Projector:
             "adduser": (ev.USER_DECODER, self._add_user),
             "userleave": (ev.USER_DECODER, self._user_leave),
             "setafk": (ev.USER_DECODER, self._set_afk),
+            "setusermeta": (ev.USER_DECODER, self._set_user_meta),
             "userlist": (ev.USERLIST_DECODER, self._userlist),
             "changemedia": (ev.MEDIA_DECODER, self._change_media),
             "emotelist": (ev.EMOTELIST_DECODER, self._emote_list),
@@ -349,19 +353,34 @@ class Projector:
         self._close_session(key, p.user(), t)
 
     def _set_afk(self, seq: int, key: ChannelKey, p: ev.UserPayload, t: int) -> None:
-        name = p.user()
+        self._apply_afk(key, p.user(), bool(p.afk), t)
+
+    def _set_user_meta(self, seq: int, key: ChannelKey, p: ev.UserPayload, t: int) -> None:
+        """CyTube's current frame for AFK and mute state (it still sends setAFK as well, so
+        both arrive for one change and the second changes nothing). Mute flags, `smuted`
+        included, change nothing here: a muted user is still present (README)."""
+        afk = p.meta_flag("afk")
+        if afk is None:
+            if not p.user():
+                self._count("events_without_username")
+            return
+        self._apply_afk(key, p.user(), afk, t)
+
+    def _apply_afk(self, key: ChannelKey, name: str, afk: bool, t: int) -> None:
         if not name:
             self._count("events_without_username")
             return
         s = self._open_session(key, name, t, False)
         if s is not None:
-            self._set_afk_state(key, name, s, bool(p.afk), t)
+            self._set_afk_state(key, name, s, afk, t)
 
     def _userlist(self, seq: int, key: ChannelKey, p: list[ev.UserPayload], t: int) -> None:
+        self._carried(key, ROSTER)
         present = {u.user(): u.meta_afk() for u in p if u.user()}
         self._reconcile_present(seq, key, present, t)
 
     def _change_media(self, seq: int, key: ChannelKey, p: ev.MediaPayload, t: int) -> None:
+        self._carried(key, MEDIA)
         media = Media(detectors.clean_title(p.title), p.type or "", p.media_id())
         self._set_current_media(key, media)
         if self.state.last_media.get(key) != media:  # only immediate repeats are suppressed
@@ -375,6 +394,7 @@ class Projector:
     # --- emotes (per domain and channel) ----------------------------------------------
 
     def _replace_emotes(self, key: ChannelKey, names: set[str]) -> None:
+        self._carried(key, EMOTE_SET)
         old = self.state.emotes.get(key, set())
         for gone in old - names:
             self.delta.channel_emotes.delete((key[0], key[1], gone))
@@ -419,17 +439,42 @@ class Projector:
         self.delta.settings.put(("count_shadow_muted",), [ev.encode(e.count_shadow_muted).decode()])
         self.delta.settings.put(("population_interval_seconds",), [str(interval)])
 
+    def _carried(self, key: ChannelKey, part: str) -> bool:
+        """Record that the log now carries `part` of the channel; False if it already did."""
+        entry = (key[0], key[1], part)
+        if entry in self.state.known:
+            return False
+        self.state.known.add(entry)
+        self.delta.parts.put(entry, [])
+        return True
+
     def _kv_state(self, seq: int, key: ChannelKey, e: ev.KvState, t: int) -> None:
-        if e.users is not None:
+        """The bridge's KV is lossy (no renameEmote or setUserMeta handler; setUserRank drops a
+        user's meta), so it never overrides the stream: each part fills in only while the log
+        carries nothing of it for this channel (the first start on an empty stream, or a
+        stream created after the bridge had joined), and then never again. The roster part
+        only opens sessions: it never closes one or changes an AFK state the stream set."""
+        if e.users is not None and self._fill(key, ROSTER):
+            chan = self.state.sessions.get(key, {})
             present = {u.user(): u.meta_afk() for u in e.users if u.user()}
-            self._reconcile_present(seq, key, present, t)
-        if e.emotes is not None:
+            for name, afk in sorted(present.items()):
+                if name not in chan:
+                    self._see_user(seq, name, t)
+                    self._open_session(key, name, t, afk)
+        if e.emotes is not None and self._fill(key, EMOTE_SET):
             names = {detectors.normalize_emote(n) for n in e.emotes}
             names.discard("")
             self._replace_emotes(key, names)
-        if e.current_media is not None:
+        if e.current_media is not None and self._fill(key, MEDIA):
             m = e.current_media
             self._set_current_media(key, Media(detectors.clean_title(m.title), m.type, m.id))
+
+    def _fill(self, key: ChannelKey, part: str) -> bool:
+        if self._carried(key, part):
+            self._count("kvstate_parts_filled")
+            return True
+        self._count("kvstate_parts_ignored")
+        return False
 
     def _alias(self, seq: int, e: ev.AliasChange) -> None:
         aliases = self.state.aliases

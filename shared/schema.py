@@ -14,7 +14,9 @@ from typing import Literal
 # tables would contain for the same log. Ingest rebuilds on mismatch; replicas refuse to
 # follow a snapshot made by another version.
 # 2: history imported from kryten-userstats 0.7.1 (journal "import" events, import_baselines).
-PROJECTION_VERSION = 2
+# 3: the stream wins over the bridge's KV (a kvstate event only fills in parts the log does not
+#    carry yet: channel_parts); setUserMeta applies meta.afk.
+PROJECTION_VERSION = 3
 
 Merge = Literal["add", "min", "max", "set"]
 
@@ -140,6 +142,10 @@ OPEN_SESSIONS = TableSpec(
 RECENT_CHAT = TableSpec("recent_chat", (_c("domain"), _c("channel")), (_c("lines"),))
 CHANNEL_CLOCK = TableSpec("channel_clock", (_c("domain"), _c("channel")), (_c("last_boundary_us", "BIGINT"),))
 PROJECTION_SETTINGS = TableSpec("projection_settings", (_c("name"),), (_c("value"),))
+# Which parts of a channel's state the log already carries in full: 'roster' (a userlist),
+# 'emotes' (any emote frame), 'media' (a changeMedia), or a kvstate event that filled them in.
+# A kvstate event may fill in only the parts not listed here (the stream is the truth).
+CHANNEL_PARTS = TableSpec("channel_parts", (_c("domain"), _c("channel"), _c("part")), ())
 # The counts an import of each source last brought in, per counters key: a re-import adds
 # only the difference. The key is source, kind, username, channel, domain and item joined
 # by U+001F: one indexed column takes a third of the memory of six (108 -> 40 MB for 220k
@@ -166,6 +172,7 @@ TABLES: tuple[TableSpec, ...] = (
     RECENT_CHAT,
     CHANNEL_CLOCK,
     PROJECTION_SETTINGS,
+    CHANNEL_PARTS,
     IMPORT_BASELINES,
     DEAD_LETTERS,
 )

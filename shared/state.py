@@ -60,6 +60,8 @@ class State:
     afk_count: dict[ChannelKey, int] = field(default_factory=dict)
     recent_chat: dict[ChannelKey, RecentChat] = field(default_factory=dict)
     clocks: dict[ChannelKey, int] = field(default_factory=dict)  # last 5-min boundary (us)
+    # parts of a channel's state the log carries ('roster', 'emotes', 'media'; schema.CHANNEL_PARTS)
+    known: set[tuple[str, str, str]] = field(default_factory=set)
     settings: ProjectionSettings = field(default_factory=ProjectionSettings)
     # "source␟kind␟username␟channel␟domain␟item" (schema.IMPORT_BASELINES) -> the (n1, n2) imported
     baselines: dict[str, tuple[int, int]] = field(default_factory=dict)

@@ -254,25 +254,137 @@ def test_userlist_closes_sessions_of_absent_users_at_its_time() -> None:
     ]
 
 
-def test_kv_state_event_reconciles_sessions_emotes_and_media() -> None:
-    log = Log().at(0).join("gone").at(60)
+def kv_state(minute: int, users: list[ev.UserPayload], emotes: list[str], title: str) -> ev.KvState:
+    return ev.KvState(
+        timestamp=T0.replace(minute=minute),
+        domain=DOMAIN,
+        channel=CHANNEL,
+        users=users,
+        emotes=emotes,
+        current_media=ev.KvMedia(title=title, type="yt", id="x1"),
+    )
+
+
+def test_kv_state_fills_in_what_the_log_does_not_carry() -> None:
+    """The stream was created after the bridge had joined: the log has no userlist, emote or
+    media frame of the channel, so the bridge's KV fills them in, once."""
+    log = Log().at(0).join("early").at(60)
     log.journal(
-        ev.KvState(
-            timestamp=T0.replace(minute=1),
-            domain=DOMAIN,
-            channel=CHANNEL,
-            users=[ev.UserPayload(name="here", meta={"afk": True})],
-            emotes=["#Kappa"],
-            current_media=ev.KvMedia(title="Some_Film.mkv", type="yt", id="x1"),
+        kv_state(
+            1,
+            [
+                ev.UserPayload(name="here", meta={"afk": True}),
+                ev.UserPayload(name="early", meta={"afk": True}),
+            ],
+            ["#Kappa"],
+            "Some_Film.mkv",
         )
     )
     log.at(120).chat("here", "#kappa great movie++")
+    log.journal(kv_state(3, [ev.UserPayload(name="late")], ["#Other"], "Another.mkv"))  # filled already
+    log.at(240).leave("early").leave("here")
     p = project(log)
-    assert p.rows("SELECT username, total_time_seconds FROM user_activity") == [("gone", 60)]
-    assert p.rows("SELECT username, is_afk FROM open_sessions") == [("here", True)]  # meta.afk is used
+    # `early` was open from the stream: the KV's afk flag does not touch it; `here` opens AFK
+    # (chatting does not end AFK in userstats: CyTube sends setAFK/setUserMeta for that).
+    assert p.rows(
+        "SELECT username, total_time_seconds, not_afk_time_seconds FROM user_activity ORDER BY 1"
+    ) == [("early", 240, 240), ("here", 180, 0)]
+    assert p.table("open_sessions") == []  # the second KV event's `late` got no session
     assert p.rows("SELECT media_title, vote FROM movie_votes") == [("Some Film", 1)]
     assert p.table("media_changes") == []  # KV media sets the current media without logging
     assert counts(p, "emote_usage", "usage_count") == {"here": 1}
+    assert p.table("channel_emotes") == [(DOMAIN, CHANNEL, "kappa")]
+    assert p.table("channel_parts") == [(DOMAIN, CHANNEL, part) for part in ("emotes", "media", "roster")]
+    filled = "SELECT value FROM projection_counters WHERE name = ?"
+    assert (p.value(filled, "kvstate_parts_filled"), p.value(filled, "kvstate_parts_ignored")) == (3, 3)
+
+
+def test_kv_state_never_overrides_what_the_stream_says() -> None:
+    """The bridge's KV has no renameEmote handler and rewrites a user on setUserRank without
+    meta.afk; after an ingest restart (which appends the KV state) the stream still wins."""
+    log = Log().at(0).emotes(["#LUL", "#Kappa"]).media("Film_A.mkv", "a")
+    log.event("userlist", [{"name": "bob", "rank": 1, "meta": {"afk": False}}, {"name": "eve", "meta": {}}])
+    log.at(10).event("renameEmote", {"old": "#LUL", "name": "#LULW", "image": "x", "source": "s"})
+    log.at(20).event("setUserMeta", {"name": "bob", "meta": {"afk": True, "muted": False}})
+    log.event("setAFK", {"name": "bob", "afk": True})
+    log.event("setUserRank", {"name": "bob", "rank": 2})
+    log.at(30).journal(  # what kryten-robot 1.12.6 holds in KV at this point
+        kv_state(
+            0, [ev.UserPayload(name="bob", meta=None), ev.UserPayload(name="ghost")], ["#LUL"], "Old.mkv"
+        )
+    )
+    log.at(40).chat("eve", "#LULW #LUL movie++")
+    log.at(50).leave("bob").leave("eve")
+    p = project(log)
+    assert p.rows(
+        "SELECT username, total_time_seconds, not_afk_time_seconds FROM user_activity ORDER BY 1"
+    ) == [("bob", 50, 20), ("eve", 50, 50)]
+    assert p.table("open_sessions") == []  # no session for the KV-only `ghost`
+    assert p.rows("SELECT emote FROM emote_usage") == [("lulw",)]
+    assert p.rows("SELECT emote FROM channel_emotes ORDER BY 1") == [("kappa",), ("lulw",)]
+    assert p.rows("SELECT media_title FROM movie_votes") == [("Film A",)]
+    ignored = "SELECT value FROM projection_counters WHERE name = 'kvstate_parts_ignored'"
+    assert p.value(ignored) == 3
+
+
+def test_kv_state_rule_survives_a_reload_of_the_state() -> None:
+    """Which parts the log carries is projected state: reloaded from the tables, it decides alike."""
+    log = Log().at(0).emotes(["#LUL"]).at(10)
+    log.journal(kv_state(1, [ev.UserPayload(name="ghost")], ["#Other"], "X.mkv"))
+    log.at(20).chat("a", "#LUL #Other")
+    one_go = project(log).dump()
+    assert Projection().run(log, batch=1, reload_every=1).dump() == one_go
+    assert one_go["channel_emotes"] == [(DOMAIN, CHANNEL, "lul")]
+
+
+def test_set_user_meta_applies_afk_and_ignores_mute_flags() -> None:
+    """CyTube sends setUserMeta (and still the legacy setAFK) for an AFK change; a mute or
+    shadow mute changes meta too, and leaves the session as it is: a muted user is present."""
+    log = Log().at(0).join("a").join("troll")
+    log.at(100).event("setUserMeta", {"name": "a", "meta": {"afk": True, "muted": False}})
+    log.event("setAFK", {"name": "a", "afk": True})  # the legacy frame for the same change
+    log.at(160).event("setUserMeta", {"name": "troll", "meta": {"afk": False, "muted": True, "smuted": True}})
+    log.at(400).event("setUserMeta", {"name": "a", "meta": {"afk": False}})
+    log.event("setUserMeta", {"name": "a", "meta": {"muted": True}})  # no afk key: nothing to apply
+    log.at(500).leave("a").leave("troll")
+    assert activity(log) == [("a", 500, 200), ("troll", 500, 500)]
+
+
+def test_shadow_muted_users_count_as_present() -> None:
+    """A shadow-muted user (meta.smuted, seen by a moderator bridge) is in the channel: sessions
+    and population count them like anyone (as CyTube's own usercount does); only their chat
+    (meta.shadow) is left out, by `count_shadow_muted`."""
+    log = (
+        Log()
+        .at(10)
+        .event(
+            "userlist",
+            [
+                {"name": "a", "meta": {"afk": False}},
+                {"name": "troll", "meta": {"afk": False, "smuted": True}},
+            ],
+        )
+    )
+    log.at(20).event("chatMsg", {"username": "troll", "msg": "spam", "meta": {"shadow": True}, "time": 7})
+    log.at(310).tick()
+    p = project(log)
+    assert p.rows("SELECT connected_count, chat_count FROM population_snapshots") == [(2, 2)]
+    assert p.rows("SELECT username FROM open_sessions ORDER BY 1") == [("a",), ("troll",)]
+    assert p.table("message_counts") == []
+
+
+def test_a_replayed_history_line_counts_once_at_its_envelope_time() -> None:
+    """A line of CyTube's join backlog that the log has not seen (said before the stream existed,
+    or while the bridge was down) counts once, at the time the bridge published it: every
+    figure uses the bridge's clock, so a line never lands before the join that precedes it.
+    Its payload `time` (CyTube's clock, here two hours earlier) only identifies a replay."""
+    said_ms = ev.to_us(T0) // 1000 - 2 * 3600 * 1000
+    log = Log().at(0).chat("a", "said long ago ++b", time_ms=said_ms).join("b")
+    log.at(3600).chat("a", "said long ago ++b", time_ms=said_ms)  # the same line, replayed again
+    p = project(log)
+    assert p.rows("SELECT hour, message_count FROM hourly_messages") == [(T0.replace(tzinfo=None), 1)]
+    first = p.value("SELECT first_seen_at FROM users WHERE username = 'a'")
+    assert first == T0.replace(tzinfo=None)
 
 
 # --- population -----------------------------------------------------------------------------
