@@ -68,6 +68,7 @@ class Replica:
         self._threads = threads
         self._tmp = tempfile.TemporaryDirectory(prefix="userstats-replica-") if not workdir else None
         self._dir = Path(workdir) if workdir else Path(self._tmp.name if self._tmp else ".")
+        self._dir.mkdir(parents=True, exist_ok=True)  # a configured replica_dir need not exist yet
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="replica-db")
         self.con: duckdb.DuckDBPyConnection | None = None
         self.projector: Projector | None = None

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import prometheus_client
@@ -108,6 +109,11 @@ class QueryService:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.stop.set)
+        if u.replica_dir:
+            try:
+                Path(u.replica_dir).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise SystemExit(f"userstats.replica_dir: cannot create {u.replica_dir} ({exc})") from None
         http = HttpServer(
             build_app("userstats-query", self.metrics.registry, self.health), u.http_host, s.metrics.port
         )

@@ -10,7 +10,7 @@ from typing import Any
 from query.replica import Replica
 from shared import events as ev
 from sim.generator import Simulator
-from tests.harness import Stack, connect, publish_all, request, wait_for
+from tests.harness import Service, Stack, connect, free_port, publish_all, request, wait_for
 from tests.integration.streamtools import dump, dump_file, read_stream, rebuild
 from tests.integration.test_backbone import caught_up
 
@@ -145,3 +145,30 @@ async def test_ticks_record_population_of_quiet_channels(stack: Stack) -> None:
         assert all(r["connected_count"] == 1 and r["chat_count"] == 1 for r in history)
     finally:
         await nc.close()
+
+
+async def test_replica_creates_a_missing_replica_dir(stack: Stack) -> None:
+    stack.ingest().wait_healthy()
+    nested = stack.tmp / "not" / "there" / "yet"
+    port = free_port()
+    query = Service(
+        "query",
+        stack.env(USERSTATS_METRICS_PORT=str(port), USERSTATS_REPLICA_DIR=str(nested)),
+        stack.tmp,
+        port,
+    )
+    stack.services.append(query)
+    query.start().wait_healthy()
+    assert nested.is_dir()
+    blocked = stack.tmp / "a-file"
+    blocked.write_text("")
+    port = free_port()
+    bad = Service(
+        "query",
+        stack.env(USERSTATS_METRICS_PORT=str(port), USERSTATS_REPLICA_DIR=str(blocked / "x")),
+        stack.tmp,
+        port,
+    )
+    bad.start()
+    assert bad.proc is not None and bad.proc.wait(30) == 1
+    assert f"userstats.replica_dir: cannot create {blocked / 'x'}" in bad.log.read_text()
