@@ -111,7 +111,7 @@ class QueryService:
             loop.add_signal_handler(sig, self.stop.set)
         if u.replica_dir:
             try:
-                Path(u.replica_dir).mkdir(parents=True, exist_ok=True)
+                await asyncio.to_thread(Path(u.replica_dir).mkdir, parents=True, exist_ok=True)
             except OSError as exc:
                 raise SystemExit(f"userstats.replica_dir: cannot create {u.replica_dir} ({exc})") from None
         http = HttpServer(
