@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from shared import settings
+from sim.generator import DEFAULT_CHANNELS
 
 COLORS = {"nats": "\033[36m", "ingest": "\033[33m", "query": "\033[32m", "sim": "\033[35m"}
 RESET = "\033[0m"
@@ -48,6 +49,20 @@ def configured_servers(config: str | None, env: dict[str, str]) -> list[str]:
         return list(settings.load(path, env).nats.servers)
     except settings.ConfigError as exc:
         raise SystemExit(f"configuration error: {exc}") from None
+
+
+def configured_channels(config: str | None, env: dict[str, str]) -> bool:
+    """Whether the config file or USERSTATS_CHANNELS names any channel."""
+    if env.get("USERSTATS_CHANNELS"):
+        return True
+    path = settings.find_config(config, env)
+    if path is None:
+        return False
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(raw, dict) and bool(raw.get("channels"))
 
 
 def port_free(port: int) -> bool:
@@ -110,6 +125,10 @@ async def main_async(args: argparse.Namespace, data: Path) -> int:
             if not port_free(args.nats_port):
                 break
             await asyncio.sleep(0.05)
+    if args.sim_rate and not configured_channels(args.config, env):
+        # the simulator's channels, so that query defaults (kryten-cli's `userstats all`,
+        # which never sends a channel) and the start-up KV state use them
+        env["USERSTATS_CHANNELS"] = ",".join(f"{d}/{c}" for d, c in DEFAULT_CHANNELS)
     py = sys.executable
     common = ["--config", args.config] if args.config else []
     procs.append(("ingest", await spawn("ingest", [py, "-m", "ingest", *common], env, tty)))

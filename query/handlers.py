@@ -46,6 +46,7 @@ READS: dict[str, Read] = {
     "leaderboard.messages": reads.leaderboard_messages,
     "leaderboard.kudos": reads.leaderboard_kudos,
     "leaderboard.emotes": reads.leaderboard_emotes,
+    "leaderboard.all": reads.leaderboard_all,
     "timeseries.messages": reads.timeseries_messages,
     "timeseries.kudos": reads.timeseries_kudos,
     "alias.list": reads.alias_list,
@@ -71,6 +72,7 @@ class Dispatcher:
         self._totals: tuple[int, dict[str, int]] = (-1, {})
         self._all_cache: dict[bytes, tuple[int, dict[str, Any]]] = {}
         self._hostname = socket.gethostname()
+        self._seen_default: tuple[int, int, str] = (-1, -1, "")  # epoch, seq, domain
 
     # --- entry point -------------------------------------------------------------------
 
@@ -164,7 +166,20 @@ class Dispatcher:
     def _scope(self) -> reads.Scope:
         con = self._replica.con
         assert con is not None
-        return reads.Scope(con, self._settings.default_domain, self._replica.event_time_us)
+        return reads.Scope(con, self._default_domain(con), self._replica.event_time_us)
+
+    def _default_domain(self, con: Any) -> str:
+        """The first configured channel's domain; with none configured, the domain of the
+        busiest channel in the stream (so a bare replica answers for what it has seen)."""
+        if self._settings.channels:
+            return self._settings.default_domain
+        r = self._replica
+        epoch, seq, domain = self._seen_default
+        if (epoch, seq) != (r.epoch, r.db_seq):
+            seen = reads.busiest_channel(con)
+            domain = seen[0] if seen else self._settings.default_domain
+            self._seen_default = (r.epoch, r.db_seq, domain)
+        return domain
 
     def _read(self, command: str, params: Any, key: bytes) -> bytes:
         seq = self._replica.db_seq
@@ -203,7 +218,13 @@ class Dispatcher:
         d = reads.domain_of(sc, p.domain)
         channel = p.channel or self._settings.default_channel
         if not channel:
-            raise m.RequestError("channel required (no channel is configured)", "channel.all_stats")
+            seen = reads.busiest_channel(sc.con, d)
+            if seen is None:
+                raise m.RequestError(
+                    f"channel required (no channel is configured, and the stream has none of domain {d})",
+                    "channel.all_stats",
+                )
+            channel = seen[1]
         lim = p.limits
         self.totals_now()
         return self._replica.db_seq, {

@@ -53,6 +53,20 @@ def domain_of(sc: Scope, domain: str | None) -> str:
     return domain or sc.default_domain
 
 
+def busiest_channel(con: duckdb.DuckDBPyConnection, domain: str | None = None) -> tuple[str, str] | None:
+    """The (domain, channel) with the most chat lines in the log (of `domain` if given), else
+    the first channel seen at all: the default when no channel is configured."""
+    where, params = ("WHERE lower(domain) = lower(?)", [domain]) if domain else ("", [])
+    row = con.execute(
+        f"SELECT domain, channel FROM (SELECT domain, channel, 0 AS n FROM channel_clock {where} "
+        f"UNION ALL SELECT domain, channel, n1 FROM counters WHERE kind = '{schema.MESSAGES}' "
+        f"AND channel <> ''{' AND lower(domain) = lower(?)' if domain else ''}) "
+        "GROUP BY domain, channel ORDER BY sum(n) DESC, domain, channel LIMIT 1",
+        params * 2,
+    ).fetchone()
+    return (str(row[0]), str(row[1])) if row else None
+
+
 def user_spelling(sc: Scope, username: str) -> str:
     """The stored spelling of a user (first seen), or the name as sent."""
     found = _one(
@@ -135,6 +149,20 @@ class UserFigures:
         return [m.ChannelActivityRow(c, v[0], v[1]) for c, v in sorted(grouped.items())]
 
 
+def user_seen(sc: Scope, user: str) -> tuple[str | None, str | None]:
+    """First and last seen (ISO) over every spelling of the name, or None for an unknown user."""
+    row = sc.con.execute(
+        f"SELECT min(first_seen_at), max(last_seen_at) FROM users WHERE {_U}", [user]
+    ).fetchone()
+    if row is None or row[0] is None:
+        return None, None
+    return iso(row[0]), iso(row[1])
+
+
+def user_aliases(sc: Scope, user: str) -> list[str]:
+    return [str(a) for (a,) in _rows(sc, f"SELECT alias FROM user_aliases WHERE {_U} ORDER BY alias", [user])]
+
+
 def user_stats(sc: Scope, p: m.UserParams) -> dict[str, Any]:
     d = domain_of(sc, p.domain)
     user = user_spelling(sc, p.username)
@@ -152,6 +180,8 @@ def user_stats(sc: Scope, p: m.UserParams) -> dict[str, Any]:
         out["activity"] = f.activity(p.channel, d)
     else:
         out["all_activity"] = f.all_activity(d)
+    out["aliases"] = user_aliases(sc, user)
+    out["first_seen"], out["last_seen"] = user_seen(sc, user)
     return out
 
 
@@ -186,20 +216,25 @@ def user_activity(sc: Scope, p: m.UserParams) -> dict[str, Any]:
     d = domain_of(sc, p.domain)
     user = user_spelling(sc, p.username)
     f = UserFigures(sc, user)
+    first, last = user_seen(sc, user)
     if p.channel:
         return {
             "username": user,
             "channel": channel_spelling(sc, d, p.channel),
             "activity": f.activity(p.channel, d),
+            "first_seen": first,
+            "last_seen": last,
         }
-    return {"username": user, "all_activity": f.all_activity(d)}
+    return {"username": user, "all_activity": f.all_activity(d), "first_seen": first, "last_seen": last}
 
 
 def user_kudos(sc: Scope, p: m.UserDomainParams) -> dict[str, Any]:
     d = domain_of(sc, p.domain)
     user = user_spelling(sc, p.username)
     f = UserFigures(sc, user)
-    return {"username": user, "plusplus": f.total(schema.PLUSPLUS, d), "phrases": f.phrases(d)}
+    plusplus, phrases = f.total(schema.PLUSPLUS, d), f.phrases(d)
+    received = plusplus + sum(row.count for row in phrases)
+    return {"username": user, "plusplus": plusplus, "phrases": phrases, "total_received": received}
 
 
 # --- per-channel ------------------------------------------------------------------------
@@ -254,10 +289,14 @@ def as_of_minus(sc: Scope, seconds: float) -> datetime:
 
 def channel_population(sc: Scope, p: m.PopulationParams) -> dict[str, Any]:
     d = domain_of(sc, p.domain)
+    history = snapshot_rows(sc, p.channel, d, as_of_minus(sc, p.hours * 3600))
+    connected = [row.connected_count for row in history]
     return {
         "channel": channel_spelling(sc, d, p.channel),
         "current": current_snapshot(sc, p.channel, d),
-        "history": snapshot_rows(sc, p.channel, d, as_of_minus(sc, p.hours * 3600)),
+        "history": history,
+        "peak": max(connected, default=0),
+        "average": round(sum(connected) / len(connected), 2) if connected else 0.0,
     }
 
 
@@ -353,6 +392,17 @@ def leaderboard_messages(sc: Scope, p: m.LeaderboardMessagesParams) -> dict[str,
     d = domain_of(sc, p.domain)
     channel = channel_spelling(sc, d, p.channel) if p.channel else None
     return {"channel": channel, "leaderboard": top_users(sc, p.channel, d, p.limit)}
+
+
+def leaderboard_all(sc: Scope, p: m.LeaderboardAllParams) -> dict[str, Any]:
+    """Messages (of `channel`, else every channel of the domain), kudos and emotes at once."""
+    d = domain_of(sc, p.domain)
+    return {
+        "channel": channel_spelling(sc, d, p.channel) if p.channel else None,
+        "messages": top_users(sc, p.channel, d, p.limit),
+        "kudos": kudos_leaderboard(sc, d, p.limit),
+        "emotes": emote_leaderboard(sc, d, p.limit),
+    }
 
 
 def kudos_leaderboard(sc: Scope, domain: str, limit: int) -> list[m.TopRow]:

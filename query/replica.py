@@ -276,6 +276,8 @@ class Replica:
                 changed[key[1].lower()] = proj.last_seq
         for (name,) in delta.users.upserts:
             changed[name.lower()] = proj.last_seq
+        for name, _alias in (*delta.aliases.upserts, *delta.aliases.deletes):  # user.stats lists aliases
+            changed[name.lower()] = proj.last_seq
         try:
             apply.apply_batch(con, delta, proj.last_seq, proj.last_event_us)
         except duckdb.Error as exc:

@@ -38,6 +38,12 @@ class UserParams(Params, frozen=True):
     domain: Name | None = None
 
 
+class UserMessagesParams(UserParams, frozen=True):
+    # kryten-shell sends it; userstats (like 0.7.1) stores no message texts, so the reply has
+    # the counts only and the limit has nothing to bound
+    limit: Limit = 50
+
+
 class UserDomainParams(Params, frozen=True):
     username: Name
     domain: Name | None = None
@@ -64,6 +70,10 @@ class LeaderboardMessagesParams(Params, frozen=True):
     channel: Name | None = None  # deliberately different: optional, all channels when absent
     domain: Name | None = None
     limit: Limit = 10
+
+
+class LeaderboardAllParams(LeaderboardMessagesParams, frozen=True):
+    """leaderboard.all (kryten-shell): the three leaderboards in one reply."""
 
 
 class LeaderboardParams(Params, frozen=True):

@@ -39,6 +39,10 @@ class UserStats(Data, frozen=True):
     emotes: list[EmoteRow]
     activity: ActivityRow | UnsetType | None = UNSET  # with `channel`
     all_activity: list[ChannelActivityRow] | UnsetType = UNSET  # without `channel`
+    # beyond 0.7.1, for kryten-shell (its users view and `stats` command read them)
+    aliases: list[str] = []
+    first_seen: str | None = None
+    last_seen: str | None = None
 
 
 class ProfileKudos(Data, frozen=True):
@@ -68,12 +72,15 @@ class UserActivity(Data, frozen=True):
     channel: str | UnsetType = UNSET
     activity: ActivityRow | UnsetType | None = UNSET  # with `channel`
     all_activity: list[ChannelActivityRow] | UnsetType = UNSET  # without `channel`
+    first_seen: str | None = None  # beyond 0.7.1, for kryten-shell's `activity` command
+    last_seen: str | None = None
 
 
 class UserKudos(Data, frozen=True):
     username: str
     plusplus: int
     phrases: list[PhraseRow]
+    total_received: int = 0  # beyond 0.7.1: plusplus plus every phrase (kryten-shell reads it)
 
 
 class Watermarks(Data, frozen=True):
@@ -103,6 +110,9 @@ class ChannelPopulation(Data, frozen=True):
     channel: str
     current: SnapshotRow | None
     history: list[SnapshotRow]
+    # beyond 0.7.1, for kryten-shell's `population` command: over `history`'s window
+    peak: int = 0
+    average: float = 0.0
 
 
 class ChannelMediaHistory(Data, frozen=True):
@@ -113,6 +123,15 @@ class ChannelMediaHistory(Data, frozen=True):
 class MessagesLeaderboard(Data, frozen=True):
     channel: str | None
     leaderboard: list[TopRow]
+
+
+class LeaderboardAll(Data, frozen=True):
+    """leaderboard.all: not in 0.7.1; kryten-shell asks for it."""
+
+    channel: str | None
+    messages: list[TopRow]
+    kudos: list[TopRow]
+    emotes: list[EmoteRow]
 
 
 class KudosLeaderboard(Data, frozen=True):
@@ -262,6 +281,7 @@ REPLY_TYPES: dict[str, Any] = {
     "leaderboard.messages": MessagesLeaderboard,
     "leaderboard.kudos": KudosLeaderboard,
     "leaderboard.emotes": EmotesLeaderboard,
+    "leaderboard.all": LeaderboardAll,
     "timeseries.messages": MessagesSeries,
     "timeseries.kudos": KudosSeries,
     "system.ping": Ping,

@@ -12,7 +12,7 @@ from shared import messages as m
 COMMAND_PARAMS: dict[str, type[m.Params]] = {
     "user.stats": m.UserParams,
     "user.profile": m.UserParams,
-    "user.messages": m.UserParams,
+    "user.messages": m.UserMessagesParams,
     "user.activity": m.UserParams,
     "user.kudos": m.UserDomainParams,
     "stats.global": m.ChannelParams,
@@ -25,6 +25,7 @@ COMMAND_PARAMS: dict[str, type[m.Params]] = {
     "leaderboard.messages": m.LeaderboardMessagesParams,
     "leaderboard.kudos": m.LeaderboardParams,
     "leaderboard.emotes": m.LeaderboardParams,
+    "leaderboard.all": m.LeaderboardAllParams,
     "timeseries.messages": m.TimeseriesParams,
     "timeseries.kudos": m.TimeseriesKudosParams,
     "system.ping": m.NoParams,
@@ -111,7 +112,7 @@ def parse(obj: dict[str, Any], command: str | None = None, domain: str | None = 
     service = obj.get("service")
     if service is not None and not isinstance(service, str):
         raise m.RequestError("Invalid 'service' field: expected a string")
-    if service and service != m.SERVICE:
+    if service and service not in (m.SERVICE, "system"):  # "system": any service (as kryten-robot)
         raise m.RequestError(f"Command intended for '{service}', not '{m.SERVICE}'")
     if command is None:
         command = obj.get("command")

@@ -249,6 +249,19 @@ class UserstatsClient:
         )
         return result
 
+    async def leaderboard_all(
+        self,
+        channel: str | None = None,
+        domain: str | None = None,
+        limit: int = 10,
+        min_seq: int | None = None,
+    ) -> r.LeaderboardAll:
+        """Messages, kudos and emotes leaderboards in one reply (kryten-shell's leaderboard.all)."""
+        result: r.LeaderboardAll = await self.request(
+            "leaderboard.all", channel=channel, domain=domain, limit=limit, min_seq=min_seq
+        )
+        return result
+
     async def leaderboard_kudos(
         self, domain: str | None = None, limit: int = 10, min_seq: int | None = None
     ) -> r.KudosLeaderboard:

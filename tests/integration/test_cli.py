@@ -163,11 +163,30 @@ def stop_launcher(proc: subprocess.Popen[bytes], kids: set[int], tmp_path: Path)
 
 
 def test_launcher_runs_everything_and_ctrl_c_stops_all(tmp_path: Path) -> None:
-    proc, _, _ = launch(tmp_path, ["--nats-port", str(free_port()), "--sim-rate", "200"], {})
+    nats_port = free_port()
+    proc, _, _ = launch(tmp_path, ["--nats-port", str(nats_port), "--sim-rate", "200"], {})
     try:
         kids = children(proc.pid)
         assert len(kids) == 4  # nats-server, ingest, query, simulator
         assert (tmp_path / "data" / "userstats.duckdb").exists()
+        # `make demo` configures the simulator's channels: kryten-cli (which never sends a
+        # channel, whatever its --channel) gets the first one's report
+        kryten = str(Path(sys.executable).parent / "kryten")
+        cmd = [kryten, "--nats", f"nats://127.0.0.1:{nats_port}", "--channel", "MovieNight"]
+        deadline = time.monotonic() + 30
+        top: list[dict[str, object]] = []
+        while not top and time.monotonic() < deadline:
+            out = subprocess.run(
+                [*cmd, "userstats", "all", "--format", "json"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=False,
+            )
+            assert out.returncode == 0, out.stderr
+            top = json.loads(out.stdout)["channel"]["top_users"]
+            time.sleep(0.5)
+        assert top and all(str(row["username"]).startswith("420GUser") for row in top)
         stop_launcher(proc, kids, tmp_path)
     finally:
         if proc.poll() is None:

@@ -23,8 +23,14 @@ def error_of(body: object) -> tuple[str | None, str]:
     return info.value.command, info.value.message
 
 
+def test_service_system_addresses_any_service_as_with_kryten_robot() -> None:
+    """kryten-shell pings every service with {"service": "system", "command": "system.ping"}."""
+    assert requests.parse({"service": "system", "command": "system.ping"}).command == "system.ping"
+
+
 def test_every_command_of_the_spec_is_known() -> None:
-    assert len(requests.COMMAND_PARAMS) == 26
+    # the 26 of 0.7.1, plus leaderboard.all (kryten-shell asks for it)
+    assert len(requests.COMMAND_PARAMS) == 27 and "leaderboard.all" in requests.COMMAND_PARAMS
     assert len(requests.SEED_COMMANDS) == 16 and set(requests.COMMAND_PARAMS) >= requests.SEED_COMMANDS
 
 
