@@ -33,6 +33,7 @@ REQUESTS: dict[str, dict[str, Any]] = {
     "leaderboard.messages": {},
     "leaderboard.kudos": {},
     "leaderboard.emotes": {},
+    "leaderboard.all": {},
     "timeseries.messages": {"channel": C},
     "timeseries.kudos": {"channel": C},
     "system.ping": {},
