@@ -23,7 +23,6 @@ async def test_live_resumed_rebuilt_and_replica_tables_are_identical(stack: Stac
     nc = await connect(stack.nats.url)
     stop = asyncio.Event()
     replica = Replica(nc.jetstream(), "USERSTATS", str(stack.tmp / "inproc-replica"), threads=1)
-    (stack.tmp / "inproc-replica").mkdir()
     follower: asyncio.Task[None] | None = None
     try:
         first = await publish_all(nc, Simulator(seed=21, step_us=50_000).events(30_000))
