@@ -174,3 +174,29 @@ def test_containers_listen_on_every_interface_and_get_nats_credentials(compose: 
         assert env["USERSTATS_HTTP_HOST"] == "0.0.0.0", name
         assert {"NATS_USER", "NATS_PASSWORD", "NATS_TOKEN", "NATS_CREDS"} <= set(env), name
         assert [s["source"] for s in compose["services"][name]["secrets"]] == ["nats_creds"], name
+
+
+def test_systemd_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    """systemd's own checker, on a scratch root holding the units, systemd's stock units and
+    stand-ins for the two executables: no error and no warning (unknown keys only warn)."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed (Debian: systemd)")
+    root = tmp_path / "root"
+    shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
+    units = root / "etc/systemd/system"
+    units.mkdir(parents=True)
+    for unit in (DEPLOY / "systemd").iterdir():
+        shutil.copy(unit, units / unit.name)
+    for name in ("userstats-ingest", "userstats-query"):
+        exe = root / "opt/userstats/bin" / name
+        exe.parent.mkdir(parents=True, exist_ok=True)
+        exe.write_text("#!/bin/sh\n")
+        exe.chmod(0o755)
+    out = subprocess.run(
+        [analyze, "verify", f"--root={root}", "userstats-ingest.service", "userstats-query@28282.service"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0 and not (out.stdout + out.stderr).strip(), out.stdout + out.stderr
