@@ -81,8 +81,8 @@ REPLICAS = 3
 
 @pytest.fixture(scope="module")
 def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    e = Engine(tmp_path_factory.mktemp("engine"))
     try:
+        e = Engine(tmp_path_factory.mktemp("engine"))
         e.ensure()
     except EngineUnavailable as exc:
         if os.environ.get("CI"):
