@@ -139,8 +139,21 @@ def images(engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> Images:
     secret.write_text((ca.read_text() if ca is not None and ca.is_file() else "") + f"\n{SECRET_MARKER}\n")
     variables = {"PYTHON_IMAGE": standins["python"], "USERSTATS_IMAGE": userstats, "PIP_CA_FILE": str(secret)}
     build = Compose(f"userstats-build-{os.getpid()}", ["docker-compose.yml"], variables, work / "compose.log")
+    before = image_id(userstats)
     out = build("build", timeout=900)
+    if before and before != image_id(userstats):  # the previous run's image, now untagged
+        subprocess.run(["docker", "rmi", before], capture_output=True, check=False)
     return Images(standins, userstats, out.stdout + out.stderr)
+
+
+def image_id(tag: str) -> str | None:
+    out = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Id}}", tag],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return out.stdout.strip() if out.returncode == 0 else None
 
 
 # --- helpers -----------------------------------------------------------------------------
