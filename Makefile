@@ -10,7 +10,7 @@ PIP_PINNED := $(BIN)/python -m pip install --quiet --disable-pip-version-check -
 CODE   := ingest query shared sim launcher userstats examples
 RUN_ARGS ?=
 
-.PHONY: venv run demo test soak lint typecheck unit integration bench clean
+.PHONY: venv system-deps run demo test soak lint typecheck unit integration bench clean
 
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,21 @@ $(STAMP):
 
 venv: $(STAMP)
 
+## system-deps: the Debian packages the tests use, installed when missing and running as root:
+## docker.io (a Docker engine for the compose tests), mmdebstrap (their stand-in base images),
+## prometheus (promtool, and the Prometheus the compose test runs)
+SYSTEM_DEPS := dockerd=docker.io docker=docker.io mmdebstrap=mmdebstrap promtool=prometheus
+system-deps:
+	@missing=$$(for dep in $(SYSTEM_DEPS); do \
+	    PATH="$$PATH:/usr/sbin:/sbin" command -v $${dep%%=*} >/dev/null 2>&1 || echo $${dep#*=}; done | sort -u); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian packages for the tests:" $$missing; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	else \
+	    echo "not installed:" $$missing "(install them as root; the tests that need them say so when they skip)"; \
+	fi
+
 ## run: local nats-server (JetStream under ./data), ingest and one query replica; Ctrl-C stops all
 run: $(STAMP)
 	$(BIN)/userstats-run $(RUN_ARGS)
@@ -30,8 +45,8 @@ run: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/userstats-run --sim-rate 200 $(RUN_ARGS)
 
-## test: format check, lint, types, then every test
-test: lint typecheck
+## test: format check, lint, types, then every test (the compose tests run the stack on Docker)
+test: system-deps lint typecheck
 	$(BIN)/pytest -q
 
 lint: $(STAMP)

@@ -113,7 +113,7 @@ class QueryMetrics:
             registry=r,
         )
         self.as_of_seq = Gauge(
-            "userstats_query_as_of_seq", "Stream sequence this replica reflects", registry=r
+            "userstats_query_as_of_seq", "Stream sequence the figures on this page were read at", registry=r
         )
         self.follow_lag = Gauge(
             "userstats_query_follow_lag_events", "Stream messages not yet applied by this replica", registry=r

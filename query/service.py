@@ -90,7 +90,9 @@ class QueryService:
                 except Exception as exc:  # e.g. a snapshot swap mid-read: the next round retries
                     log.warning("metrics refresh failed: %s", exc)
             if r is not None:
-                m.as_of_seq.set(r.applied_seq)
+                # The sequence the totals and dashboard figures beside it were read at: the
+                # replica may have applied more since (its replies say so in their as_of_seq).
+                m.as_of_seq.set(max(seen, 0))
                 m.follow_lag.set(r.stream_pending)
                 m.following.set(1 if r.following else 0)
                 m.version_mismatch.set(1 if r.loaded and not r.following and r.projector is None else 0)

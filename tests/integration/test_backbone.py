@@ -91,6 +91,31 @@ async def test_replica_reports_exact_totals(stack: Stack) -> None:
         await nc.close()
 
 
+async def test_metrics_as_of_seq_is_the_sequence_their_totals_reflect(stack: Stack) -> None:
+    """A scrape that says `userstats_query_as_of_seq N` counts every event up to N (found by
+    the compose test: a replica showed as_of_seq at the end of a load and totals from before)."""
+    stack.ingest().wait_healthy()
+    query = stack.query()
+    query.wait_healthy()
+    sim = Simulator(seed=16)
+    published: list[tuple[str, bytes]] = []
+    nc = await connect(stack.nats.url)
+    try:
+        for _ in range(8):
+            events = list(sim.events(3_000))
+            published += events
+            last = await publish_all(nc, events)
+
+            def claims(at: int = last) -> str | None:
+                text = query.metrics()
+                return text if (metric(text, "userstats_query_as_of_seq") or 0) >= at else None
+
+            text = await wait_for(claims, timeout=30, interval=0.005, what=f"as_of_seq {last} on /metrics")
+            assert metric(text, "userstats_total_messages") == Oracle(published).total_messages
+    finally:
+        await nc.close()
+
+
 async def test_events_published_while_ingest_is_down_are_projected(stack: Stack) -> None:
     ingest = stack.ingest()
     ingest.wait_healthy()  # creates the stream

@@ -8,16 +8,16 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.dockerstack import COMPOSE_BIN as COMPOSE
+
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
-COMPOSE = Path(sys.executable).parent / "docker-compose"
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +141,62 @@ def test_systemd_units() -> None:
     assert "ExecStart=/opt/userstats/bin/userstats-ingest" in ingest and "KillSignal=SIGTERM" in ingest
     assert "Environment=USERSTATS_METRICS_PORT=%i" in query  # one replica per instance/port
     assert "ExecStart=/opt/userstats/bin/userstats-query" in query
+
+
+def test_published_ports_listen_on_loopback_unless_told_otherwise(compose: dict[str, Any]) -> None:
+    published = {
+        (name, p["target"]): p.get("host_ip")
+        for name, svc in compose["services"].items()
+        for p in svc.get("ports", [])
+    }
+    assert published == {
+        ("nats", 4222): "127.0.0.1",
+        ("nats", 8222): "127.0.0.1",
+        ("ingest", 28283): "127.0.0.1",
+        ("prometheus", 9090): "127.0.0.1",
+        ("grafana", 3000): "127.0.0.1",
+    }
+
+
+def test_images_default_to_the_official_ones(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert services["nats"]["image"] == "nats:2.11-alpine"
+    assert services["prometheus"]["image"].startswith("prom/prometheus:")
+    assert services["grafana"]["image"].startswith("grafana/grafana:")
+    assert services["ingest"]["build"]["args"] == {"PYTHON_IMAGE": "python:3.11-slim"}
+    assert services["query"]["image"] == services["ingest"]["image"] == "userstats:local"
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim$", (ROOT / "Dockerfile").read_text(), re.M)
+
+
+def test_containers_listen_on_every_interface_and_get_nats_credentials(compose: dict[str, Any]) -> None:
+    for name in ("ingest", "query"):
+        env = compose["services"][name]["environment"]
+        assert env["USERSTATS_HTTP_HOST"] == "0.0.0.0", name
+        assert {"NATS_USER", "NATS_PASSWORD", "NATS_TOKEN", "NATS_CREDS"} <= set(env), name
+        assert [s["source"] for s in compose["services"][name]["secrets"]] == ["nats_creds"], name
+
+
+def test_systemd_units_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    """systemd's own checker, on a scratch root holding the units, systemd's stock units and
+    stand-ins for the two executables: no error and no warning (unknown keys only warn)."""
+    analyze = shutil.which("systemd-analyze")
+    if analyze is None:
+        pytest.skip("systemd-analyze is not installed (Debian: systemd)")
+    root = tmp_path / "root"
+    shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
+    units = root / "etc/systemd/system"
+    units.mkdir(parents=True)
+    for unit in (DEPLOY / "systemd").iterdir():
+        shutil.copy(unit, units / unit.name)
+    for name in ("userstats-ingest", "userstats-query"):
+        exe = root / "opt/userstats/bin" / name
+        exe.parent.mkdir(parents=True, exist_ok=True)
+        exe.write_text("#!/bin/sh\n")
+        exe.chmod(0o755)
+    out = subprocess.run(
+        [analyze, "verify", f"--root={root}", "userstats-ingest.service", "userstats-query@28282.service"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0 and not (out.stdout + out.stderr).strip(), out.stdout + out.stderr
