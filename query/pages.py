@@ -1,0 +1,236 @@
+"""Server-rendered pages (Jinja2): the channel list, a channel, a user.
+
+Every figure on a page comes from the same read commands the NATS API answers
+(`channel.list`, `channel.all_stats`, `user.stats`), through the dispatcher and its reply
+cache. A rendered page is kept per (page, `as_of_seq` of each reply), so while the tables
+are unchanged a request costs the cached replies and a dictionary look-up; its ETag comes
+from those sequences. Templates are compiled once, at start-up, with autoescaping on:
+every CyTube string (usernames, titles, emotes) is user input and reaches the page as text.
+The pages work without JavaScript; with it, app.js refreshes the live sections.
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote
+
+import jinja2
+import msgspec
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from query import charts
+from query.api import HEAD, STATUS, Backend, ask, etag, not_modified, server_timing
+from query.assets import Assets
+from query.handlers import Outcome
+from shared import replies as r
+from shared.messages import ChannelActivityRow
+
+T = TypeVar("T")
+HTML = "text/html; charset=utf-8"
+CACHE_MAX = 1000
+
+
+class Envelope(msgspec.Struct, Generic[T]):
+    success: bool
+    as_of_seq: int = 0
+    data: T | None = None
+    error: str | None = None
+
+
+CHANNELS = msgspec.json.Decoder(Envelope[r.ChannelList])
+ALL_STATS = msgspec.json.Decoder(Envelope[r.AllStats])
+USER_STATS = msgspec.json.Decoder(Envelope[r.UserStats])
+
+
+def path_segment(value: str) -> str:
+    """A name as one URL path segment ('/' and everything else reserved is escaped)."""
+    return quote(value, safe="")
+
+
+def when(iso: str | None) -> str:
+    if not iso:
+        return "never"
+    return datetime.fromisoformat(iso).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def duration(seconds: int) -> str:
+    minutes = seconds // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours < 100 else f"{hours:,} h"
+
+
+def num(value: int) -> str:
+    return f"{value:,}"
+
+
+def per_channel(s: r.UserStats) -> list[tuple[str, int, ChannelActivityRow | None]]:
+    """(channel, chat lines, time) for every channel with either, busiest first."""
+    time = {a.channel: a for a in (s.all_activity if isinstance(s.all_activity, list) else [])}
+    rows = [(c.channel, c.count, time.pop(c.channel, None)) for c in s.all_messages]
+    rows += [(channel, 0, a) for channel, a in sorted(time.items())]
+    return rows
+
+
+def environment(package: str, assets: Assets) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader(package, "templates"),
+        autoescape=True,  # every template, whatever its name
+        undefined=jinja2.StrictUndefined,
+        auto_reload=False,  # compiled once; no stat() per render
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(path=path_segment, when=when, duration=duration, num=num)
+    env.globals["asset"] = assets.url
+    return env
+
+
+class Rendered(msgspec.Struct, frozen=True):
+    status: int
+    tag: str
+    body: bytes
+
+
+class Pages:
+    def __init__(self, backend: Backend, env: jinja2.Environment, headers: dict[str, str]) -> None:
+        self._backend = backend
+        self._headers = headers
+        self._templates = {
+            name: env.get_template(f"{name}.html") for name in ("index", "channel", "user", "error")
+        }
+        self._cache: dict[tuple[Any, ...], Rendered] = {}
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/", self.index, methods=["GET", "HEAD"]),
+            Route("/channel/{domain}/{channel:path}", self.channel, methods=["GET", "HEAD"]),
+            Route("/user", self.find_user, methods=["GET", "HEAD"]),
+            Route("/user/{name:path}", self.user, methods=["GET", "HEAD"]),
+        ]
+
+    # --- plumbing ------------------------------------------------------------------------
+
+    def _render(self, name: str, status: int, tag: str, **context: Any) -> Rendered:
+        body = self._templates[name].render(etag=tag if status == 200 else "", **context)
+        return Rendered(status, tag, body.encode())
+
+    def _respond(self, request: Request, page: Rendered, started: float) -> Response:
+        headers = {**self._headers, "Server-Timing": server_timing(started)}
+        if page.status != 200:
+            headers["Cache-Control"] = "no-store"
+            return Response(page.body, page.status, headers, HTML)
+        headers["ETag"] = page.tag
+        headers["Cache-Control"] = "no-cache"
+        if not_modified(request, page.tag):
+            return Response(None, 304, headers)
+        return Response(page.body, 200, headers, HTML)
+
+    def _failure(self, outcome: Outcome, request: Request, started: float) -> Response:
+        status = STATUS[outcome.kind]
+        page = self._render("error", status, "", title="Cannot show this page", message=outcome.problem)
+        response = self._respond(request, page, started)
+        if status == 503:
+            response.headers["Retry-After"] = "2"
+        return response
+
+    def _cached(self, key: tuple[Any, ...], build: Any) -> Rendered:
+        page = self._cache.get(key)
+        if page is None:
+            page = build()
+            if len(self._cache) >= CACHE_MAX:
+                self._cache.clear()
+            self._cache[key] = page
+        return page
+
+    # --- pages ------------------------------------------------------------------------------
+
+    async def index(self, request: Request) -> Response:
+        started = time.perf_counter()
+        listing = await ask(self._backend, "channel.list", {})
+        if listing.kind != "ok":
+            return self._failure(listing, request, started)
+        seq = HEAD.decode(listing.reply).as_of_seq
+        tag = etag(self._backend, seq)
+
+        def build() -> Rendered:
+            data = CHANNELS.decode(listing.reply).data
+            assert data is not None
+            return self._render("index", 200, tag, channels=data.channels, seq=seq)
+
+        return self._respond(request, self._cached(("index", tag), build), started)
+
+    async def channel(self, request: Request) -> Response:
+        started = time.perf_counter()
+        domain, name = request.path_params["domain"], request.path_params["channel"]
+        listing = await ask(self._backend, "channel.list", {"domain": domain})
+        if listing.kind != "ok":
+            return self._failure(listing, request, started)
+        stats = await ask(self._backend, "channel.all_stats", {"channel": name, "domain": domain})
+        if stats.kind != "ok":
+            return self._failure(stats, request, started)
+        seqs = HEAD.decode(listing.reply).as_of_seq, HEAD.decode(stats.reply).as_of_seq
+        tag = etag(self._backend, *seqs)
+
+        def build() -> Rendered:
+            channels = CHANNELS.decode(listing.reply).data
+            assert channels is not None
+            row = next((c for c in channels.channels if c.channel.lower() == name.lower()), None)
+            if row is None:
+                message = f"No channel {name} on {domain} in the statistics."
+                return self._render("error", 404, tag, title="No such channel", message=message)
+            data = ALL_STATS.decode(stats.reply).data
+            assert data is not None
+            chart = charts.population(data.channel.population.history_24h)
+            return self._render("channel", 200, tag, ch=row, stats=data, chart=chart, seq=max(seqs))
+
+        key = ("channel", domain.lower(), name.lower(), tag)
+        return self._respond(request, self._cached(key, build), started)
+
+    async def find_user(self, request: Request) -> Response:
+        name = request.query_params.get("name", "").strip()
+        return RedirectResponse(f"/user/{path_segment(name)}" if name else "/", 303, self._headers)
+
+    async def user(self, request: Request) -> Response:
+        started = time.perf_counter()
+        name = request.path_params["name"]
+        listing = await ask(self._backend, "channel.list", {})
+        if listing.kind != "ok":
+            return self._failure(listing, request, started)
+        channels = CHANNELS.decode(listing.reply).data
+        assert channels is not None
+        domains = list(dict.fromkeys(c.domain for c in channels.channels)) or [""]
+        outcomes = []
+        for domain in domains:
+            outcome = await ask(self._backend, "user.stats", {"username": name, "domain": domain or None})
+            if outcome.kind != "ok":
+                return self._failure(outcome, request, started)
+            outcomes.append(outcome)
+        seqs = [HEAD.decode(listing.reply).as_of_seq, *(HEAD.decode(o.reply).as_of_seq for o in outcomes)]
+        tag = etag(self._backend, *seqs)
+
+        def build() -> Rendered:
+            found = []
+            for domain, outcome in zip(domains, outcomes, strict=True):
+                data = USER_STATS.decode(outcome.reply).data
+                assert data is not None
+                found.append((domain, data))
+            if all(data.first_seen is None for _, data in found):
+                message = f"No user called {name} has been seen in any channel."
+                return self._render("error", 404, tag, title="No such user", message=message)
+            # the figures of each domain the user has any in (PMs, aliases and first and
+            # last seen are the same in every domain's reply)
+            per_domain = [
+                (d, s, per_channel(s))
+                for d, s in found
+                if s.all_messages or s.all_activity or s.kudos_plusplus or s.kudos_phrases
+            ]
+            user = found[0][1]
+            return self._render("user", 200, tag, user=user, domains=per_domain, seq=max(seqs))
+
+        return self._respond(request, self._cached(("user", name.lower(), tag), build), started)
