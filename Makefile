@@ -10,7 +10,7 @@ PIP_PINNED := $(BIN)/python -m pip install --quiet --disable-pip-version-check -
 CODE   := ingest query shared sim launcher userstats examples
 RUN_ARGS ?=
 
-.PHONY: venv run demo test soak lint typecheck unit integration bench clean
+.PHONY: venv run demo test soak lint typecheck unit integration bench clean browser screenshots
 
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,8 +31,24 @@ demo: $(STAMP)
 	$(BIN)/userstats-run --sim-rate 200 $(RUN_ARGS)
 
 ## test: format check, lint, types, then every test
-test: lint typecheck
+test: lint typecheck browser
 	$(BIN)/pytest -q
+
+## browser: the page tests drive Debian's chromium and chromium-driver; as root, install them when missing
+BROWSER_PKGS := chromium chromium-driver
+browser:
+	@if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing $(BROWSER_PKGS) for the page tests"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BROWSER_PKGS) >/dev/null; \
+	  else \
+	    echo "chromium or chromedriver missing (apt-get install $(BROWSER_PKGS)): the page tests will fail"; \
+	  fi; \
+	fi
+
+## screenshots: docs/img/channel-desktop.png and channel-phone.png from a simulated day
+screenshots: $(STAMP) browser
+	$(BIN)/python -m tests.screenshots docs/img
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check $(CODE) tests bench
@@ -48,7 +64,7 @@ soak: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
-integration: $(STAMP)
+integration: $(STAMP) browser
 	$(BIN)/pytest -q tests/integration
 
 ## bench: every benchmark in bench/ (tables on stdout, JSON in bench/results/; about 10 minutes)
