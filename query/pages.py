@@ -4,14 +4,18 @@ Every figure on a page comes from the same read commands the NATS API answers
 (`channel.list`, `channel.all_stats`, `user.stats`), through the dispatcher and its reply
 cache. A rendered page is kept per (page, `as_of_seq` of each reply), so while the tables
 are unchanged a request costs the cached replies and a dictionary look-up; its ETag comes
-from those sequences. Templates are compiled once, at start-up, with autoescaping on:
+from those sequences. A page built less than MAX_AGE ago is served as it is, and requests
+for a page being built wait for it, so a busy stream costs one build per page per MAX_AGE,
+not one per viewer. Templates are compiled once, at start-up, with autoescaping on:
 every CyTube string (usernames, titles, emotes) is user input and reaches the page as text.
 The pages work without JavaScript; with it, app.js refreshes the live sections.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote
@@ -32,6 +36,7 @@ from shared.messages import ChannelActivityRow
 T = TypeVar("T")
 HTML = "text/html; charset=utf-8"
 CACHE_MAX = 1000
+MAX_AGE = 0.25  # seconds a built page is served as it is (app.js asks every second)
 
 
 class Envelope(msgspec.Struct, Generic[T]):
@@ -104,7 +109,9 @@ class Pages:
         self._templates = {
             name: env.get_template(f"{name}.html") for name in ("index", "channel", "user", "error")
         }
-        self._cache: dict[tuple[Any, ...], Rendered] = {}
+        self._cache: dict[tuple[Any, ...], Rendered] = {}  # per reply sequences
+        self._built: dict[tuple[str, ...], tuple[float, Rendered]] = {}  # per page, with its time
+        self._building: dict[tuple[str, ...], asyncio.Future[Rendered]] = {}
 
     def routes(self) -> list[Route]:
         return [
@@ -124,6 +131,8 @@ class Pages:
         headers = {**self._headers, "Server-Timing": server_timing(started)}
         if page.status != 200:
             headers["Cache-Control"] = "no-store"
+            if page.status == 503:
+                headers["Retry-After"] = "2"
             return Response(page.body, page.status, headers, HTML)
         headers["ETag"] = page.tag
         headers["Cache-Control"] = "no-cache"
@@ -131,13 +140,36 @@ class Pages:
             return Response(None, 304, headers)
         return Response(page.body, 200, headers, HTML)
 
-    def _failure(self, outcome: Outcome, request: Request, started: float) -> Response:
+    def _failure(self, outcome: Outcome) -> Rendered:
         status = STATUS[outcome.kind]
-        page = self._render("error", status, "", title="Cannot show this page", message=outcome.problem)
-        response = self._respond(request, page, started)
-        if status == 503:
-            response.headers["Retry-After"] = "2"
-        return response
+        return self._render("error", status, "", title="Cannot show this page", message=outcome.problem)
+
+    async def _recent(self, ident: tuple[str, ...], make: Callable[[], Awaitable[Rendered]]) -> Rendered:
+        """A page built at most MAX_AGE ago, else a new one; requests for a page being built
+        wait for it. Under a busy stream every event batch is a new `as_of_seq`: without
+        this, each viewer's request would recompute the page's replies."""
+        hit = self._built.get(ident)
+        if hit is not None and time.monotonic() - hit[0] < MAX_AGE:
+            return hit[1]
+        pending = self._building.get(ident)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[Rendered] = asyncio.get_running_loop().create_future()
+        self._building[ident] = future
+        try:
+            page = await make()
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: the waiters, if any, raise it too
+            raise
+        finally:
+            del self._building[ident]
+        future.set_result(page)
+        if page.status == 200:
+            if len(self._built) >= CACHE_MAX:
+                self._built.clear()
+            self._built[ident] = (time.monotonic(), page)
+        return page
 
     def _cached(self, key: tuple[Any, ...], build: Any) -> Rendered:
         page = self._cache.get(key)
@@ -152,9 +184,12 @@ class Pages:
 
     async def index(self, request: Request) -> Response:
         started = time.perf_counter()
+        return self._respond(request, await self._recent(("index",), self._index), started)
+
+    async def _index(self) -> Rendered:
         listing = await ask(self._backend, "channel.list", {})
         if listing.kind != "ok":
-            return self._failure(listing, request, started)
+            return self._failure(listing)
         seq = HEAD.decode(listing.reply).as_of_seq
         tag = etag(self._backend, seq)
 
@@ -163,17 +198,23 @@ class Pages:
             assert data is not None
             return self._render("index", 200, tag, channels=data.channels, seq=seq)
 
-        return self._respond(request, self._cached(("index", tag), build), started)
+        return self._cached(("index", tag), build)
 
     async def channel(self, request: Request) -> Response:
         started = time.perf_counter()
         domain, name = request.path_params["domain"], request.path_params["channel"]
+        page = await self._recent(
+            ("channel", domain.lower(), name.lower()), lambda: self._channel(domain, name)
+        )
+        return self._respond(request, page, started)
+
+    async def _channel(self, domain: str, name: str) -> Rendered:
         listing = await ask(self._backend, "channel.list", {"domain": domain})
         if listing.kind != "ok":
-            return self._failure(listing, request, started)
+            return self._failure(listing)
         stats = await ask(self._backend, "channel.all_stats", {"channel": name, "domain": domain})
         if stats.kind != "ok":
-            return self._failure(stats, request, started)
+            return self._failure(stats)
         seqs = HEAD.decode(listing.reply).as_of_seq, HEAD.decode(stats.reply).as_of_seq
         tag = etag(self._backend, *seqs)
 
@@ -189,8 +230,7 @@ class Pages:
             chart = charts.population(data.channel.population.history_24h)
             return self._render("channel", 200, tag, ch=row, stats=data, chart=chart, seq=max(seqs))
 
-        key = ("channel", domain.lower(), name.lower(), tag)
-        return self._respond(request, self._cached(key, build), started)
+        return self._cached(("channel", domain.lower(), name.lower(), tag), build)
 
     async def find_user(self, request: Request) -> Response:
         name = request.query_params.get("name", "").strip()
@@ -199,9 +239,14 @@ class Pages:
     async def user(self, request: Request) -> Response:
         started = time.perf_counter()
         name = request.path_params["name"]
+        return self._respond(
+            request, await self._recent(("user", name.lower()), lambda: self._user(name)), started
+        )
+
+    async def _user(self, name: str) -> Rendered:
         listing = await ask(self._backend, "channel.list", {})
         if listing.kind != "ok":
-            return self._failure(listing, request, started)
+            return self._failure(listing)
         channels = CHANNELS.decode(listing.reply).data
         assert channels is not None
         domains = list(dict.fromkeys(c.domain for c in channels.channels)) or [""]
@@ -209,7 +254,7 @@ class Pages:
         for domain in domains:
             outcome = await ask(self._backend, "user.stats", {"username": name, "domain": domain or None})
             if outcome.kind != "ok":
-                return self._failure(outcome, request, started)
+                return self._failure(outcome)
             outcomes.append(outcome)
         seqs = [HEAD.decode(listing.reply).as_of_seq, *(HEAD.decode(o.reply).as_of_seq for o in outcomes)]
         tag = etag(self._backend, *seqs)
@@ -233,4 +278,4 @@ class Pages:
             user = found[0][1]
             return self._render("user", 200, tag, user=user, domains=per_domain, seq=max(seqs))
 
-        return self._respond(request, self._cached(("user", name.lower(), tag), build), started)
+        return self._cached(("user", name.lower(), tag), build)

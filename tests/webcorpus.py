@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -62,7 +63,11 @@ class Live:
 
     def publish(self, log: Log) -> int:
         """Publish the log's events; the stream's last sequence once the replica has it."""
-        return asyncio.run(_publish(self.stack.nats.url, log))
+        return asyncio.run(_publish(self.stack.nats.url, log))[0]
+
+    def publish_timed(self, log: Log) -> float:
+        """As publish(); returns time.monotonic() of the moment the events were sent."""
+        return asyncio.run(_publish(self.stack.nats.url, log))[1]
 
 
 async def _request(url: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -75,16 +80,17 @@ async def _request(url: str, body: dict[str, Any]) -> dict[str, Any]:
         await nc.close()
 
 
-async def _publish(url: str, log: Log) -> int:
+async def _publish(url: str, log: Log) -> tuple[int, float]:
     nc = await connect(url)
     try:
+        sent = time.monotonic()
         await publish_all(nc, [(s, d) for s, d, _ in log.messages])
         last = await stream_last_seq(nc)
         msg = await nc.request(
             "kryten.userstats.command", json.dumps({"command": "system.stats", "min_seq": last}).encode(), 30
         )
         assert json.loads(msg.data)["success"], msg.data
-        return last
+        return last, sent
     finally:
         await nc.close()
 

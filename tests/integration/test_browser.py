@@ -15,6 +15,7 @@ from urllib.parse import quote
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 
 from tests.browser import chromium, problems
@@ -46,8 +47,11 @@ def load(driver: webdriver.Chrome, url: str, script: bool = True) -> None:
 def wait(driver: webdriver.Chrome, predicate: object, what: str, timeout: float = 10) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
-            return
+        try:
+            if predicate():  # type: ignore[operator]
+                return
+        except StaleElementReferenceException:
+            pass  # the live script swapped the section in between: read it again
         time.sleep(0.02)
     raise AssertionError(f"timed out waiting for {what}")
 
@@ -165,11 +169,11 @@ def test_a_new_chat_line_shows_within_two_seconds(live: Live, desktop: webdriver
         lambda: "on" in (desktop.find_element(By.ID, "live-status").get_attribute("class") or ""),
         "live",
     )
+    time.sleep(1.5)  # let a refresh round pass, so no swap races the reads below
     before = figure(desktop, "chat-lines")
     assert "dave" not in [r["name"] for r in ranked(desktop, "top-chatters")]
     log = Log(BASE).at(3900).join("dave", ROOM).chat("dave", "just arrived", ROOM)
-    started = time.monotonic()
-    live.publish(log)
+    started = live.publish_timed(log)  # from the moment the bridge's line is sent
     wait(
         desktop,
         lambda: (
