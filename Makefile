@@ -10,7 +10,7 @@ PIP_PINNED := $(BIN)/python -m pip install --quiet --disable-pip-version-check -
 CODE   := ingest query shared sim launcher userstats examples
 RUN_ARGS ?=
 
-.PHONY: venv system-deps run demo test soak lint typecheck unit integration bench clean
+.PHONY: venv system-deps run demo test soak lint typecheck unit integration bench clean screenshots
 
 $(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,8 +24,10 @@ venv: $(STAMP)
 
 ## system-deps: the Debian packages the tests use, installed when missing and running as root:
 ## docker.io (a Docker engine for the compose tests), mmdebstrap (their stand-in base images),
-## prometheus (promtool, and the Prometheus the compose test runs)
-SYSTEM_DEPS := dockerd=docker.io docker=docker.io mmdebstrap=mmdebstrap promtool=prometheus
+## prometheus (promtool, and the Prometheus the compose test runs), chromium and chromium-driver
+## (the page tests drive a real headless browser)
+SYSTEM_DEPS := dockerd=docker.io docker=docker.io mmdebstrap=mmdebstrap promtool=prometheus \
+	chromium=chromium chromedriver=chromium-driver
 system-deps:
 	@missing=$$(for dep in $(SYSTEM_DEPS); do \
 	    PATH="$$PATH:/usr/sbin:/sbin" command -v $${dep%%=*} >/dev/null 2>&1 || echo $${dep#*=}; done | sort -u); \
@@ -45,9 +47,14 @@ run: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/userstats-run --sim-rate 200 $(RUN_ARGS)
 
-## test: format check, lint, types, then every test (the compose tests run the stack on Docker)
+## test: format check, lint, types, then every test (the compose tests run the stack on Docker,
+## the page tests a headless chromium)
 test: system-deps lint typecheck
 	$(BIN)/pytest -q
+
+## screenshots: docs/img/channel-desktop.png and channel-phone.png from a simulated day
+screenshots: $(STAMP) system-deps
+	$(BIN)/python -m tests.screenshots docs/img
 
 lint: $(STAMP)
 	$(BIN)/ruff format --check $(CODE) tests bench
@@ -63,7 +70,7 @@ soak: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
-integration: $(STAMP)
+integration: $(STAMP) system-deps
 	$(BIN)/pytest -q tests/integration
 
 ## bench: every benchmark in bench/ (tables on stdout, JSON in bench/results/; about 10 minutes)

@@ -14,6 +14,7 @@ BENCHMARKS = [
     "bench.commands",
     "bench.memory",
     "bench.import_rate",
+    "bench.http_rate",
 ]
 
 

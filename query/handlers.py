@@ -12,7 +12,7 @@ import socket
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import msgspec
 from nats.aio.client import Client
@@ -43,6 +43,7 @@ READS: dict[str, Read] = {
     "channel.media_history": reads.channel_media_history,
     "channel.watermarks": reads.channel_watermarks,
     "channel.movie_votes": reads.channel_movie_votes,
+    "channel.list": reads.channel_list,
     "leaderboard.messages": reads.leaderboard_messages,
     "leaderboard.kudos": reads.leaderboard_kudos,
     "leaderboard.emotes": reads.leaderboard_emotes,
@@ -57,6 +58,17 @@ READS: dict[str, Read] = {
 USER_COMMANDS = frozenset({"user.stats", "user.profile", "user.messages", "user.activity", "user.kudos"})
 WRITE_TIMEOUT = 15.0
 CACHE_MAX = 10_000
+
+
+class Unavailable(m.RequestError):
+    """This replica cannot answer yet (no tables, or `min_seq` not reached in time); another
+    replica or a retry may."""
+
+
+class Outcome(NamedTuple):
+    reply: bytes
+    problem: str | None  # the error message when `reply` is an error envelope
+    kind: str  # "ok", "invalid" (bad request), "unavailable" (Unavailable) or "internal"
 
 
 class Dispatcher:
@@ -78,25 +90,42 @@ class Dispatcher:
 
     async def handle(self, subject: str, data: bytes) -> tuple[bytes, str | None]:
         """The reply, and the error message when the reply is an error envelope."""
+        outcome = await self._answer(subject, lambda: self._decode(subject, data))
+        return outcome.reply, outcome.problem
+
+    async def handle_fields(self, command: str, fields: dict[str, Any]) -> Outcome:
+        """A request that arrived without a NATS body (the HTTP API): `fields` are what the
+        body's JSON object would hold, `command` comes from the path. Same parsing and
+        dispatch as `handle`; the outcome also says what kind of failure an error was."""
+
+        def decode() -> requests.Request:
+            self.commands_processed += 1
+            return requests.parse(fields, command=command)
+
+        return await self._answer(f"http {command}", decode)
+
+    async def _answer(self, where: str, decode: Callable[[], requests.Request]) -> Outcome:
         started = time.perf_counter()
         command = "invalid"
         problem: str | None = None
+        kind = "ok"
         try:
-            req = self._decode(subject, data)
+            req = decode()
             command = req.command
             reply = await self._execute(req)
         except m.RequestError as exc:
             if exc.command and exc.command in requests.COMMAND_PARAMS:
                 command = exc.command
             problem = exc.message
+            kind = "unavailable" if isinstance(exc, Unavailable) else "invalid"
             reply = m.error(exc.command, exc.message, self._replica.db_seq)
         except Exception:
-            log.exception("request on %s failed", subject)
-            problem = "Internal error"
+            log.exception("request on %s failed", where)
+            problem, kind = "Internal error", "internal"
             reply = m.error(command if command != "invalid" else None, problem, self._replica.db_seq)
         self._metrics.requests.labels(command, "error" if problem else "ok").inc()
         self._metrics.latency.labels(command).observe(time.perf_counter() - started)
-        return reply, problem
+        return Outcome(reply, problem, kind)
 
     def _decode(self, subject: str, data: bytes) -> requests.Request:
         if subject.startswith(SEED_PREFIX + "."):
@@ -118,9 +147,7 @@ class Dispatcher:
         if req.command == "system.health":
             return m.ok(req.command, self._health(), self._replica.db_seq)
         if not self._replica.loaded:
-            raise m.RequestError(
-                f"not ready: {self._replica.problem or 'no snapshot loaded yet'}", req.command
-            )
+            raise Unavailable(f"not ready: {self._replica.problem or 'no snapshot loaded yet'}", req.command)
         if req.min_seq is not None and req.min_seq > self._replica.applied_seq:
             await self._wait_for(req)
         need = req.min_seq or 0
@@ -155,7 +182,7 @@ class Dispatcher:
             timeout = min(float(raw_timeout), self._settings.userstats.min_seq_timeout_max_seconds)
         assert req.min_seq is not None
         if not await self._replica.wait_applied(req.min_seq, timeout):
-            raise m.RequestError(
+            raise Unavailable(
                 f"Timed out after {timeout:g} s waiting for seq {req.min_seq}; "
                 f"this replica is at seq {self._replica.applied_seq}",
                 req.command,

@@ -371,6 +371,30 @@ def channel_movie_votes(sc: Scope, p: m.MovieVotesParams) -> Any:
     return m.VoteSummary(row[0], row[1], row[2], int(row[3]), int(row[4]), int(row[5]), int(row[6]))
 
 
+def channel_list(sc: Scope, p: m.ChannelListParams) -> dict[str, Any]:
+    """Every channel with an event in the log (of `domain` if given), by chat lines, with its
+    newest population snapshot."""
+    where, params = (" WHERE lower(ch.domain) = lower(?)", [p.domain]) if p.domain else ("", [])
+    rows = _rows(
+        sc,
+        "WITH ch AS (SELECT domain, channel FROM channel_clock UNION "
+        "  SELECT domain, channel FROM message_counts WHERE channel <> ''), "
+        "msg AS (SELECT domain, channel, sum(message_count) AS n FROM message_counts GROUP BY ALL), "
+        "pop AS (SELECT domain, channel, timestamp, connected_count, chat_count FROM population_snapshots "
+        "  QUALIFY row_number() OVER (PARTITION BY domain, channel ORDER BY timestamp DESC) = 1) "
+        "SELECT ch.domain, ch.channel, coalesce(msg.n, 0) AS n, pop.timestamp, pop.connected_count, "
+        "pop.chat_count FROM ch LEFT JOIN msg USING (domain, channel) LEFT JOIN pop USING (domain, channel)"
+        f"{where} ORDER BY n DESC, ch.domain, ch.channel LIMIT {m.MAX_LIMIT}",
+        params,
+    )
+    return {
+        "channels": [
+            m.ChannelRow(d, c, int(n), None if ts is None else m.SnapshotRow(iso(ts), int(k), int(chat)))
+            for d, c, n, ts, k, chat in rows
+        ]
+    }
+
+
 def stats_global(sc: Scope, p: m.ChannelParams) -> dict[str, Any]:
     d = domain_of(sc, p.domain)
     return {

@@ -13,6 +13,7 @@ from typing import Any
 import prometheus_client
 from nats.aio.client import Client
 
+from query import web
 from query.endpoints import Endpoints
 from query.handlers import Dispatcher
 from query.lifecycle import Lifecycle
@@ -116,9 +117,9 @@ class QueryService:
                 await asyncio.to_thread(Path(u.replica_dir).mkdir, parents=True, exist_ok=True)
             except OSError as exc:
                 raise SystemExit(f"userstats.replica_dir: cannot create {u.replica_dir} ({exc})") from None
-        http = HttpServer(
-            build_app("userstats-query", self.metrics.registry, self.health), u.http_host, s.metrics.port
-        )
+        app = build_app("userstats-query", self.metrics.registry, self.health)
+        web.install(app, self, s)
+        http = HttpServer(app, u.http_host, s.metrics.port)
         http.start()
         self.nc = nc = await natsconn.connect(s.nats, "userstats-query")
         self.replica = replica = Replica(nc.jetstream(), u.stream, u.replica_dir, u.duckdb_threads)

@@ -113,6 +113,10 @@ class AllStatsParams(Params, frozen=True):
     limits: AllStatsLimits = msgspec.field(default_factory=AllStatsLimits)
 
 
+class ChannelListParams(Params, frozen=True):
+    domain: Name | None = None  # every domain when absent
+
+
 class AliasUserParams(Params, frozen=True):
     username: Name
 
@@ -173,6 +177,13 @@ class SnapshotRow(Row, frozen=True):
     timestamp: str
     connected_count: int
     chat_count: int
+
+
+class ChannelRow(Row, frozen=True):
+    domain: str
+    channel: str
+    messages: int
+    current: SnapshotRow | None
 
 
 class MarkRow(Row, frozen=True):

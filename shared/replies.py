@@ -14,6 +14,7 @@ from shared.messages import (
     ActivityRow,
     ChannelActivityRow,
     ChannelCountRow,
+    ChannelRow,
     EmoteRow,
     MarkRow,
     MediaRow,
@@ -226,6 +227,12 @@ class AllStats(Data, frozen=True):
     channel: AllStatsChannel
 
 
+class ChannelList(Data, frozen=True):
+    """channel.list: not in 0.7.1; every channel the stream has seen, busiest first."""
+
+    channels: list[ChannelRow]
+
+
 class AliasList(Data, frozen=True):
     aliases: dict[str, list[str]]
     total_users: int
@@ -278,6 +285,7 @@ REPLY_TYPES: dict[str, Any] = {
     "channel.watermarks": Watermarks,
     "channel.movie_votes": list[VoteRow] | VoteSummary | None,
     "channel.all_stats": AllStats,
+    "channel.list": ChannelList,
     "leaderboard.messages": MessagesLeaderboard,
     "leaderboard.kudos": KudosLeaderboard,
     "leaderboard.emotes": EmotesLeaderboard,

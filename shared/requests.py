@@ -22,6 +22,7 @@ COMMAND_PARAMS: dict[str, type[m.Params]] = {
     "channel.watermarks": m.WatermarksParams,
     "channel.movie_votes": m.MovieVotesParams,
     "channel.all_stats": m.AllStatsParams,
+    "channel.list": m.ChannelListParams,
     "leaderboard.messages": m.LeaderboardMessagesParams,
     "leaderboard.kudos": m.LeaderboardParams,
     "leaderboard.emotes": m.LeaderboardParams,

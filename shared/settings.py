@@ -87,6 +87,7 @@ class UserstatsSettings(_Section, frozen=True):
     count_shadow_muted: bool = False
     ingest_port: Port = 28283
     http_host: str = "0.0.0.0"
+    web_pages: bool = True  # the replica's HTML pages (/, /channel/..., /user/...); the API stays
     snapshot_interval_seconds: Positive = 2.0
     snapshot_retention: Annotated[int, msgspec.Meta(ge=1)] = 3
     tick_interval_seconds: Positive = 30.0
@@ -138,6 +139,7 @@ ENV_OVERRIDES: dict[str, tuple[tuple[str, ...], str]] = {
     "USERSTATS_METRICS_PORT": (("metrics", "port"), "raw"),
     "USERSTATS_INGEST_PORT": (("userstats", "ingest_port"), "raw"),
     "USERSTATS_HTTP_HOST": (("userstats", "http_host"), "str"),
+    "USERSTATS_WEB_PAGES": (("userstats", "web_pages"), "raw"),
     "USERSTATS_STREAM": (("userstats", "stream"), "str"),
     "USERSTATS_SNAPSHOT_INTERVAL": (("userstats", "snapshot_interval_seconds"), "raw"),
     "USERSTATS_TICK_INTERVAL": (("userstats", "tick_interval_seconds"), "raw"),

@@ -249,6 +249,11 @@ class UserstatsClient:
         )
         return result
 
+    async def channel_list(self, domain: str | None = None, min_seq: int | None = None) -> r.ChannelList:
+        """Every channel the stream has seen (of `domain` if given), busiest first."""
+        result: r.ChannelList = await self.request("channel.list", domain=domain, min_seq=min_seq)
+        return result
+
     async def leaderboard_all(
         self,
         channel: str | None = None,
