@@ -96,6 +96,8 @@ async def stored_bridge_events(nc: Client) -> tuple[list[Any], set[bytes]]:
     items = await read_stream(nc)
     bridge = [it.data for it in items if it.subject.startswith("kryten.events.")]
     assert len(bridge) == len(set(bridge)), "an event was stored twice"
+    journal = [it.data for it in items if it.subject.startswith("userstats.journal.")]
+    assert len(journal) == len(set(journal)), "a retried journal append was stored twice"
     return items, set(bridge)
 
 
@@ -142,7 +144,8 @@ async def test_kill_9_of_the_stream_leader_under_load(
     cluster: NatsCluster, cstack: Stack, kills: int
 ) -> None:
     await cluster.ready()
-    ingest = cstack.ingest(**on(cluster, 1))
+    # ticks every 0.5 s: journal appends (JetStream publishes with acks) go on through the kill
+    ingest = cstack.ingest(**on(cluster, 1, USERSTATS_TICK_INTERVAL="0.5"))
     ingest.wait_healthy(timeout=60)
     nc = await connect_to(order_from(cluster, cluster.nodes[0]), "test")
     try:
@@ -161,7 +164,7 @@ async def test_kill_9_of_the_stream_leader_under_load(
 
         bridge = Bridge(order_from(cluster, cluster.nodes[0]), seed=211, rate=RATE, workdir=cstack.tmp)
         asker_nc = await connect_to(order_from(cluster, cluster.nodes[1]), "askers")
-        askers = Askers(asker_nc, timeout=1.0)
+        askers = Askers(asker_nc)
         health = HealthLog({"ingest": ingest, "replica_a": replica_a, "replica_b": replica_b})
         leaders = LeaderLog(nc)
         bridge.start()
@@ -204,7 +207,7 @@ async def test_kill_9_of_the_stream_leader_under_load(
         assert len(askers.results) > 500
         assert len(failures) <= askers.n * kills, failures
         assert all(any(k - 0.1 <= t < k + 1 for _, k, _, _ in rounds) for t in failures), failures
-        assert askers.longest_gap() < 2.0
+        assert askers.longest_gap() < 2.5
 
         # The replica that was on the killed node reconnected and answers like the other.
         code, body = replica_a.health()
@@ -213,7 +216,10 @@ async def test_kill_9_of_the_stream_leader_under_load(
             lambda: spec_gauges(replica_a.metrics()) == spec_gauges(replica_b.metrics()),
             what="both replicas to report the same totals",
         )
-        assert replica_a.health()[1]["as_of_seq"] == replica_b.health()[1]["as_of_seq"] == last
+        await wait_for(  # ingest appends a tick every 0.5 s: compare at a moment both have it
+            lambda: replica_a.health()[1]["as_of_seq"] == replica_b.health()[1]["as_of_seq"] >= last,
+            what="both replicas at the same seq",
+        )
 
         # Health told the truth: 503 naming the stream while it had no leader.
         for _, killed_at, restarted_at, _ in rounds:
@@ -228,6 +234,7 @@ async def test_kill_9_of_the_stream_leader_under_load(
             )
         assert health.samples["ingest"][-1].code == 200
 
+        assert ingest.stop() == 0  # no more ticks: the stream holds still from here on
         # The first node killed caught up: as the leader it holds what the others hold.
         before = (await js.stream_info("USERSTATS")).state
         await move_leader(nc, "USERSTATS", "n3")
@@ -239,12 +246,15 @@ async def test_kill_9_of_the_stream_leader_under_load(
         )
 
         # Exactly once: the tables equal a rebuild from seq 1, and count each stored event once.
-        assert ingest.stop() == 0
         items, stored = await stored_bridge_events(nc)
         tables = dump_file(cstack.db_path)
         assert dump(rebuild(items)) == tables
         oracle = Oracle([(bridge.subjects.get(d, ""), d) for d in stored])
         assert sum(r[-2] for r in tables["counters"] if r[0] == "message") == oracle.total_messages
+        # Ticks went on through each election (retried, and stored once: see stored_bridge_events).
+        ticks = [it for it in items if it.subject == "userstats.journal.tick"]
+        for _, _, restarted_at, _ in rounds:
+            assert any(it.stream_us / 1e6 > time.time() - (time.monotonic() - restarted_at) for it in ticks)
 
         # What was lost was published while the stream had no leader, and no more than that.
         lost = bridge.lost(stored)
@@ -277,8 +287,9 @@ async def leader_or_none(nc: Client) -> str | None:
         return None
 
 
+@pytest.mark.parametrize("rounds", [1, pytest.param(3, marks=pytest.mark.soak)])
 async def test_stepdown_and_rolling_restart_in_lame_duck_mode_under_load(
-    cluster: NatsCluster, cstack: Stack
+    cluster: NatsCluster, cstack: Stack, rounds: int
 ) -> None:
     await cluster.ready()
     ingest = cstack.ingest(**on(cluster, 1))
@@ -299,22 +310,25 @@ async def test_stepdown_and_rolling_restart_in_lame_duck_mode_under_load(
         await asyncio.sleep(2)
         ops: list[tuple[str, float, float, str, str]] = []  # (what, start, end, leader before, after)
 
-        before = await leader(nc)
-        started = time.monotonic()
-        await step_down(nc, "USERSTATS")
-        await wait_for(lambda: leader_other_than(nc, before), timeout=20, what="a new leader")
-        ops.append(("stepdown", started, time.monotonic(), before, await leader(nc)))
-        await asyncio.sleep(2)
-
-        for node in cluster.nodes:  # a rolling restart: lame-duck mode, restart, catch up
+        for r in range(rounds):
+            suffix = f" (round {r + 1})" if rounds > 1 else ""
             before = await leader(nc)
             started = time.monotonic()
-            await asyncio.to_thread(node.lame_duck)
-            exited = time.monotonic()
-            node.start()
-            await all_current(nc)
-            ops.append((f"restart {cluster.name_of(node)}", started, exited, before, await leader(nc)))
-            await asyncio.sleep(1)
+            await step_down(nc, "USERSTATS")
+            await wait_for(lambda before=before: leader_other_than(nc, before), timeout=20, what="a leader")
+            ops.append(("stepdown" + suffix, started, time.monotonic(), before, await leader(nc)))
+            await asyncio.sleep(2)
+            for node in cluster.nodes:  # a rolling restart: lame-duck mode, restart, catch up
+                before = await leader(nc)
+                started = time.monotonic()
+                await asyncio.to_thread(node.lame_duck)
+                exited = time.monotonic()
+                node.start()
+                await all_current(nc)
+                ops.append(
+                    (f"restart {cluster.name_of(node)}{suffix}", started, exited, before, await leader(nc))
+                )
+                await asyncio.sleep(1)
         await bridge.stop()
         await askers.stop()
         last = int((await js.stream_info("USERSTATS")).state.last_seq)
