@@ -272,7 +272,8 @@ class Stack:
 
 
 async def connect(url: str) -> Client:
-    return await nats.connect(url, name="userstats-test")
+    """A test client; `url` may list several servers, comma-separated (a cluster)."""
+    return await nats.connect(url.split(","), name="userstats-test")
 
 
 async def publish_all(
