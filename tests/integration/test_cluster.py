@@ -500,12 +500,20 @@ async def test_replication_is_applied_to_existing_stores_or_refused_with_a_reaso
         js = nc.jetstream()
         ingest = cstack.ingest(NATS_URL=cluster.url)  # the default: R1
         ingest.wait_healthy(timeout=60)
+        last = await publish_all(nc, Simulator(seed=261).events(3_000))
+        await caught_up_to(ingest, last)
         assert ingest.stop() == 0
         assert [(await js.stream_info(n)).config.num_replicas for n in STORES] == [1, 1, 1]
+        before = await read_stream(nc)
         ingest = cstack.ingest(NATS_URL=cluster.url, USERSTATS_REPLICAS="3", USERSTATS_POINTER_REPLICAS="2")
         ingest.wait_healthy(timeout=60)
         assert ingest.stop() == 0
         assert [(await js.stream_info(n)).config.num_replicas for n in STORES] == [3, 2, 3]
+        await all_current(nc)
+        for node in cluster.nodes:  # every node now holds the whole history: each leads in turn
+            await move_leader(nc, "USERSTATS", cluster.name_of(node))
+            assert (await js.stream_info("USERSTATS")).state.messages == len(before)
+        assert (await read_stream(nc))[: len(before)] == before
         assert "stream USERSTATS changed from R1 to R3" in ingest.log.read_text()
 
         for extra, expect in (
