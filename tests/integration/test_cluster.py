@@ -206,12 +206,20 @@ async def test_kill_9_of_the_stream_leader_under_load(
         failures = askers.failures()
         assert len(askers.results) > 500
         assert len(failures) <= askers.n * kills, failures
-        assert all(any(k - 0.1 <= t < k + 1 for _, k, _, _ in rounds) for t in failures), failures
+        # in flight at a kill: sent at most one request timeout before it, or just after
+        in_flight = [(k - askers.timeout, k + 1) for _, k, _, _ in rounds]
+        assert all(any(a <= t < b for a, b in in_flight) for t in failures), [
+            (
+                round(t - rounds[0][1], 2),
+                [(n, round(k - rounds[0][1], 2), round(r - rounds[0][1], 2)) for n, k, r, _ in rounds],
+            )
+            for t in failures
+        ]
         assert askers.longest_gap() < 2.5
 
         # The replica that was on the killed node reconnected and answers like the other.
         code, body = replica_a.health()
-        assert code == 200 and body["nats_server"] != f"127.0.0.1:{first.port}", body
+        assert code == 200 and (kills > 1 or body["nats_server"] != f"127.0.0.1:{first.port}"), body
         await wait_for(
             lambda: spec_gauges(replica_a.metrics()) == spec_gauges(replica_b.metrics()),
             what="both replicas to report the same totals",
