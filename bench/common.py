@@ -14,16 +14,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tests.harness import NatsServer, Stack
+from tests.harness import NatsCluster, NatsServer, Stack
 
 RESULTS = Path(__file__).parent / "results"
 
 
+TOPOLOGIES = ("single", "cluster")
+TOPOLOGY_NAMES = {"single": "1 node", "cluster": "3 nodes, R3"}
+
+
 @contextmanager
-def stack() -> Iterator[Stack]:
-    """nats-server on a free loopback port with a temp store, plus whatever the bench starts."""
+def stack(topology: str = "single") -> Iterator[Stack]:
+    """nats-server on a free loopback port with a temp store, plus whatever the bench starts;
+    `cluster`: three nodes joined by routes instead (call `await ready(s)` before use, and
+    start services with `**replication(s)`)."""
     tmp = Path(tempfile.mkdtemp(prefix="userstats-bench-"))
-    server = NatsServer(tmp / "nats-store")
+    server: NatsServer | NatsCluster = (
+        NatsCluster(tmp) if topology == "cluster" else NatsServer(tmp / "nats-store")
+    )
     server.start()
     s = Stack(tmp, server)
     try:
@@ -32,6 +40,25 @@ def stack() -> Iterator[Stack]:
         s.stop_all()
         server.stop()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+async def ready(s: Stack) -> None:
+    """Wait for a cluster's JetStream (a single server is ready once started)."""
+    if isinstance(s.nats, NatsCluster):
+        await s.nats.ready()
+
+
+def replication(s: Stack) -> dict[str, str]:
+    """Service environment for the stack: R3 stores on a cluster."""
+    return {"USERSTATS_REPLICAS": "3"} if isinstance(s.nats, NatsCluster) else {}
+
+
+def topologies(arg: str) -> list[str]:
+    chosen = [t.strip() for t in arg.split(",") if t.strip()]
+    for t in chosen:
+        if t not in TOPOLOGIES:
+            raise SystemExit(f"--nats: expected single and/or cluster, got {t!r}")
+    return chosen
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -1,11 +1,14 @@
 """Freshness: time from publishing an event to a replica answering with it applied.
 
-    python -m bench.freshness [--rates 1000,10000] [--seconds 20]
+    python -m bench.freshness [--rates 1000,10000] [--seconds 20] [--nats single,cluster]
 
 Background traffic is core-published by the simulator at a fixed rate, like the bridge.
 Every 20 ms a probe event is published with a JetStream ack (to learn its sequence), then
 `system.stats` is requested with `min_seq` = that sequence: the reply comes once the
 replica has applied it. The latency covers storage, delivery, projection and the reply.
+On one nats-server, then on a three-node cluster with R3 stores; on the cluster, also
+the events lost when the stream's leader is killed (kill -9) or steps down under that
+traffic (second table, bench/results/leader_change.json).
 """
 
 from __future__ import annotations
@@ -16,14 +19,16 @@ import json
 import time
 from typing import Any
 
-from bench.common import percentile, report, stack
+from bench.common import TOPOLOGY_NAMES, percentile, ready, replication, report, stack, topologies
 from shared import events as ev
 from sim.generator import Simulator
-from tests.harness import connect
+from tests.harness import NatsCluster, connect, wait_for
+
+BRIDGE_PREFIX = "kryten.events.cytube."
 
 
-async def background(nc: object, rate: float, stop: asyncio.Event) -> int:
-    sim = Simulator(seed=5, start_us=ev.to_us(ev.EPOCH) + int(time.time() * 1e6), step_us=int(1e6 / rate))
+async def background(nc: object, rate: float, stop: asyncio.Event, seed: int = 5) -> int:
+    sim = Simulator(seed=seed, start_us=ev.to_us(ev.EPOCH) + int(time.time() * 1e6), step_us=int(1e6 / rate))
     gen = sim.events(10**9)
     started = time.perf_counter()
     sent = 0
@@ -37,10 +42,11 @@ async def background(nc: object, rate: float, stop: asyncio.Event) -> int:
     return sent
 
 
-async def measure(rate: float, seconds: float) -> dict[str, object]:
-    with stack() as s:
-        s.ingest().wait_healthy()
-        query = s.query()
+async def measure(rate: float, seconds: float, topology: str = "single") -> dict[str, object]:
+    with stack(topology) as s:
+        await ready(s)
+        s.ingest(**replication(s)).wait_healthy(timeout=60)
+        query = s.query(**replication(s))
         nc = await connect(s.nats.url)
         js = nc.jetstream()
         try:
@@ -84,6 +90,7 @@ async def measure(rate: float, seconds: float) -> dict[str, object]:
     ms = [x * 1000 for x in latencies]
     floor_ms = [x * 1000 for x in floor]
     return {
+        "nats": TOPOLOGY_NAMES[topology],
         "offered_events_per_s": rate,
         "background_sent": sent,
         "probes": len(ms),
@@ -117,18 +124,93 @@ async def transport_floor(nc: Any, js: Any, probes: int) -> list[float]:
     return out
 
 
+async def bridge_stored(nc: Any) -> int:
+    """Simulator events (not the probes of channel `bench`) stored in the stream."""
+    info = await nc.jetstream().stream_info("USERSTATS", subjects_filter=BRIDGE_PREFIX + ">")
+    subjects = info.state.subjects or {}
+    return sum(n for subject, n in subjects.items() if not subject.startswith(BRIDGE_PREFIX + "bench."))
+
+
+async def leader_of(js: Any) -> str | None:
+    try:
+        info = await js.stream_info("USERSTATS")
+    except Exception:  # no leader: no answer
+        return None
+    return info.cluster.leader if info.cluster else None
+
+
+async def leader_change(rate: float, how: str) -> dict[str, object]:
+    """Background traffic at `rate` on an R3 cluster; the stream's leader is killed (kill -9)
+    or steps down; the events published meanwhile that the stream did not store."""
+    with stack("cluster") as s:
+        await ready(s)
+        assert isinstance(s.nats, NatsCluster)
+        s.ingest(**replication(s)).wait_healthy(timeout=60)
+        s.query(**replication(s)).wait_healthy(timeout=60)
+        nc = await connect(s.nats.url)
+        js = nc.jetstream(timeout=0.5)
+        try:
+            first = await leader_of(js)
+            assert first is not None
+            # the background publisher on a node that stays up, as a bridge on another host would be
+            survivor = next(n for n in s.nats.nodes if s.nats.name_of(n) != first)
+            pub = await connect(s.nats.urls_from(survivor))
+            stop = asyncio.Event()
+            bg = asyncio.create_task(background(pub, rate, stop, seed=7))
+            await asyncio.sleep(3)
+            changed = time.monotonic()
+            if how == "kill -9":
+                s.nats.node(first).kill9()
+            else:
+                msg = await nc.request("$JS.API.STREAM.LEADER.STEPDOWN.USERSTATS", b"", timeout=5)
+                assert json.loads(msg.data).get("success"), msg.data
+            new = await wait_for(
+                lambda: leader_other(js, first), timeout=30, interval=0.05, what="a new leader"
+            )
+            leaderless = time.monotonic() - changed
+            await asyncio.sleep(3)
+            stop.set()
+            sent = await bg
+            await pub.flush()
+            await pub.close()
+            await asyncio.sleep(1)  # the last publishes stored
+            stored = await bridge_stored(nc)
+        finally:
+            await nc.close()
+            if how == "kill -9" and first is not None:
+                s.nats.node(first).start()
+    return {
+        "offered_events_per_s": rate,
+        "change": how,
+        "leader": f"{first} -> {new}",
+        "new_leader_after_s": leaderless,
+        "events_sent": sent,
+        "events_lost": sent - stored,
+        "lost_seconds_of_traffic": (sent - stored) / rate,
+    }
+
+
+async def leader_other(js: Any, first: str) -> str | None:
+    name = await leader_of(js)
+    return name if name and name != first else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rates", default="1000,10000")
     parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--nats", default="single,cluster", help="single and/or cluster (3 nodes, R3)")
     args = parser.parse_args()
-    rows = [asyncio.run(measure(float(r), args.seconds)) for r in args.rates.split(",")]
+    rates = [float(r) for r in args.rates.split(",")]
+    chosen = topologies(args.nats)
+    rows = [asyncio.run(measure(r, args.seconds, t)) for t in chosen for r in rates]
     report(
         "freshness",
         rows,
         [
+            "nats",
             "offered_events_per_s",
             "probes",
             "p50_ms",
@@ -139,6 +221,22 @@ def main() -> None:
             "p99_vs_floor",
         ],
     )
+    if "cluster" in chosen:
+        changes = [asyncio.run(leader_change(r, how)) for r in rates for how in ("kill -9", "stepdown")]
+        print()
+        report(
+            "leader_change",
+            changes,
+            [
+                "offered_events_per_s",
+                "change",
+                "leader",
+                "new_leader_after_s",
+                "events_sent",
+                "events_lost",
+                "lost_seconds_of_traffic",
+            ],
+        )
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """Sustained projection: N simulator events already in the stream, then ingest starts.
 
-    python -m bench.ingest_rate [--events 1000000]
+    python -m bench.ingest_rate [--events 1000000] [--nats single,cluster]
 
 Reports events/s from ingest's first health answer until its checkpoint covers the stream,
-and the same for a replica that loads the first snapshot and follows the stream.
+and the same for a replica that loads the first snapshot and follows the stream: on one
+nats-server, then on a three-node cluster with the stream, KV and Object Store at R3.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import argparse
 import asyncio
 import time
 
-from bench.common import Timer, report, stack
+from bench.common import TOPOLOGY_NAMES, Timer, ready, replication, report, stack, topologies
 from bench.rebuild_rate import read_only
 from sim.generator import Simulator
 from tests.harness import Service, connect, publish_all
@@ -28,10 +29,12 @@ def wait_seq(svc: Service, key: str, target: int, timeout: float = 600) -> None:
     raise TimeoutError(f"{svc.module} did not reach seq {target}")
 
 
-async def run(events: int) -> list[dict[str, object]]:
+async def run(events: int, topology: str = "single") -> list[dict[str, object]]:
     rows: list[dict[str, object]] = []
-    with stack() as s:
-        ingest = s.ingest(USERSTATS_SNAPSHOT_INTERVAL="3600")
+    with stack(topology) as s:
+        await ready(s)
+        rep = replication(s)
+        ingest = s.ingest(USERSTATS_SNAPSHOT_INTERVAL="3600", **rep)
         ingest.wait_healthy()
         ingest.stop()
         nc = await connect(s.nats.url)
@@ -57,8 +60,8 @@ async def run(events: int) -> list[dict[str, object]]:
                     "events_per_s": ceiling,
                 }
             )
-            ingest = s.ingest(USERSTATS_SNAPSHOT_INTERVAL="3600")
-            ingest.wait_healthy()
+            ingest = s.ingest(USERSTATS_SNAPSHOT_INTERVAL="3600", **rep)
+            ingest.wait_healthy(timeout=60)
             with Timer() as t:
                 wait_seq(ingest, "checkpoint_seq", last)
             rows.append(
@@ -70,12 +73,12 @@ async def run(events: int) -> list[dict[str, object]]:
                 }
             )
             ingest.stop()  # publishes a final snapshot at the checkpoint
-            ingest = s.ingest(USERSTATS_SNAPSHOT_INTERVAL="3600")
-            ingest.wait_healthy()
+            ingest = s.ingest(USERSTATS_SNAPSHOT_INTERVAL="3600", **rep)
+            ingest.wait_healthy(timeout=60)
             more = events // 2
             await publish_all(nc, list(Simulator(seed=2).events(more)))
             # a replica loads the snapshot (first half) and follows the second half from the stream
-            query = s.query()
+            query = s.query(**rep)
             with Timer() as t:
                 query.wait_healthy(timeout=600)
             rows.append(
@@ -100,6 +103,8 @@ async def run(events: int) -> list[dict[str, object]]:
             )
         finally:
             await nc.close()
+    for row in rows:
+        row["nats"] = TOPOLOGY_NAMES[topology]
     return rows
 
 
@@ -108,13 +113,17 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--nats", default="single,cluster", help="single and/or cluster (3 nodes, R3)")
     args = parser.parse_args()
-    rows = asyncio.run(run(args.events))
-    ceiling = next(r["events_per_s"] for r in rows if str(r["stage"]).startswith("ceiling"))
-    for r in rows:
-        if isinstance(r["events_per_s"], float) and not str(r["stage"]).startswith("core"):
-            r["of_read_ceiling"] = f"{r['events_per_s'] / ceiling:.0%}"  # type: ignore[operator]
-    report("ingest_rate", rows, ["stage", "events", "seconds", "events_per_s", "of_read_ceiling"])
+    rows = []
+    for topology in topologies(args.nats):
+        part = asyncio.run(run(args.events, topology))
+        ceiling = next(r["events_per_s"] for r in part if str(r["stage"]).startswith("ceiling"))
+        for r in part:
+            if isinstance(r["events_per_s"], float) and not str(r["stage"]).startswith("core"):
+                r["of_read_ceiling"] = f"{r['events_per_s'] / ceiling:.0%}"  # type: ignore[operator]
+        rows += part
+    report("ingest_rate", rows, ["nats", "stage", "events", "seconds", "events_per_s", "of_read_ceiling"])
 
 
 if __name__ == "__main__":

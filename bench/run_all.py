@@ -1,4 +1,4 @@
-"""`make bench`: every benchmark with its default arguments, one after the other (about 10 minutes)."""
+"""`make bench`: every benchmark with its default arguments, one after the other (about 15 minutes)."""
 
 from __future__ import annotations
 

@@ -10,11 +10,13 @@ from pathlib import Path
 
 from ingest import importer, maintenance
 from ingest.db import DatabaseError
+from ingest.journal import JournalError
 from ingest.rebuild import RebuildError
 from ingest.service import IngestService
 from shared import cli, logs
 from shared.http import PortInUseError
 from shared.natsconn import ConnectError
+from shared.replication import ReplicationError
 
 log = logging.getLogger("ingest")
 
@@ -76,7 +78,7 @@ def main(argv: list[str] | None = None) -> None:
     except importer.SourceError as exc:
         log.error("%s", exc)
         sys.exit(2)
-    except (DatabaseError, PortInUseError, ConnectError, RebuildError) as exc:
+    except (DatabaseError, PortInUseError, ConnectError, RebuildError, ReplicationError, JournalError) as exc:
         log.error("%s", exc)
         sys.exit(1)
     except OSError as exc:

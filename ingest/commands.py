@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from ingest.journal import Journal
+from ingest.journal import Journal, JournalError
 from ingest.projector import ProjectorLoop
 from shared import aliases, requests
 from shared import messages as m
@@ -69,7 +69,10 @@ class WriteCommands:
             outcome = aliases.decide_delete(state, p, now)
         if outcome.event is None:
             return m.ok(req.command, outcome.data, self._loop().applied_seq)
-        seq = await self._journal.append(outcome.event)
+        try:
+            seq = await self._journal.append(outcome.event)
+        except JournalError as exc:
+            raise m.RequestError(f"{req.command} not recorded: {exc}", req.command) from exc
         if not await self._loop().wait_applied(seq, PROJECT_TIMEOUT):
             raise m.RequestError(
                 f"{req.command} appended at seq {seq} but not projected within {PROJECT_TIMEOUT:.0f} s",

@@ -8,17 +8,32 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+import uuid
 from datetime import UTC, datetime
 
 import msgspec
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
-from nats.js.errors import NotFoundError
+from nats.js.errors import NoStreamResponseError, NotFoundError, ServiceUnavailableError
 
 from shared import events as ev
 from shared import subjects
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
+
+# How long an append keeps trying while the stream has no leader (a cluster election takes
+# 4 to 9 s). Well inside the stream's 120 s duplicate window, so every retry of one append
+# carries the same Nats-Msg-Id and the stream stores it once, even when an attempt that
+# timed out had in fact been stored.
+RETRY_SECONDS = 30.0
+RETRYABLE = (NatsTimeoutError, NoRespondersError, NoStreamResponseError, ServiceUnavailableError)
+
+
+class JournalError(Exception):
+    """An event could not be appended: the stream did not acknowledge it in time."""
 
 
 class Journal:
@@ -30,16 +45,35 @@ class Journal:
         """Publish and wait for the stream's ack; returns the event's stream sequence."""
         return (await self.append_once(event, msg_id))[0]
 
-    async def append_once(self, event: ev.JournalEvent, msg_id: str | None) -> tuple[int, bool]:
-        """Like append; also says whether the stream dropped it as a duplicate of `msg_id`."""
-        headers = {"Nats-Msg-Id": msg_id} if msg_id else None
-        ack = await self._js.publish(
-            subjects.journal_subject(ev.journal_kind(event)),
-            ev.encode(event),
-            stream=self._stream,
-            headers=headers,
-        )
-        return int(ack.seq), bool(ack.duplicate)
+    async def append_once(
+        self, event: ev.JournalEvent, msg_id: str | None, retry_seconds: float = RETRY_SECONDS
+    ) -> tuple[int, bool]:
+        """Like append; also says whether the stream dropped it as a duplicate of `msg_id`
+        published before this call (a duplicate of one of this call's own attempts is not)."""
+        kind = ev.journal_kind(event)
+        headers = {"Nats-Msg-Id": msg_id or f"userstats-{kind}-{uuid.uuid4().hex}"}
+        data = ev.encode(event)
+        deadline = time.monotonic() + retry_seconds
+        delay, attempts = 0.1, 0
+        while True:
+            attempts += 1
+            try:
+                ack = await self._js.publish(
+                    subjects.journal_subject(kind), data, stream=self._stream, headers=headers
+                )
+            except RETRYABLE as exc:
+                if time.monotonic() + delay > deadline:
+                    raise JournalError(
+                        f"{kind} event not acknowledged by stream {self._stream} after {attempts} "
+                        f"attempt(s) in {retry_seconds:g} s ({exc})"
+                    ) from exc
+                log.warning("appending a %s event: %s; retrying (the stream stores it once)", kind, exc)
+                await asyncio.sleep(delay)
+                delay = min(2.0, delay * 2)
+                continue
+            if attempts > 1:
+                log.info("%s event appended at seq %d after %d attempts", kind, ack.seq, attempts)
+            return int(ack.seq), bool(ack.duplicate) and attempts == 1
 
     async def sync_settings(self, settings: Settings) -> int | None:
         """Append a settings event unless the newest one in the stream already says the same."""

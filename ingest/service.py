@@ -28,7 +28,7 @@ from ingest.rebuild import build_shadow
 from ingest.snapshotter import Snapshotter
 from ingest.stream_setup import ensure_stream
 from ingest.swap import replace_database, shadow_path
-from shared import apply, natsconn, schema
+from shared import apply, jshealth, natsconn, replication, schema, snapshots
 from shared.http import HttpServer, build_app
 from shared.settings import Settings
 from shared.subjects import INGEST_ADMIN_SUBJECT
@@ -48,6 +48,7 @@ class IngestService:
         self.con: duckdb.DuckDBPyConnection | None = None
         self._swap: tuple[Path, asyncio.Future[int]] | None = None
         self._epoch_end = asyncio.Event()
+        self.stores: jshealth.StoreWatch | None = None
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         connected = bool(self.nc and self.nc.is_connected)
@@ -60,29 +61,36 @@ class IngestService:
             "lag_events": max(0, self.stream_last_seq - loop.applied_seq) if loop else None,
             "projection_version": schema.PROJECTION_VERSION,
             "uptime_seconds": round(time.monotonic() - self.started, 2),
+            "nats_server": natsconn.server_of(self.nc),
+            "jetstream": self.stores.as_dict() if self.stores else {},
         }
         problems = []
         if not connected:
             problems.append("not connected to NATS")
+        elif self.stores is not None:
+            problems += self.stores.problems()
         if loop is None:
             problems.append("database not open yet")
         elif loop.write_error:
             problems.append(f"cannot write the tables ({loop.write_error}); retrying")
         body["write_error"] = loop.write_error if loop else None
-        body["status"] = "healthy" if not problems else "unhealthy: " + "; ".join(problems)
+        warnings = self.stores.warnings() if self.stores and connected else []
+        if problems:
+            body["status"] = "unhealthy: " + "; ".join(problems)
+        else:
+            body["status"] = "degraded: " + "; ".join(warnings) if warnings else "healthy"
         return not problems, body
 
-    async def _watch_stream(self, js: JetStreamContext) -> None:
-        stream = self.settings.userstats.stream
+    async def _watch_stream(self, stores: jshealth.StoreWatch) -> None:
+        """Probe the stream, the KV and the Object Store each second (health and metrics)."""
         while not self.stop.is_set():
-            try:
-                info = await js.stream_info(stream)
-                self.stream_last_seq = int(info.state.last_seq)
+            await stores.check()
+            last = stores.states["stream"].last_seq
+            if last is not None:
+                self.stream_last_seq = last
                 self.metrics.stream_last_seq.set(self.stream_last_seq)
                 if self.loop is not None:
                     self.metrics.lag.set(max(0, self.stream_last_seq - self.loop.applied_seq))
-            except Exception as exc:  # reported through health and metrics, retried
-                log.debug("stream info: %s", exc)
             self.metrics.nats_connected.set(1 if self.nc and self.nc.is_connected else 0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), 1.0)
@@ -103,8 +111,24 @@ class IngestService:
         self.nc = nc = await natsconn.connect(s.nats, "userstats-ingest")
         try:
             js = nc.jetstream()
-            info = await ensure_stream(js, u)
+            info = await jshealth.until_available(lambda: ensure_stream(js, u), s.nats.startup_wait_seconds)
             self.stream_last_seq = int(info.state.last_seq)
+            await jshealth.until_available(
+                lambda: snapshots.ensure_buckets(
+                    js, replication.for_store(u, "pointer"), replication.for_store(u, "snapshots")
+                ),
+                s.nats.startup_wait_seconds,
+            )
+            self.stores = jshealth.StoreWatch(
+                nc,
+                {
+                    "stream": u.stream,
+                    "pointer": snapshots.POINTER_STREAM,
+                    "snapshots": snapshots.SNAPSHOT_STREAM,
+                },
+                self.metrics.registry,
+                "userstats_ingest",
+            )
             version = apply.read_checkpoint(self.con).projection_version
             if version != schema.PROJECTION_VERSION:
                 log.warning(
@@ -145,7 +169,7 @@ class IngestService:
             admin = await nc.subscribe(INGEST_ADMIN_SUBJECT, cb=self._on_admin)
             background = [
                 asyncio.create_task(journal.run_ticks(self.stop, u.tick_interval_seconds), name="ticks"),
-                asyncio.create_task(self._watch_stream(js), name="stream-info"),
+                asyncio.create_task(self._watch_stream(self.stores), name="stream-info"),
             ]
             log.info("ingest running (HTTP %d)", http.port)
             try:
@@ -180,7 +204,14 @@ class IngestService:
             u.batch_max_seconds,
             u.batch_linger_seconds,
         )
-        snapshotter = Snapshotter(js, self.con, live.parent / "snapshots", self.metrics, u.snapshot_retention)
+        snapshotter = Snapshotter(
+            js,
+            self.con,
+            live.parent / "snapshots",
+            self.metrics,
+            u.snapshot_retention,
+            (replication.for_store(u, "pointer"), replication.for_store(u, "snapshots")),
+        )
         self._epoch_end = epoch_end = asyncio.Event()
         stop_watch = asyncio.create_task(self._end_epoch_on_stop(epoch_end))
         tasks = [

@@ -20,6 +20,7 @@ from nats.js import JetStreamContext
 
 from ingest.metrics import IngestMetrics
 from shared import apply, schema, snapshots, subjects
+from shared.replication import Replication
 from shared.snapshots import SnapshotPointer
 
 log = logging.getLogger(__name__)
@@ -54,12 +55,14 @@ class Snapshotter:
         workdir: Path,
         metrics: IngestMetrics,
         retention: int = 3,
+        replication: tuple[Replication, Replication] | None = None,
     ) -> None:
         self._js = js
         self._con = con
         self._dir = workdir
         self._metrics = metrics
         self._retention = retention
+        self._replication: tuple[Replication | None, Replication | None] = replication or (None, None)
         self._published: list[str] = []
         self.last_seq = -1
         self._failures = 0
@@ -74,7 +77,7 @@ class Snapshotter:
             seq, event_us, generation = await asyncio.to_thread(write_snapshot, self._con, path)
             sha = await asyncio.to_thread(snapshots.file_sha256, path)
             name = f"snapshot-{seq:012d}-{uuid.uuid4().hex[:8]}"
-            obs, kv = await snapshots.ensure_buckets(self._js)
+            obs, kv = await snapshots.ensure_buckets(self._js, *self._replication)
             size = await snapshots.upload(obs, name, path)
         finally:
             path.unlink(missing_ok=True)

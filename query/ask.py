@@ -38,7 +38,9 @@ def parse_params(pairs: list[str]) -> dict[str, Any]:
 
 
 async def ask(url: str, subject: str, body: dict[str, Any], timeout: float) -> Any:
-    nc = await nats.connect(url, name="userstats-ask", max_reconnect_attempts=0)
+    # NATS_URL may list every node of a cluster, comma-separated: any one that answers will do
+    servers = [u.strip() for u in url.split(",") if u.strip()]
+    nc = await nats.connect(servers, name="userstats-ask", max_reconnect_attempts=0)
     try:
         msg = await nc.request(subject, json.dumps(body).encode(), timeout=timeout)
         return json.loads(msg.data)

@@ -19,7 +19,7 @@ from query.handlers import Dispatcher
 from query.lifecycle import Lifecycle
 from query.metrics import QueryMetrics, spec_totals
 from query.replica import Replica
-from shared import natsconn, subjects
+from shared import jshealth, natsconn, snapshots, subjects
 from shared.http import HttpServer, build_app
 from shared.settings import Settings
 
@@ -36,6 +36,7 @@ class QueryService:
         self.dispatcher: Dispatcher | None = None
         self.metrics = QueryMetrics(self._status)
         self._first_load = asyncio.Event()
+        self.stores: jshealth.StoreWatch | None = None
 
     def _status(self) -> tuple[float, bool, bool]:
         return (
@@ -52,6 +53,9 @@ class QueryService:
             problems.append("not connected to NATS")
         if r is None or not r.loaded:
             problems.append(r.problem if r and r.problem else "no snapshot loaded yet")
+        if connected and self.stores is not None:
+            problems += self.stores.problems()
+        warnings = self.stores.warnings() if self.stores and connected else []
         ok = not problems
         status = "healthy"
         if problems:
@@ -60,11 +64,15 @@ class QueryService:
             status = "degraded: " + r.problem  # serving, but not following the stream
         elif r is not None and r.snapshot_error:
             status = "degraded: " + r.snapshot_error  # serving the previous snapshot
+        elif warnings:
+            status = "degraded: " + "; ".join(warnings)  # a store works with fewer replicas
         body: dict[str, Any] = {
             "service": "userstats",
             "status": status,
             "uptime_seconds": round(time.monotonic() - self.started, 2),
             "nats_connected": connected,
+            "nats_server": natsconn.server_of(self.nc),
+            "jetstream": self.stores.as_dict() if self.stores else {},
             "database": "connected" if r and r.loaded else "not_initialized",
             "as_of_seq": r.applied_seq if r else 0,
             "following": bool(r and r.following),
@@ -122,6 +130,12 @@ class QueryService:
         http = HttpServer(app, u.http_host, s.metrics.port)
         http.start()
         self.nc = nc = await natsconn.connect(s.nats, "userstats-query")
+        self.stores = jshealth.StoreWatch(
+            nc,
+            {"stream": u.stream, "pointer": snapshots.POINTER_STREAM, "snapshots": snapshots.SNAPSHOT_STREAM},
+            self.metrics.registry,
+            "userstats_query",
+        )
         self.replica = replica = Replica(nc.jetstream(), u.stream, u.replica_dir, u.duckdb_threads)
         replica.gate.listeners.append(self._first_load.set)
         self.dispatcher = dispatcher = Dispatcher(nc, replica, s, self.metrics)
@@ -132,6 +146,7 @@ class QueryService:
         background = [
             asyncio.create_task(replica.run(self.stop), name="snapshots"),
             asyncio.create_task(self._refresh_metrics(), name="metrics"),
+            asyncio.create_task(self.stores.run(self.stop), name="jetstream-health"),
         ]
         log.info(
             "query replica serving %s and %s.> (HTTP %d)",

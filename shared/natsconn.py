@@ -35,6 +35,7 @@ def connect_options(s: NatsSettings, name: str) -> dict[str, Any]:
         "max_reconnect_attempts": s.max_reconnect_attempts,
         "ping_interval": s.ping_interval,
         "allow_reconnect": True,
+        "dont_randomize": not s.randomize,
     }
     if s.user:
         opts["user"] = s.user
@@ -90,6 +91,13 @@ async def connect(s: NatsSettings, name: str) -> Client:
         raise ConnectError(f"cannot connect to NATS at {servers}: {type(exc).__name__}: {exc}") from exc
     log.info("nats: connected to %s as %s", nc.connected_url.netloc if nc.connected_url else "?", name)
     return nc
+
+
+def server_of(nc: Client | None) -> str | None:
+    """host:port of the server a connection is on now, for /health (no credentials)."""
+    if nc is None or not nc.is_connected or nc.connected_url is None:
+        return None
+    return nc.connected_url.netloc.rpartition("@")[2]
 
 
 def _without_credentials(url: str) -> str:

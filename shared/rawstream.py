@@ -7,9 +7,11 @@ messages that way takes longer than projecting them. This reader owns one TCP (o
 connection, subscribes a push consumer's deliver subject there, and parses the MSG / HMSG
 frames in a tight loop straight into columns (about 1 us per message).
 
-It only reads a fixed range once: no reconnects, no ordered-consumer resets. Any failure
-fails the rebuild, which starts over. The consumer itself is created and deleted through
-the caller's nats-py connection. Authentication mirrors `natsconn`: user/password (also in
+It reads a fixed range once, in order. When the connection or the consumer is lost (a NATS
+node killed or in lame-duck mode, a cluster electing a new leader), it resumes after the
+last sequence it delivered, through the next server of the list, for as long as it keeps
+making progress. The consumer itself is created and deleted through the caller's nats-py
+connection (which fails over by itself). Authentication mirrors `natsconn`: user/password (also in
 the URL), token, nkey seed file, .creds file, TLS.
 """
 
@@ -21,6 +23,7 @@ import contextlib
 import json
 import logging
 import ssl
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -37,6 +40,9 @@ log = logging.getLogger(__name__)
 
 Columns = tuple[list[int], list[str], list[bytes], list[int]]  # seqs, subjects, data, stored time (us)
 READ_SIZE = 1 << 20
+HEARTBEAT_SECONDS = 2.0  # the consumer's idle heartbeat...
+STALL_SECONDS = 10.0  # ...so this long without a byte means the consumer or its server is gone
+RESUME_SECONDS = 60.0  # keep resuming this long without progress (an election takes 4 to 9 s)
 
 
 class RawConnectError(Exception):
@@ -99,9 +105,11 @@ class RawConnection:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def open(cls, s: NatsSettings, timeout: float = 5.0) -> RawConnection:
+    async def open(cls, s: NatsSettings, timeout: float = 5.0, first: int = 0) -> RawConnection:
+        """Connect to the first server that accepts, trying them from index `first` on."""
         errors = []
-        for server in s.servers:
+        k = first % len(s.servers) if s.servers else 0
+        for server in s.servers[k:] + s.servers[:k]:
             try:
                 return await asyncio.wait_for(cls._open(s, server), timeout)
             except (OSError, TimeoutError, RawConnectError, ssl.SSLError, ValueError) as exc:
@@ -154,6 +162,11 @@ def _ack_seq_time(reply: bytes) -> tuple[int, int, int]:
     return int(t[7]), int(t[9]), int(t[10])
 
 
+class _Cursor:
+    def __init__(self, start: int) -> None:
+        self.delivered = start - 1  # the last sequence handed to `deliver`
+
+
 async def read_range(
     js: JetStreamContext,
     settings: NatsSettings,
@@ -163,12 +176,61 @@ async def read_range(
     end: int,
     deliver: Callable[[Columns], Awaitable[None]],
     batch: int = 10_000,
+    resume_seconds: float = RESUME_SECONDS,
 ) -> int:
     """Deliver seq start..end in order as column batches; returns the last seq delivered.
 
-    Raises RawConnectError before anything was read if the fast path is unavailable.
+    Raises RawConnectError before anything was read if the fast path is unavailable, and
+    RawReadError when reading fails and resuming makes no progress for `resume_seconds`.
     """
-    conn = await RawConnection.open(settings)
+    cursor = _Cursor(start)
+    conn: RawConnection | None = await RawConnection.open(settings)
+    server = 0
+    progress_at, progress_seq = time.monotonic(), cursor.delivered
+    delay = 0.25
+    while True:
+        try:
+            if conn is None:
+                conn = await RawConnection.open(settings, first=server)
+            return await _read_once(js, conn, stream, subjects, cursor, end, deliver, batch)
+        except (RawReadError, RawConnectError, OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
+            error: Exception = exc
+        except Exception as exc:  # the consumer could not be created (no stream leader yet, ...)
+            error = exc
+        finally:
+            if conn is not None:
+                await conn.close()
+                conn = None
+        if cursor.delivered > progress_seq:
+            progress_at, progress_seq, delay = time.monotonic(), cursor.delivered, 0.25
+        if time.monotonic() - progress_at > resume_seconds:
+            raise RawReadError(
+                f"reading stream {stream} stopped at seq {cursor.delivered + 1} and made no progress "
+                f"for {resume_seconds:g} s: {type(error).__name__}: {error}"
+            ) from error
+        server += 1  # the next server: this one may be the one that went away
+        log.warning(
+            "reading stream %s interrupted at seq %d (%s: %s); resuming",
+            stream,
+            cursor.delivered + 1,
+            type(error).__name__,
+            error,
+        )
+        await asyncio.sleep(delay)
+        delay = min(2.0, delay * 2)
+
+
+async def _read_once(
+    js: JetStreamContext,
+    conn: RawConnection,
+    stream: str,
+    subjects: list[str],
+    cursor: _Cursor,
+    end: int,
+    deliver: Callable[[Columns], Awaitable[None]],
+    batch: int,
+) -> int:
+    """Read from cursor.delivered + 1 to `end` through one connection and one consumer."""
     inbox = f"_INBOX.userstats-rebuild.{uuid.uuid4().hex}"
     consumer: str | None = None
     try:
@@ -178,30 +240,29 @@ async def read_range(
             deliver_subject=inbox,
             ack_policy=api.AckPolicy.NONE,
             deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
-            opt_start_seq=start,
+            opt_start_seq=cursor.delivered + 1,
             filter_subjects=subjects,
             flow_control=True,
-            idle_heartbeat=5.0,
+            idle_heartbeat=HEARTBEAT_SECONDS,
             mem_storage=True,
             inactive_threshold=30.0,
         )
         info = await js.add_consumer(stream, config)
         consumer = info.name
-        return await _read(conn, start, end, deliver, batch)
+        return await _read(conn, cursor, end, deliver, batch)
     finally:
         if consumer is not None:
             with contextlib.suppress(Exception):
-                await js.delete_consumer(stream, consumer)
-        await conn.close()
+                await asyncio.wait_for(js.delete_consumer(stream, consumer), 2)
 
 
 async def _read(
-    conn: RawConnection, start: int, end: int, deliver: Callable[[Columns], Awaitable[None]], batch: int
+    conn: RawConnection, cursor: _Cursor, end: int, deliver: Callable[[Columns], Awaitable[None]], batch: int
 ) -> int:
     reader, writer = conn.reader, conn.writer
     buf = b""
     pos = 0
-    expected = start
+    expected = cursor.delivered + 1
     names: dict[bytes, str] = {}
     seqs: list[int] = []
     subs: list[str] = []
@@ -210,9 +271,9 @@ async def _read(
     done = False
     while not done:
         try:
-            chunk = await asyncio.wait_for(reader.read(READ_SIZE), 30)
+            chunk = await asyncio.wait_for(reader.read(READ_SIZE), STALL_SECONDS)
         except TimeoutError:
-            raise RawReadError(f"no data for 30 s at seq {expected}") from None
+            raise RawReadError(f"no data for {STALL_SECONDS:g} s at seq {expected}") from None
         if not chunk:
             raise RawReadError(f"the server closed the connection at seq {expected}")
         buf = buf[pos:] + chunk if pos < len(buf) else chunk
@@ -279,8 +340,10 @@ async def _read(
                 done = True
             elif len(seqs) >= batch:
                 await deliver((seqs, subs, data, times))
+                cursor.delivered = seqs[-1]
                 seqs, subs, data, times = [], [], [], []
         await writer.drain()
     if seqs:
         await deliver((seqs, subs, data, times))
+        cursor.delivered = seqs[-1]
     return expected - 1

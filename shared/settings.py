@@ -16,6 +16,7 @@ import msgspec
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 Positive = Annotated[float, msgspec.Meta(gt=0)]
 AtLeastOne = Annotated[float, msgspec.Meta(ge=1)]
+Replicas = Annotated[int, msgspec.Meta(ge=1, le=5)]  # JetStream allows 1 to 5
 
 DEFAULT_CONFIG_PATHS = (Path("/etc/kryten/kryten-userstats/config.json"), Path("config.json"))
 
@@ -45,6 +46,7 @@ class NatsSettings(_Section, frozen=True):
     max_reconnect_attempts: int = -1
     ping_interval: AtLeastOne = 120
     startup_wait_seconds: Annotated[float, msgspec.Meta(ge=0)] = 30  # keep trying this long at start
+    randomize: bool = True  # false: connect to the first reachable of `servers` in the listed order
 
 
 class ChannelSettings(_Section, frozen=True):
@@ -99,6 +101,14 @@ class UserstatsSettings(_Section, frozen=True):
     min_seq_timeout_seconds: Positive = 5.0
     min_seq_timeout_max_seconds: Positive = 30.0
     duckdb_threads: Annotated[int, msgspec.Meta(ge=1)] = 2
+    # JetStream replication (shared/replication.py): `replicas` for the stream, the pointer KV
+    # and the snapshot Object Store, unless one of the three is set; 3 on a NATS cluster.
+    replicas: Replicas = 1
+    stream_replicas: Replicas | None = None
+    pointer_replicas: Replicas | None = None
+    snapshot_replicas: Replicas | None = None
+    placement_cluster: str | None = None  # JetStream placement of all three: a cluster name...
+    placement_tags: list[str] = msgspec.field(default_factory=list)  # ...and/or server tags
 
 
 class Settings(_Section, frozen=True):
@@ -134,6 +144,7 @@ ENV_OVERRIDES: dict[str, tuple[tuple[str, ...], str]] = {
     "NATS_TLS_CERT": (("nats", "tls_cert"), "str"),
     "NATS_TLS_KEY": (("nats", "tls_key"), "str"),
     "NATS_STARTUP_WAIT": (("nats", "startup_wait_seconds"), "raw"),
+    "NATS_RANDOMIZE": (("nats", "randomize"), "raw"),
     "USERSTATS_CHANNELS": (("channels",), "channels"),
     "USERSTATS_DB_PATH": (("database", "path"), "str"),
     "USERSTATS_METRICS_PORT": (("metrics", "port"), "raw"),
@@ -145,6 +156,12 @@ ENV_OVERRIDES: dict[str, tuple[tuple[str, ...], str]] = {
     "USERSTATS_TICK_INTERVAL": (("userstats", "tick_interval_seconds"), "raw"),
     "USERSTATS_COUNT_SHADOW_MUTED": (("userstats", "count_shadow_muted"), "raw"),
     "USERSTATS_REPLICA_DIR": (("userstats", "replica_dir"), "str"),
+    "USERSTATS_REPLICAS": (("userstats", "replicas"), "raw"),
+    "USERSTATS_STREAM_REPLICAS": (("userstats", "stream_replicas"), "raw"),
+    "USERSTATS_POINTER_REPLICAS": (("userstats", "pointer_replicas"), "raw"),
+    "USERSTATS_SNAPSHOT_REPLICAS": (("userstats", "snapshot_replicas"), "raw"),
+    "USERSTATS_PLACEMENT_CLUSTER": (("userstats", "placement_cluster"), "str"),
+    "USERSTATS_PLACEMENT_TAGS": (("userstats", "placement_tags"), "list"),
     "USERSTATS_LOG_LEVEL": (("log_level",), "str"),
 }
 

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import msgspec
 from nats.js import JetStreamContext, api
-from nats.js.errors import NotFoundError
+from nats.js.errors import APIError, NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from shared import subjects
+from shared import replication, subjects
+from shared.replication import Replication, ReplicationError
 from shared.stream import parse_ack_reply
 
 log = logging.getLogger(__name__)
@@ -44,18 +45,58 @@ class SnapshotError(Exception):
 POINTER_DECODER = msgspec.json.Decoder(SnapshotPointer)
 
 
-async def ensure_buckets(js: JetStreamContext) -> tuple[ObjectStore, KeyValue]:
-    """Create (or bind to) the snapshot object store and the pointer KV bucket."""
+POINTER_STREAM = f"KV_{subjects.POINTER_BUCKET}"
+SNAPSHOT_STREAM = f"OBJ_{subjects.SNAPSHOT_BUCKET}"
+
+
+async def ensure_buckets(
+    js: JetStreamContext, pointer: Replication | None = None, objects: Replication | None = None
+) -> tuple[ObjectStore, KeyValue]:
+    """Create (or bind to) the snapshot object store and the pointer KV bucket.
+
+    With a Replication, a missing bucket is created with it and an existing one brought to
+    it (ReplicationError if the server refuses); without, an existing one is left as it is.
+    """
+    what = f"Object Store {subjects.SNAPSHOT_BUCKET}"
     try:
+        if objects is not None:
+            await replication.apply(js, await js.stream_info(SNAPSHOT_STREAM), objects, what, "snapshots")
         obs = await js.object_store(subjects.SNAPSHOT_BUCKET)
     except NotFoundError:
-        obs = await js.create_object_store(subjects.SNAPSHOT_BUCKET, storage=api.StorageType.FILE)
+        rep = objects or Replication()
+        try:
+            obs = await js.create_object_store(
+                subjects.SNAPSHOT_BUCKET,
+                config=api.ObjectStoreConfig(
+                    bucket=subjects.SNAPSHOT_BUCKET,
+                    storage=api.StorageType.FILE,
+                    replicas=rep.replicas,
+                    placement=rep.placement,
+                ),
+            )
+        except APIError as exc:
+            raise ReplicationError(replication.explain(exc, what, "snapshots", rep)) from exc
+    what = f"KV bucket {subjects.POINTER_BUCKET}"
     try:
+        if pointer is not None:
+            await replication.apply(js, await js.stream_info(POINTER_STREAM), pointer, what, "pointer")
         kv = await js.key_value(subjects.POINTER_BUCKET)
     except NotFoundError:
-        kv = await js.create_key_value(
-            bucket=subjects.POINTER_BUCKET, history=5, storage=api.StorageType.FILE
-        )
+        rep = pointer or Replication()
+        try:
+            kv = await js.create_key_value(
+                config=api.KeyValueConfig(
+                    bucket=subjects.POINTER_BUCKET,
+                    history=5,
+                    storage=api.StorageType.FILE,
+                    replicas=rep.replicas,
+                    placement=rep.placement,
+                )
+            )
+        except APIError as exc:
+            raise ReplicationError(replication.explain(exc, what, "pointer", rep)) from exc
+        if rep.placement is not None:  # nats-py's create_key_value drops the placement: move it
+            await replication.apply(js, await js.stream_info(POINTER_STREAM), rep, what, "pointer")
     return obs, kv
 
 

@@ -6,8 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _pytest.terminal import TerminalReporter
 
 from tests.harness import NatsServer, Stack
+from tests.integration.clustertools import FIGURES
 
 
 @pytest.fixture
@@ -23,3 +25,11 @@ def stack(tmp_path: Path, nats_server: NatsServer) -> Iterator[Stack]:
     s = Stack(tmp_path, nats_server)
     yield s
     s.stop_all()
+
+
+def pytest_terminal_summary(terminalreporter: TerminalReporter) -> None:
+    """The cluster tests' measurements (events lost per leader kill, ...), when they ran."""
+    if FIGURES:
+        terminalreporter.section("NATS cluster figures")
+        for line in FIGURES:
+            terminalreporter.write_line(line)

@@ -74,6 +74,91 @@ class NatsServer:
                 self.proc.wait()
         self.proc = None
 
+    def kill9(self) -> None:
+        """SIGKILL: no goodbye to clients or routes, no leader transfer."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+        self.proc = None
+
+    def lame_duck(self, timeout: float = 60) -> None:
+        """SIGUSR2 (what `nats-server --signal ldm` sends): hand over leaderships, stop taking
+        clients, close the existing ones over the lame-duck duration, exit."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGUSR2)
+        self.proc.wait(timeout)
+        self.proc = None
+
+
+class NatsCluster:
+    """`size` nats-server nodes on loopback joined by cluster routes, each with JetStream and
+    its own store; nodes can be killed, put in lame-duck mode and restarted one by one."""
+
+    def __init__(self, tmp: Path, size: int = 3, name: str = "userstats-test") -> None:
+        self.name = name
+        routes = [free_port() for _ in range(size)]
+        self.nodes: list[NatsServer] = []
+        for i, route_port in enumerate(routes):
+            base = tmp / f"nats-n{i + 1}"
+            base.mkdir(parents=True, exist_ok=True)
+            conf = base / "nats.conf"
+            others = ", ".join(f'"nats-route://127.0.0.1:{p}"' for p in routes if p != route_port)
+            conf.write_text(
+                f"server_name: n{i + 1}\n"
+                f'server_tags: ["node:n{i + 1}"]\n'
+                f"cluster {{\n  name: {name}\n  listen: 127.0.0.1:{route_port}\n  routes: [{others}]\n}}\n"
+                # The shortest lame-duck duration nats-server accepts; the grace period before it
+                # starts closing clients is cut from 10 s so a rolling restart stays quick.
+                'lame_duck_duration: "30s"\nlame_duck_grace_period: "1s"\n'
+            )
+            self.nodes.append(NatsServer(base / "store", extra=["-c", str(conf)]))
+
+    @property
+    def urls(self) -> list[str]:
+        return [n.url for n in self.nodes]
+
+    @property
+    def url(self) -> str:
+        """Every node, comma-separated, as NATS_URL takes them."""
+        return ",".join(self.urls)
+
+    def node(self, server_name: str) -> NatsServer:
+        return self.nodes[int(server_name.removeprefix("n")) - 1]
+
+    def name_of(self, node: NatsServer) -> str:
+        return f"n{self.nodes.index(node) + 1}"
+
+    def start(self) -> None:
+        for n in self.nodes:
+            n.start()
+
+    def stop(self) -> None:
+        for n in self.nodes:
+            n.stop()
+
+    def urls_from(self, first: NatsServer) -> str:
+        """NATS_URL listing every node, `first` first (with NATS_RANDOMIZE=false it connects there)."""
+        k = self.nodes.index(first)
+        return ",".join(n.url for n in self.nodes[k:] + self.nodes[:k])
+
+    async def ready(self, timeout: float = 30) -> None:
+        """Wait until JetStream answers (the nodes have elected a meta leader)."""
+
+        async def answers() -> bool:
+            try:
+                nc = await nats.connect(self.urls, max_reconnect_attempts=1, connect_timeout=1)
+            except Exception:
+                return False
+            try:
+                await nc.jetstream(timeout=1).account_info()
+                return True
+            except Exception:
+                return False
+            finally:
+                await nc.close()
+
+        await wait_for(answers, timeout=timeout, interval=0.2, what="the cluster's JetStream")
+
 
 class Service:
     """`python -m ingest` or `python -m query` as a child process with its own env."""
@@ -146,7 +231,7 @@ class Service:
 class Stack:
     """One NATS server plus any number of ingest/query processes sharing it."""
 
-    def __init__(self, tmp: Path, nats_server: NatsServer) -> None:
+    def __init__(self, tmp: Path, nats_server: NatsServer | NatsCluster) -> None:
         self.tmp = tmp
         self.nats = nats_server
         self.db_path = tmp / "ingest" / "userstats.duckdb"
@@ -187,7 +272,8 @@ class Stack:
 
 
 async def connect(url: str) -> Client:
-    return await nats.connect(url, name="userstats-test")
+    """A test client; `url` may list several servers, comma-separated (a cluster)."""
+    return await nats.connect(url.split(","), name="userstats-test")
 
 
 async def publish_all(

@@ -429,6 +429,15 @@ async def test_disk_full_stops_projecting_without_loss_and_it_resumes_when_space
         second = list(Simulator(seed=96, start_us=1_765_000_000_000_000).events(40_000))
         await publish_all(nc, first)
         before = await caught_up(nc, ingest)
+        # A snapshot being written at this moment would free its temp file on this disk
+        # after the filler is measured: wait until the one at `before` is published and gone.
+        await wait_for(
+            lambda: (
+                metric(ingest.metrics(), "userstats_ingest_snapshot_seq") == before
+                and not any((disk / "snapshots").glob("*.duckdb*"))
+            ),
+            what="the last snapshot to be published",
+        )
         free = shutil.disk_usage(disk).free
         with filler.open("wb") as f:  # leave 128 kB: less than one batch needs
             f.write(b"\0" * (free - 128 * 1024))
