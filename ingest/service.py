@@ -48,16 +48,28 @@ class IngestService:
         self.con: duckdb.DuckDBPyConnection | None = None
         self._swap: tuple[Path, asyncio.Future[int]] | None = None
         self._epoch_end = asyncio.Event()
+        self.live = Path(settings.database.path).expanduser().resolve()
+
+    def positions(self) -> tuple[int | None, int, int | None]:
+        """(checkpoint, stream last seq, lag), the same in /health and /metrics.
+
+        The stream's last seq is polled once a second, so it can trail a checkpoint just
+        committed; the stream holds at least what was projected from it."""
+        loop = self.loop
+        checkpoint = loop.applied_seq if loop else None
+        last = max(self.stream_last_seq, checkpoint or 0)
+        return checkpoint, last, (last - checkpoint if checkpoint is not None else None)
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         connected = bool(self.nc and self.nc.is_connected)
         loop = self.loop
+        checkpoint, last, lag = self.positions()
         body: dict[str, Any] = {
             "service": "userstats-ingest",
             "nats_connected": connected,
-            "checkpoint_seq": loop.applied_seq if loop else None,
-            "stream_last_seq": self.stream_last_seq,
-            "lag_events": max(0, self.stream_last_seq - loop.applied_seq) if loop else None,
+            "checkpoint_seq": checkpoint,
+            "stream_last_seq": last,
+            "lag_events": lag,
             "projection_version": schema.PROJECTION_VERSION,
             "uptime_seconds": round(time.monotonic() - self.started, 2),
         }
@@ -78,9 +90,6 @@ class IngestService:
             try:
                 info = await js.stream_info(stream)
                 self.stream_last_seq = int(info.state.last_seq)
-                self.metrics.stream_last_seq.set(self.stream_last_seq)
-                if self.loop is not None:
-                    self.metrics.lag.set(max(0, self.stream_last_seq - self.loop.applied_seq))
             except Exception as exc:  # reported through health and metrics, retried
                 log.debug("stream info: %s", exc)
             self.metrics.nats_connected.set(1 if self.nc and self.nc.is_connected else 0)
@@ -89,6 +98,10 @@ class IngestService:
 
     async def run(self) -> None:
         prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+        m = self.metrics
+        m.checkpoint_seq.set_function(lambda: self.positions()[0] or 0)
+        m.stream_last_seq.set_function(lambda: self.positions()[1])
+        m.lag.set_function(lambda: self.positions()[2] or 0)
         s = self.settings
         u = s.userstats
         loop = asyncio.get_running_loop()
@@ -98,7 +111,7 @@ class IngestService:
             build_app("userstats-ingest", self.metrics.registry, self.health), u.http_host, u.ingest_port
         )
         http.start()
-        live = Path(s.database.path)
+        live = self.live
         self.con = open_writer(live, u.duckdb_threads)
         self.nc = nc = await natsconn.connect(s.nats, "userstats-ingest")
         try:
@@ -124,10 +137,11 @@ class IngestService:
                     result.dead_letters,
                     result.seconds,
                 )
+            m.projected_through = apply.read_checkpoint(self.con).seq
             log.info(
                 "database %s at seq %d (projection version %d); stream %s holds %d..%d",
                 live,
-                apply.read_checkpoint(self.con).seq,
+                m.projected_through,
                 schema.PROJECTION_VERSION,
                 u.stream,
                 info.state.first_seq,
@@ -237,7 +251,8 @@ class IngestService:
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             return msgspec.json.encode({"ok": False, "error": f"bad admin request: {exc}"})
         if req.command == "ping":
-            return msgspec.json.encode({"ok": True, "seq": self.loop.applied_seq if self.loop else 0})
+            seq = self.loop.applied_seq if self.loop else 0
+            return msgspec.json.encode({"ok": True, "seq": seq, "database": str(self.live)})
         if req.command == "dead_letters":
             rows = await asyncio.to_thread(list_dead_letters, self._cursor(), req.limit)
             return msgspec.json.encode({"ok": True, "dead_letters": rows})

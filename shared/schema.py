@@ -14,7 +14,9 @@ from typing import Literal
 # tables would contain for the same log. Ingest rebuilds on mismatch; replicas refuse to
 # follow a snapshot made by another version.
 # 2: history imported from kryten-userstats 0.7.1 (journal "import" events, import_baselines).
-PROJECTION_VERSION = 2
+# 3: a population row at each channel's first event; dead-letter paths inside the payload
+#    say `$.payload...`.
+PROJECTION_VERSION = 3
 
 Merge = Literal["add", "min", "max", "set"]
 
