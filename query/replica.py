@@ -156,6 +156,8 @@ class Replica:
                 continue
             if self._should_load(pointer):
                 await self._load_with_retry(pointer, stop)
+            elif self._older_of_same_tables(pointer, pointer.seq):
+                self._ignore_older(pointer, pointer.seq)
             elif self.snapshot_error is not None:
                 log.info("snapshot pointer agrees with the tables served again (%s)", pointer.object)
                 self.snapshot_error = None
@@ -168,6 +170,14 @@ class Replica:
             return True  # a rebuild or a new projection: move to it (load() catches it up first)
         # The same tables: only worth it when not following, and never an older one.
         return not self.following and p.seq > self.applied_seq
+
+    def _ignore_older(self, p: SnapshotPointer, seq: int) -> None:
+        log.warning(
+            "snapshot %s (seq %d) is older than the tables served (seq %d, same generation): ignored",
+            p.object,
+            seq,
+            self.applied_seq,
+        )
 
     def _older_of_same_tables(self, p: SnapshotPointer, seq: int) -> bool:
         cur = self.pointer
@@ -208,12 +218,7 @@ class Replica:
             path.unlink(missing_ok=True)
         if self._older_of_same_tables(pointer, seq):
             con.close()
-            log.warning(
-                "snapshot %s (seq %d) is older than the tables served (seq %d, same generation): ignored",
-                pointer.object,
-                seq,
-                self.applied_seq,
-            )
+            self._ignore_older(pointer, seq)
             return
         reader: StreamReader | None = None
         try:

@@ -60,6 +60,7 @@ class _Envelope(msgspec.Struct, frozen=True):
     data: msgspec.Raw = msgspec.Raw(b"null")
     error: str | None = None
     as_of_seq: int = 0
+    note: str | None = None
 
 
 _ENVELOPE = msgspec.json.Decoder(_Envelope)
@@ -78,6 +79,7 @@ class UserstatsClient:
         self.read_your_writes = read_your_writes
         self.subject = subject
         self.last_seq = 0  # the newest as_of_seq any reply carried
+        self.last_note: str | None = None  # the last reply's note (e.g. channel on another domain)
 
     @classmethod
     async def connect(
@@ -141,6 +143,7 @@ class UserstatsClient:
             raise UserstatsTimeout(command, f"no reply within {wait + 1:g} s") from None
         env = _ENVELOPE.decode(msg.data)
         self.last_seq = max(self.last_seq, env.as_of_seq)
+        self.last_note = env.note
         if not env.success:
             error = env.error or "unknown error"
             kind = NotReadyError if error.startswith(("not ready", "Timed out")) else UserstatsError
