@@ -156,8 +156,9 @@ class Replica:
                 continue
             if self._should_load(pointer):
                 await self._load_with_retry(pointer, stop)
-            elif self._older_of_same_tables(pointer, pointer.seq):
-                self._ignore_older(pointer, pointer.seq)
+            elif self.pointer is not None and self._older_of_same_tables(pointer, pointer.seq):
+                if pointer.seq < self.pointer.seq:  # older than the snapshot loaded, not just
+                    self._ignore_older(pointer, pointer.seq)  # behind the stream we follow
             elif self.snapshot_error is not None:
                 log.info("snapshot pointer agrees with the tables served again (%s)", pointer.object)
                 self.snapshot_error = None
@@ -225,6 +226,7 @@ class Replica:
             if projector is not None and self.loaded and self.following and seq < self.applied_seq:
                 reader = StreamReader(self._js, self._stream, STREAM_SUBJECTS, seq + 1, max_buffer=20_000)
                 await reader.start()
+                log.info("bringing the new tables from seq %d up to seq %d first", seq, self.applied_seq)
                 await self._catch_up(projector, con, reader, self.applied_seq)
                 await self._stop_following()
                 await self._catch_up(projector, con, reader, self.applied_seq)  # what came meanwhile
@@ -281,8 +283,6 @@ class Replica:
                 projector.project(item.seq, item.subject, item.data, item.stream_us)
             apply.apply_batch(con, projector.take_delta(), projector.last_seq, projector.last_event_us)
 
-        if projector.last_seq < target:
-            log.info("bringing the new tables from seq %d up to seq %d first", projector.last_seq, target)
         while projector.last_seq < target:
             if not await reader.wait(timeout=30):
                 raise SnapshotError(f"the stream stopped at seq {projector.last_seq} while catching up")
