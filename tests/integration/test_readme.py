@@ -399,11 +399,24 @@ def test_the_readme_commands_work_as_written(session: Session) -> None:
         timings.append(
             (command, session.until(command, check, within=max(5, 20 - (time.monotonic() - started))))
         )
+    # ingest's own figures after that online rebuild, at 200 events/s: one scrape agrees with itself
+    _, text, _ = session.run("curl -s http://127.0.0.1:28283/metrics")
+    figures_now = dict(
+        line.rsplit(" ", 1) for line in text.splitlines() if line.startswith("userstats_ingest")
+    )
+    checkpoint = float(figures_now["userstats_ingest_checkpoint_seq"])
+    assert float(figures_now["userstats_ingest_events_projected_total"]) <= checkpoint, figures_now
+    assert float(figures_now["userstats_ingest_stream_last_seq"]) >= checkpoint, figures_now
+    assert float(figures_now["userstats_ingest_lag_events"]) == (
+        float(figures_now["userstats_ingest_stream_last_seq"]) - checkpoint
+    )
     interrupted = (0, -signal.SIGINT)  # make itself reports the Ctrl-C; what it ran stops cleanly
     assert session.ctrl_c(demo) in interrupted, (session.home / "demo.log").read_text()[-3000:]
     log = (session.home / "demo.log").read_text()
     assert "Traceback" not in log and " WARNING " not in log and " ERROR " not in log, log[-5000:]
     assert "ingest stopped at seq" in log and "did not stop" not in log, log[-3000:]
+    # a snapshot every 2 s, but one INFO line a minute about them
+    assert len(re.findall(r"INFO +ingest\.snapshotter: snapshot \S+ published", log)) <= 2, log[-3000:]
     print(
         f"make demo healthy after {healthy:.1f} s; " + ", ".join(f"{c[:40]}: {t:.1f} s" for c, t in timings)
     )

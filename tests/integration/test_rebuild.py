@@ -24,7 +24,7 @@ from shared.settings import NatsSettings
 from sim.generator import Simulator
 from tests.harness import Stack, connect, publish_all, request, wait_for
 from tests.integration.streamtools import dump, dump_file, read_stream, rebuild
-from tests.integration.test_backbone import caught_up
+from tests.integration.test_backbone import caught_up, metric
 
 
 def cli(stack: Stack, *args: str, **env: str) -> subprocess.Popen[str]:
@@ -116,6 +116,14 @@ async def test_rebuild_while_serving_has_zero_failed_queries(stack: Stack) -> No
         assert len(outcomes) > 50 and all(outcomes), f"{outcomes.count(False)} failed of {len(outcomes)}"
         assert all(a <= b for a, b in itertools.pairwise(seen)), "answers went back in time"
         stats = (await request(nc, {"command": "system.stats", "min_seq": last}))["data"]
+        # ingest's figures agree with each other after the swap (traffic has stopped)
+        await caught_up(nc, ingest)
+        _, health = ingest.health()
+        text = ingest.metrics()
+        assert health["checkpoint_seq"] == last == metric(text, "userstats_ingest_checkpoint_seq")
+        assert health["stream_last_seq"] == metric(text, "userstats_ingest_stream_last_seq") >= last
+        assert health["lag_events"] == metric(text, "userstats_ingest_lag_events") == 0
+        assert metric(text, "userstats_ingest_events_projected_total") == last  # each seq counted once
         ingest.stop()
         live = dump_file(stack.db_path)
         assert live == dump(rebuild(await read_stream(nc)))
@@ -213,6 +221,7 @@ async def test_dead_letters_listing_with_and_without_ingest(stack: Stack) -> Non
             data: dict[str, Any] = json.loads(out[out.index("{") :])
             assert data["total"] == 1 and data["rows"][0]["raw"] == "not json at all"
             assert data["rows"][0]["subject"] == "kryten.events.cytube.x.chatmsg"
+            assert data["rows"][0]["stream_time"].endswith("+00:00")  # UTC, and it says so
     finally:
         await nc.close()
 
