@@ -95,7 +95,7 @@ def channel_note(sc: Scope, channel: str | None, domain: str | None) -> str | No
         domains = sorted({str(dom) for dom, _ in holders})
         return (
             f"channel {channel} has no data on {d}; it is on {', '.join(domains)} "
-            f'(send "domain": "{domains[0]}")'
+            f"(set domain to {domains[0]})"
         )
     known = _rows(sc, "SELECT domain, channel FROM channel_clock ORDER BY domain, channel LIMIT 11", [])
     listed = ", ".join(f"{dom}/{ch}" for dom, ch in known[:10]) + (", ..." if len(known) > 10 else "")

@@ -212,5 +212,11 @@ async def connect(s: NatsSettings, name: str, wait: float | None = None) -> Clie
         if not exc.waited:
             raise
         raise ConnectError(f"{exc} (nats.startup_wait_seconds / NATS_STARTUP_WAIT)", waited=True) from None
-    log.info("nats: connected to %s as %s", nc.connected_url.netloc if nc.connected_url else "?", name)
+    # a service says so; a one-shot command has its answer to print instead
+    log.log(
+        logging.INFO if wait > 0 else logging.DEBUG,
+        "nats: connected to %s as %s",
+        nc.connected_url.netloc if nc.connected_url else "?",
+        name,
+    )
     return nc

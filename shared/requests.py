@@ -63,8 +63,11 @@ SEED_COMMANDS = frozenset(
 )
 
 # Keys any request may carry besides its command's parameters: the envelope (spec 4.2),
-# read-your-writes, and tracing ids some clients add.
-ENVELOPE_KEYS = frozenset({"command", "service", "min_seq", "timeout", "request_id", "correlation_id"})
+# read-your-writes, tracing ids some clients add, and `domain`, which every seed subject
+# carries and a client may send with any command (ignored by those without one).
+ENVELOPE_KEYS = frozenset(
+    {"command", "service", "min_seq", "timeout", "request_id", "correlation_id", "domain"}
+)
 # Parameters ecosystem clients send that a command does not take; accepted and ignored as
 # 0.7.1 did. kryten-shell 0.1.4 sends `limit` with user.messages.
 TOLERATED_KEYS: dict[str, frozenset[str]] = {"user.messages": frozenset({"limit"})}

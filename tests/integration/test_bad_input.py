@@ -78,8 +78,7 @@ async def test_an_empty_answer_says_where_the_channel_is(nc: Client) -> None:  #
     elsewhere = await request(nc, {"command": "channel.top_users", "channel": "anime"})
     assert elsewhere["success"] is True and elsewhere["data"]["top_users"] == []
     assert (
-        elsewhere["note"]
-        == 'channel anime has no data on cytu.be; it is on cy.tube (send "domain": "cy.tube")'
+        elsewhere["note"] == "channel anime has no data on cytu.be; it is on cy.tube (set domain to cy.tube)"
     )
     there = await request(nc, {"command": "channel.top_users", "channel": "Anime", "domain": "cy.tube"})
     assert there["data"]["top_users"] == [{"username": "NightOwl", "count": 1}] and "note" not in there

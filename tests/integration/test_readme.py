@@ -237,7 +237,7 @@ class Namespace:
 
     def close(self) -> None:
         self.holder.kill()
-        self.holder.wait()
+        self.holder.communicate()  # waits, and closes its pipes
 
 
 @dataclass
