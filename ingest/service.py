@@ -49,6 +49,19 @@ class IngestService:
         self._swap: tuple[Path, asyncio.Future[int]] | None = None
         self._epoch_end = asyncio.Event()
         self.live = Path(settings.database.path).expanduser().resolve()
+        self._db_file: tuple[int, int] | None = None  # (device, inode) of the file opened
+
+    def _open(self, live: Path) -> duckdb.DuckDBPyConnection:
+        con = open_writer(live, self.settings.userstats.duckdb_threads)
+        self._db_file = _file_id(live)
+        return con
+
+    def _db_file_problem(self) -> str | None:
+        """Someone replaced or removed the file ingest writes to (ingest would go on
+        writing to the old, unlinked one and lose it all at the next start)."""
+        if self._db_file is not None and _file_id(self.live) != self._db_file:
+            return f"the database file {self.live} was replaced or removed while open; restart ingest"
+        return None
 
     def positions(self) -> tuple[int | None, int, int | None]:
         """(checkpoint, stream last seq, lag), the same in /health and /metrics.
@@ -80,6 +93,9 @@ class IngestService:
             problems.append("database not open yet")
         elif loop.write_error:
             problems.append(f"cannot write the tables ({loop.write_error}); retrying")
+        replaced = self._db_file_problem()
+        if replaced:
+            problems.append(replaced)
         body["write_error"] = loop.write_error if loop else None
         body["status"] = "healthy" if not problems else "unhealthy: " + "; ".join(problems)
         return not problems, body
@@ -112,7 +128,7 @@ class IngestService:
         )
         http.start()
         live = self.live
-        self.con = open_writer(live, u.duckdb_threads)
+        self.con = self._open(live)
         self.nc = nc = await natsconn.connect(s.nats, "userstats-ingest")
         try:
             js = nc.jetstream()
@@ -128,9 +144,10 @@ class IngestService:
                     schema.PROJECTION_VERSION,
                 )
                 self.con.close()
+                self._db_file = None
                 result = await build_shadow(js, u.stream, shadow_path(live), nats=self.settings.nats)
                 replace_database(result.path, live)
-                self.con = open_writer(live, u.duckdb_threads)
+                self.con = self._open(live)
                 log.info(
                     "rebuild done: %d events, %d dead letters, %.1f s",
                     result.events,
@@ -225,14 +242,15 @@ class IngestService:
         try:
             self.con.close()
             self.con = None
+            self._db_file = None
             replace_database(path, live)
-            self.con = open_writer(live, u.duckdb_threads)
+            self.con = self._open(live)
             cp = apply.read_checkpoint(self.con)
             log.info("rebuilt database swapped in at seq %d (generation %s)", cp.seq, cp.generation)
             done_future.set_result(cp.seq)
         except Exception as exc:
             if self.con is None:
-                self.con = open_writer(live, u.duckdb_threads)
+                self.con = self._open(live)
             done_future.set_exception(exc)
 
     async def _end_epoch_on_stop(self, epoch_end: asyncio.Event) -> None:
@@ -271,3 +289,11 @@ class IngestService:
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         assert self.con is not None
         return self.con.cursor()
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino

@@ -330,6 +330,12 @@ async def test_rebuild_output_never_replaces_the_live_database(stack: Stack, tmp
         await caught_up(nc, ingest)
         assert after > last and live.stat().st_ino == inode
         assert ingest.health()[1]["checkpoint_seq"] == after
+        # and if something else moves the file away, /health says so instead of "healthy"
+        live.rename(tmp_path / "moved.duckdb")
+        code, body = ingest.health()
+        assert code == 503 and "was replaced or removed while open" in body["status"], body
+        (tmp_path / "moved.duckdb").rename(live)
+        assert ingest.health()[0] == 200
     finally:
         await nc.close()
 
