@@ -429,6 +429,15 @@ async def test_disk_full_stops_projecting_without_loss_and_it_resumes_when_space
         second = list(Simulator(seed=96, start_us=1_765_000_000_000_000).events(40_000))
         await publish_all(nc, first)
         before = await caught_up(nc, ingest)
+        # A snapshot of the last batch may still be written to the same disk: filling it meanwhile
+        # fails the filler, or leaves the space the snapshot frees afterwards.
+        await wait_for(
+            lambda: (
+                metric(ingest.metrics(), "userstats_ingest_snapshot_seq") == before
+                and not list((disk / "snapshots").glob("*.duckdb"))
+            ),
+            what="ingest's last snapshot to be done",
+        )
         free = shutil.disk_usage(disk).free
         with filler.open("wb") as f:  # leave 128 kB: less than one batch needs
             f.write(b"\0" * (free - 128 * 1024))
