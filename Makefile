@@ -25,9 +25,10 @@ venv: $(STAMP)
 ## system-deps: the Debian packages the tests use, installed when missing and running as root:
 ## docker.io (a Docker engine for the compose tests), mmdebstrap (their stand-in base images),
 ## prometheus (promtool, and the Prometheus the compose test runs), chromium and chromium-driver
-## (the page tests drive a real headless browser)
+## (the page tests drive a real headless browser), curl and iproute2 (the README test runs the
+## README's commands, curl among them, in a network namespace of its own)
 SYSTEM_DEPS := dockerd=docker.io docker=docker.io mmdebstrap=mmdebstrap promtool=prometheus \
-	chromium=chromium chromedriver=chromium-driver
+	chromium=chromium chromedriver=chromium-driver curl=curl ip=iproute2
 system-deps:
 	@missing=$$(for dep in $(SYSTEM_DEPS); do \
 	    PATH="$$PATH:/usr/sbin:/sbin" command -v $${dep%%=*} >/dev/null 2>&1 || echo $${dep#*=}; done | sort -u); \

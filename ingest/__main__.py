@@ -21,6 +21,16 @@ from shared.replication import ReplicationError
 log = logging.getLogger("ingest")
 
 
+def positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {n}")
+    return n
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="userstats-ingest",
@@ -35,10 +45,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="rebuild the tables from stream seq 1 into a shadow file, then swap it in "
         "(into the running ingest if there is one)",
     )
-    rb.add_argument("--to-seq", type=int, help="stop at this stream sequence")
-    rb.add_argument("--output", type=Path, help="write the rebuilt tables to this file and swap nothing")
+    rb.add_argument("--to-seq", type=positive_int, help="stop at this stream sequence")
+    rb.add_argument(
+        "--output",
+        type=Path,
+        help="write the rebuilt tables to this new file and swap nothing (never the live database)",
+    )
+    rb.add_argument("--force", action="store_true", help="let --output replace an existing file")
     dl = sub.add_parser("dead-letters", help="list the messages recorded as dead letters")
-    dl.add_argument("--limit", type=int, default=20)
+    dl.add_argument("--limit", type=positive_int, default=20, help="newest N (default %(default)s)")
     im = sub.add_parser(
         "import-sqlite",
         help="append the history in a kryten-userstats 0.7.1 SQLite file to the stream "
@@ -67,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     logs.configure(args.log_level or settings.log_level)
     try:
         if args.cmd == "rebuild":
-            sys.exit(asyncio.run(maintenance.rebuild(settings, args.to_seq, args.output)))
+            sys.exit(asyncio.run(maintenance.rebuild(settings, args.to_seq, args.output, args.force)))
         elif args.cmd == "import-sqlite":
             sys.exit(
                 asyncio.run(importer.run_import(settings, args.path, args.source, args.dry_run, args.wait))

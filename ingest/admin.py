@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC
 from typing import Any, Literal
 
 import duckdb
@@ -35,7 +36,7 @@ def list_dead_letters(con: duckdb.DuckDBPyConnection, limit: int) -> dict[str, A
                 "subject": subject,
                 "error": error,
                 "raw": bytes(raw)[:200].decode("utf-8", errors="replace"),
-                "stream_time": stream_time.isoformat() if stream_time else None,
+                "stream_time": stream_time.replace(tzinfo=UTC).isoformat() if stream_time else None,
             }
             for seq, subject, error, raw, stream_time in rows
         ],

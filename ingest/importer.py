@@ -378,7 +378,7 @@ async def run_import(settings: Settings, path: Path, source: str, dry_run: bool,
             progress.update(report.rows_read, final=True)
             print(report.format(dry_run=True))
             return 0
-        nc = await natsconn.connect(settings.nats, "userstats-ingest-import")
+        nc = await natsconn.connect(settings.nats, "userstats-ingest-import", wait=0)
         try:
             js = nc.jetstream()
             await ensure_stream(js, settings.userstats)

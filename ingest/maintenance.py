@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -18,15 +20,16 @@ import msgspec
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.errors import NotFoundError
 
 from ingest.admin import list_dead_letters
 from ingest.db import DatabaseError, open_writer
 from ingest.metrics import IngestMetrics
 from ingest.progress import Progress
-from ingest.rebuild import build_shadow
+from ingest.rebuild import RebuildError, build_shadow
 from ingest.snapshotter import Snapshotter
 from ingest.swap import replace_database, shadow_path
-from shared import natsconn
+from shared import cli, natsconn
 from shared.settings import Settings
 from shared.subjects import INGEST_ADMIN_SUBJECT
 
@@ -43,16 +46,58 @@ async def admin(nc: Client, body: dict[str, Any], timeout: float = 3) -> dict[st
     return reply
 
 
-async def rebuild(settings: Settings, to_seq: int | None, output: Path | None) -> int:
-    live = Path(settings.database.path)
-    nc = await natsconn.connect(settings.nats, "userstats-ingest-rebuild")
+def check_output(output: Path, live: Path, force: bool) -> Path:
+    """The file `--output` names, resolved; never the live database, its WAL or its shadow."""
+    dest = output.expanduser().resolve()
+    shadow = shadow_path(live)
+    protected = {p.resolve() for p in (live, Path(f"{live}.wal"), shadow, Path(f"{shadow}.wal"))}
+    same = dest.exists() and live.exists() and dest.samefile(live)
+    if dest in protected or same or Path(f"{dest}.wal").resolve() in protected:
+        raise RebuildError(
+            f"--output {output} is the live database {live} (or its WAL or rebuild shadow): "
+            "writing there would replace the tables ingest uses. Choose another file."
+        )
+    if not dest.parent.is_dir():
+        raise RebuildError(f"--output {output}: the directory {dest.parent} does not exist")
+    if dest.exists() and not force:
+        raise RebuildError(f"--output {output} already exists; pass --force to replace it")
+    return dest
+
+
+def _live_database(configured: str, pong: dict[str, Any] | None) -> Path:
+    """The live database: where the running ingest says it is, else database.path from here."""
+    if pong and pong.get("database"):
+        return Path(str(pong["database"]))
+    return Path(configured).expanduser().resolve()
+
+
+async def rebuild(settings: Settings, to_seq: int | None, output: Path | None, force: bool = False) -> int:
+    nc = await natsconn.connect(settings.nats, "userstats-ingest-rebuild", wait=0)
     try:
         js = nc.jetstream()
-        running = await admin(nc, {"command": "ping"}) is not None
-        if not running and output is None:
-            open_writer(live, settings.userstats.duckdb_threads).close()  # fails if something holds it
-        dest = output or shadow_path(live)
-        info = await js.stream_info(settings.userstats.stream)
+        pong = await admin(nc, {"command": "ping"})
+        running = pong is not None
+        live = _live_database(settings.database.path, pong)
+        if output is not None:
+            dest = check_output(output, live, force)
+        else:
+            if not running and not live.is_file():
+                raise RebuildError(
+                    f"no database at {live} (database.path {settings.database.path!r}, from "
+                    f"{Path.cwd()}) and no ingest running: run this where ingest runs, set "
+                    "database.path / USERSTATS_DB_PATH, or write to a file with --output"
+                )
+            if not running:
+                open_writer(live, settings.userstats.duckdb_threads).close()  # fails if something holds it
+            dest = shadow_path(live)
+        if not os.access(dest.parent, os.W_OK):
+            raise RebuildError(f"cannot write to {dest.parent} (for {dest})")
+        try:
+            info = await js.stream_info(settings.userstats.stream)
+        except NotFoundError:
+            raise RebuildError(
+                f"stream {settings.userstats.stream} does not exist: nothing to rebuild from"
+            ) from None
         target = min(to_seq, int(info.state.last_seq)) if to_seq else int(info.state.last_seq)
         started = time.monotonic()
         result = await build_shadow(
@@ -65,19 +110,19 @@ async def rebuild(settings: Settings, to_seq: int | None, output: Path | None) -
             settings.nats,
         )
         rate = result.events / max(result.seconds, 1e-9)
-        print(
+        cli.emit(
             f"rebuilt {result.events:,} events to seq {result.seq} in {result.seconds:.1f} s "
             f"({rate:,.0f} events/s, {result.reader} reader); {result.dead_letters} dead letter(s)"
         )
         if output is not None:
-            print(f"tables as of seq {result.seq} written to {output} (nothing swapped)")
+            cli.emit(f"tables as of seq {result.seq} written to {dest} (the live database is unchanged)")
             return 0
         if running:
             reply = await admin(nc, {"command": "swap", "path": str(dest)}, timeout=150)
             if not reply or not reply.get("ok"):
-                print(f"the running ingest did not swap the rebuild in: {reply}")
+                print(f"the running ingest did not swap the rebuild in: {reply}", file=sys.stderr)
                 return 1
-            print(
+            cli.emit(
                 f"swapped into the running ingest at seq {reply['seq']}; "
                 "it is catching up and publishing a snapshot"
             )
@@ -91,7 +136,7 @@ async def rebuild(settings: Settings, to_seq: int | None, output: Path | None) -
                 pointer = await snap.publish()
             finally:
                 con.close()
-            print(f"{live} replaced; snapshot {pointer.object} published for the replicas")
+            cli.emit(f"{live} replaced; snapshot {pointer.object} published for the replicas")
         log.debug("rebuild took %.1f s in all", time.monotonic() - started)
         return 0
     finally:
@@ -99,22 +144,32 @@ async def rebuild(settings: Settings, to_seq: int | None, output: Path | None) -
 
 
 async def dead_letters(settings: Settings, limit: int) -> int:
-    live = Path(settings.database.path)
+    """Through the running ingest if there is one; else straight from the file."""
     nc: Client | None = None
     data: dict[str, Any] | None = None
+    pong: dict[str, Any] | None = None
     try:
-        nc = await natsconn.connect(settings.nats, "userstats-ingest-cli")
-        reply = await admin(nc, {"command": "dead_letters", "limit": limit})
+        nc = await natsconn.connect(settings.nats, "userstats-ingest-cli", wait=0)
+        pong = await admin(nc, {"command": "ping"})
+        reply = await admin(nc, {"command": "dead_letters", "limit": limit}) if pong else None
         data = reply["dead_letters"] if reply and reply.get("ok") else None
-    except natsconn.ConnectError:
-        pass  # NATS down: ingest cannot be running either; read the file
+    except natsconn.ConnectError as exc:
+        log.info("%s; reading the database file instead", exc)
     finally:
         if nc is not None:
             await nc.drain()
     if data is None:
+        live = _live_database(settings.database.path, pong)
+        if not live.is_file():
+            raise DatabaseError(
+                f"no database at {live} (database.path {settings.database.path!r}, from {Path.cwd()}) "
+                "and no running ingest answered: run this where ingest runs, or set "
+                "database.path / USERSTATS_DB_PATH"
+            )
         try:
             data = list_dead_letters(duckdb.connect(str(live), read_only=True), limit)
         except duckdb.Error as exc:
-            raise DatabaseError(f"cannot read {live}: {exc}") from exc
-    print(json.dumps(data, indent=2))
+            first = str(exc).strip().splitlines()[0]
+            raise DatabaseError(f"cannot read {live}: {first} (is an ingest holding it?)") from exc
+    cli.emit(json.dumps(data, indent=2))
     return 0

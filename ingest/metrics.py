@@ -9,8 +9,12 @@ class IngestMetrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.events_projected = Counter(
-            "userstats_ingest_events_projected", "Stream messages projected into DuckDB", registry=r
+            "userstats_ingest_events_projected",
+            "Stream messages this process projected beyond the checkpoint it started at "
+            "(re-projecting after a rebuild swap does not count them again)",
+            registry=r,
         )
+        self.projected_through = 0  # the highest checkpoint this process has committed
         self.dead_letters = Counter(
             "userstats_ingest_dead_letters", "Messages recorded as dead letters", registry=r
         )

@@ -74,8 +74,9 @@ class ProjectorLoop:
         if self.write_error is not None:
             log.info("writing works again; tables at seq %d", seq)
             self.write_error = None
-        self._metrics.events_projected.inc(events)
-        self._metrics.checkpoint_seq.set(seq)
+        if seq > self._metrics.projected_through:  # counted once, even when a swap re-projects them
+            self._metrics.events_projected.inc(seq - max(self._metrics.projected_through, self.applied_seq))
+            self._metrics.projected_through = seq
         dead = delta.counters.upserts.get(DEAD_LETTERS_KEY)
         if dead:
             self._metrics.dead_letters.inc(dead[0])

@@ -7,6 +7,7 @@ shadow file, which the next attempt deletes. Swapping the result in is `swap.py`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing as mp
 import queue
@@ -93,18 +94,31 @@ async def build_shadow(
     worker.start()
     child.close()
     try:
-        reader = await _feed(js, stream, target, parent, progress, nats)
-        dead, seq = await asyncio.to_thread(parent.recv)
-    except (EOFError, BrokenPipeError) as exc:
-        raise RebuildError(f"the rebuild worker died (exit code {worker.exitcode})") from exc
+        try:
+            reader = await _feed(js, stream, target, parent, progress, nats, worker.is_alive)
+            result = await asyncio.to_thread(parent.recv)
+        except (EOFError, BrokenPipeError, _WorkerGone) as exc:
+            # it may have said why before it went
+            result = parent.recv() if parent.poll(0.5) else None
+            if not isinstance(result, str):
+                raise RebuildError(f"the rebuild worker died (exit code {worker.exitcode})") from exc
+        if isinstance(result, str):
+            raise RebuildError(f"the rebuild failed writing {dest}: {result}")
+        dead, seq = result
     finally:
-        await asyncio.to_thread(worker.join, 30)
+        if worker.is_alive():
+            await asyncio.to_thread(worker.join, 30)
         if worker.is_alive():
             worker.kill()
+            worker.join()
         parent.close()
     if seq != target:
         raise RebuildError(f"the rebuild worker stopped at seq {seq}, expected {target}")
     return RebuildResult(dest, target, target, time.monotonic() - started, dead, generation, reader)
+
+
+class _WorkerGone(Exception):
+    """The worker process stopped taking batches (it failed, or was killed)."""
 
 
 async def _feed(
@@ -114,22 +128,38 @@ async def _feed(
     conn: Connection,
     progress: Progress,
     nats: NatsSettings | None,
+    worker_alive: Callable[[], bool] = lambda: True,
 ) -> str:
     """Read seq 1..target and hand it to the worker in batches, a sender thread doing the piping.
 
     With the connection settings, the fast reader (shared/rawstream.py) reads; without them,
-    or if it cannot connect, the services' StreamReader does (about 3x slower).
+    or if it cannot connect, the services' StreamReader does (about 3x slower). If the worker
+    goes away, reading stops with _WorkerGone instead of waiting on a full queue forever.
     """
     batches: queue.Queue[Columns | None] = queue.Queue(maxsize=4)
+    failed: list[BaseException] = []
 
     def send() -> None:
         encode = msgspec.msgpack.Encoder().encode  # C-speed, and send_bytes releases the GIL
-        while (batch := batches.get()) is not None:
-            conn.send_bytes(encode(batch))
-        conn.send_bytes(b"")
+        try:
+            while (batch := batches.get()) is not None:
+                conn.send_bytes(encode(batch))
+            conn.send_bytes(b"")
+        except OSError as exc:  # the worker closed its end
+            failed.append(exc)
+
+    def put(item: Columns | None) -> None:
+        while True:
+            if failed or not worker_alive():
+                raise _WorkerGone()
+            try:
+                batches.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
 
     async def deliver(batch: Columns) -> None:
-        await asyncio.to_thread(batches.put, batch)
+        await asyncio.to_thread(put, batch)
         progress.update(batch[0][-1])
 
     sender = asyncio.get_running_loop().run_in_executor(None, send)
@@ -146,8 +176,16 @@ async def _feed(
         if nats is None:
             seq = await _feed_nats_py(js, stream, target, deliver)
     finally:
-        await asyncio.to_thread(batches.put, None)
+        try:
+            await asyncio.to_thread(put, None)
+        except _WorkerGone:
+            with contextlib.suppress(queue.Empty):
+                while True:  # unblock the sender thread so it can see the end
+                    batches.get_nowait()
+            batches.put_nowait(None)
         await sender
+    if failed:
+        raise _WorkerGone()
     if seq < target:
         raise RebuildError(f"the stream ended at seq {seq}, before the target {target}")
     progress.update(seq, final=True)
@@ -177,7 +215,19 @@ async def _feed_nats_py(
 
 
 def _worker(dest: str, generation: str, threads: int, conn: Connection, max_pending_rows: int) -> None:
-    """Project what the parent sends and write it in large batches (a separate process)."""
+    """Project what the parent sends and write it in large batches (a separate process).
+
+    Sends (dead letters, last seq) when done, or the error message if it fails.
+    """
+    try:
+        _work(dest, generation, threads, conn, max_pending_rows)
+    except Exception as exc:
+        with contextlib.suppress(OSError):
+            conn.send(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
+        conn.close()
+
+
+def _work(dest: str, generation: str, threads: int, conn: Connection, max_pending_rows: int) -> None:
     con = duckdb.connect(dest, config={"threads": threads})
     apply.create_schema(con, generation)
     proj = Projector()

@@ -49,16 +49,41 @@ class IngestService:
         self._swap: tuple[Path, asyncio.Future[int]] | None = None
         self._epoch_end = asyncio.Event()
         self.stores: jshealth.StoreWatch | None = None
+        self.live = Path(settings.database.path).expanduser().resolve()
+        self._db_file: tuple[int, int] | None = None  # (device, inode) of the file opened
+
+    def _open(self, live: Path) -> duckdb.DuckDBPyConnection:
+        con = open_writer(live, self.settings.userstats.duckdb_threads)
+        self._db_file = _file_id(live)
+        return con
+
+    def _db_file_problem(self) -> str | None:
+        """Someone replaced or removed the file ingest writes to (ingest would go on
+        writing to the old, unlinked one and lose it all at the next start)."""
+        if self._db_file is not None and _file_id(self.live) != self._db_file:
+            return f"the database file {self.live} was replaced or removed while open; restart ingest"
+        return None
+
+    def positions(self) -> tuple[int | None, int, int | None]:
+        """(checkpoint, stream last seq, lag), the same in /health and /metrics.
+
+        The stream's last seq is polled once a second, so it can trail a checkpoint just
+        committed; the stream holds at least what was projected from it."""
+        loop = self.loop
+        checkpoint = loop.applied_seq if loop else None
+        last = max(self.stream_last_seq, checkpoint or 0)
+        return checkpoint, last, (last - checkpoint if checkpoint is not None else None)
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         connected = bool(self.nc and self.nc.is_connected)
         loop = self.loop
+        checkpoint, last, lag = self.positions()
         body: dict[str, Any] = {
             "service": "userstats-ingest",
             "nats_connected": connected,
-            "checkpoint_seq": loop.applied_seq if loop else None,
-            "stream_last_seq": self.stream_last_seq,
-            "lag_events": max(0, self.stream_last_seq - loop.applied_seq) if loop else None,
+            "checkpoint_seq": checkpoint,
+            "stream_last_seq": last,
+            "lag_events": lag,
             "projection_version": schema.PROJECTION_VERSION,
             "uptime_seconds": round(time.monotonic() - self.started, 2),
             "nats_server": natsconn.server_of(self.nc),
@@ -73,6 +98,9 @@ class IngestService:
             problems.append("database not open yet")
         elif loop.write_error:
             problems.append(f"cannot write the tables ({loop.write_error}); retrying")
+        replaced = self._db_file_problem()
+        if replaced:
+            problems.append(replaced)
         body["write_error"] = loop.write_error if loop else None
         warnings = self.stores.warnings() if self.stores and connected else []
         if problems:
@@ -88,15 +116,16 @@ class IngestService:
             last = stores.states["stream"].last_seq
             if last is not None:
                 self.stream_last_seq = last
-                self.metrics.stream_last_seq.set(self.stream_last_seq)
-                if self.loop is not None:
-                    self.metrics.lag.set(max(0, self.stream_last_seq - self.loop.applied_seq))
             self.metrics.nats_connected.set(1 if self.nc and self.nc.is_connected else 0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.stop.wait(), 1.0)
 
     async def run(self) -> None:
         prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+        m = self.metrics
+        m.checkpoint_seq.set_function(lambda: self.positions()[0] or 0)
+        m.stream_last_seq.set_function(lambda: self.positions()[1])
+        m.lag.set_function(lambda: self.positions()[2] or 0)
         s = self.settings
         u = s.userstats
         loop = asyncio.get_running_loop()
@@ -106,8 +135,8 @@ class IngestService:
             build_app("userstats-ingest", self.metrics.registry, self.health), u.http_host, u.ingest_port
         )
         http.start()
-        live = Path(s.database.path)
-        self.con = open_writer(live, u.duckdb_threads)
+        live = self.live
+        self.con = self._open(live)
         self.nc = nc = await natsconn.connect(s.nats, "userstats-ingest")
         try:
             js = nc.jetstream()
@@ -139,19 +168,21 @@ class IngestService:
                     schema.PROJECTION_VERSION,
                 )
                 self.con.close()
+                self._db_file = None
                 result = await build_shadow(js, u.stream, shadow_path(live), nats=self.settings.nats)
                 replace_database(result.path, live)
-                self.con = open_writer(live, u.duckdb_threads)
+                self.con = self._open(live)
                 log.info(
                     "rebuild done: %d events, %d dead letters, %.1f s",
                     result.events,
                     result.dead_letters,
                     result.seconds,
                 )
+            m.projected_through = apply.read_checkpoint(self.con).seq
             log.info(
                 "database %s at seq %d (projection version %d); stream %s holds %d..%d",
                 live,
-                apply.read_checkpoint(self.con).seq,
+                m.projected_through,
                 schema.PROJECTION_VERSION,
                 u.stream,
                 info.state.first_seq,
@@ -242,14 +273,15 @@ class IngestService:
         try:
             self.con.close()
             self.con = None
+            self._db_file = None
             replace_database(path, live)
-            self.con = open_writer(live, u.duckdb_threads)
+            self.con = self._open(live)
             cp = apply.read_checkpoint(self.con)
             log.info("rebuilt database swapped in at seq %d (generation %s)", cp.seq, cp.generation)
             done_future.set_result(cp.seq)
         except Exception as exc:
             if self.con is None:
-                self.con = open_writer(live, u.duckdb_threads)
+                self.con = self._open(live)
             done_future.set_exception(exc)
 
     async def _end_epoch_on_stop(self, epoch_end: asyncio.Event) -> None:
@@ -268,7 +300,8 @@ class IngestService:
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             return msgspec.json.encode({"ok": False, "error": f"bad admin request: {exc}"})
         if req.command == "ping":
-            return msgspec.json.encode({"ok": True, "seq": self.loop.applied_seq if self.loop else 0})
+            seq = self.loop.applied_seq if self.loop else 0
+            return msgspec.json.encode({"ok": True, "seq": seq, "database": str(self.live)})
         if req.command == "dead_letters":
             rows = await asyncio.to_thread(list_dead_letters, self._cursor(), req.limit)
             return msgspec.json.encode({"ok": True, "dead_letters": rows})
@@ -287,3 +320,11 @@ class IngestService:
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         assert self.con is not None
         return self.con.cursor()
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino

@@ -24,6 +24,7 @@ from shared.replication import Replication
 from shared.snapshots import SnapshotPointer
 
 log = logging.getLogger(__name__)
+LOG_EVERY = 60.0  # seconds between two INFO lines about published snapshots
 
 
 def write_snapshot(con: duckdb.DuckDBPyConnection, dest: Path) -> tuple[int, int, str]:
@@ -67,6 +68,8 @@ class Snapshotter:
         self.last_seq = -1
         self._failures = 0
         self._retry_at = 0.0
+        self._logged_at = -LOG_EVERY  # INFO for the first snapshot, then one line a minute
+        self._unlogged = 0
 
     async def publish(self) -> SnapshotPointer:
         """Write, upload and point to a snapshot of the current tables."""
@@ -102,14 +105,18 @@ class Snapshotter:
         self._metrics.snapshot_bytes.set(size)
         self._metrics.snapshot_seq.set(seq)
         self._metrics.snapshots.inc()
-        log.info(
-            "snapshot %s published: seq %d, %.1f MB, %.2f s%s",
-            name,
-            seq,
-            size / 1e6,
-            elapsed,
-            f", {pruned} old pruned" if pruned else "",
-        )
+        # With traffic a snapshot goes out every snapshot_interval_seconds (2 s): one INFO line
+        # a minute says they do, and each one is logged at DEBUG.
+        line = f"snapshot {name} published: seq {seq}, {size / 1e6:.1f} MB, {elapsed:.2f} s"
+        line += f", {pruned} old pruned" if pruned else ""
+        now = time.monotonic()
+        if now - self._logged_at >= LOG_EVERY:
+            more = f" ({self._unlogged} more since the last such line)" if self._unlogged else ""
+            log.info("%s%s", line, more)
+            self._logged_at, self._unlogged = now, 0
+        else:
+            self._unlogged += 1
+            log.debug("%s", line)
         return pointer
 
     async def run(self, stop: asyncio.Event, interval: float, current_seq: Callable[[], int]) -> None:
@@ -124,7 +131,11 @@ class Snapshotter:
             if problem is None and pointer is not None and pointer.seq == current_seq():
                 self.last_seq = pointer.seq
             elif problem is not None and pointer is not None:
-                log.warning("%s: publishing a new snapshot", problem)
+                # Other tables than the pointer's is the normal case after a rebuild (swapped in,
+                # or for a new projection version) or with a new database; a bad object is not.
+                cp = await asyncio.to_thread(apply.read_checkpoint, self._con)
+                other = pointer.generation != cp.generation
+                log.log(logging.INFO if other else logging.WARNING, "%s: publishing a new snapshot", problem)
         except Exception as exc:  # cannot tell: publishing once more does no harm
             log.debug("reading the snapshot pointer: %s", exc)
         if self.last_seq != current_seq():

@@ -16,7 +16,8 @@ import socket
 import sys
 from pathlib import Path
 
-from shared import settings
+from ingest.stream_setup import ensure_stream
+from shared import natsconn, settings
 from sim.generator import DEFAULT_CHANNELS
 
 COLORS = {"nats": "\033[36m", "ingest": "\033[33m", "query": "\033[32m", "sim": "\033[35m"}
@@ -65,6 +66,41 @@ def configured_channels(config: str | None, env: dict[str, str]) -> bool:
     return isinstance(raw, dict) and bool(raw.get("channels"))
 
 
+def config_sets(config: str | None, env: dict[str, str], *keys: str) -> bool:
+    """Whether the config file gives a value for `keys` (e.g. userstats.http_host)."""
+    path = settings.find_config(config, env)
+    try:
+        node: object = json.loads(path.read_text(encoding="utf-8")) if path else {}
+    except (OSError, ValueError):
+        return False
+    for key in keys:
+        if not isinstance(node, dict) or key not in node:
+            return False
+        node = node[key]
+    return True
+
+
+def load(config: str | None, env: dict[str, str]) -> settings.Settings:
+    try:
+        return settings.load(settings.find_config(config, env), env)
+    except settings.ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+async def prepare_stream(s: settings.Settings, wait: float) -> None:
+    """Reach NATS (one line and exit 1 if it cannot be reached) and create the stream, so
+    nothing published from now on (the simulator, a bridge) is lost before ingest is up."""
+    try:
+        nc = await natsconn.connect(s.nats, "userstats-run", wait=wait)
+    except natsconn.ConnectError as exc:
+        raise SystemExit(f"userstats-run: {exc}") from None
+    try:
+        await ensure_stream(nc.jetstream(), s.userstats)
+    finally:
+        await nc.close()
+
+
 def port_free(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) != 0
@@ -107,10 +143,15 @@ async def main_async(args: argparse.Namespace, data: Path) -> int:
     env = dict(os.environ)
     env.setdefault("USERSTATS_DB_PATH", str(data / "userstats.duckdb"))
     env.setdefault("PYTHONUNBUFFERED", "1")
+    if args.http_host:
+        env["USERSTATS_HTTP_HOST"] = args.http_host
+    elif not env.get("USERSTATS_HTTP_HOST") and not config_sets(args.config, env, "userstats", "http_host"):
+        env["USERSTATS_HTTP_HOST"] = "127.0.0.1"  # a local run is not for the network
     procs: list[tuple[str, asyncio.subprocess.Process]] = []
     if not env.get("NATS_URL") and configured_servers(args.config, env):
         env["NATS_URL"] = ",".join(configured_servers(args.config, env))
-    if not env.get("NATS_URL"):
+    own_nats = not env.get("NATS_URL")
+    if own_nats:
         if not port_free(args.nats_port):
             raise SystemExit(
                 f"port {args.nats_port} is in use: stop that process, pass --nats-port, "
@@ -129,6 +170,13 @@ async def main_async(args: argparse.Namespace, data: Path) -> int:
         # the simulator's channels, so that query defaults (kryten-cli's `userstats all`,
         # which never sends a channel) and the start-up KV state use them
         env["USERSTATS_CHANNELS"] = ",".join(f"{d}/{c}" for d, c in DEFAULT_CHANNELS)
+    s = load(args.config, env)
+    try:
+        await prepare_stream(s, wait=10 if own_nats else 0)
+    except BaseException:
+        for name, proc in procs:
+            await stop(name, proc)
+        raise
     py = sys.executable
     common = ["--config", args.config] if args.config else []
     procs.append(("ingest", await spawn("ingest", [py, "-m", "ingest", *common], env, tty)))
@@ -146,9 +194,14 @@ async def main_async(args: argparse.Namespace, data: Path) -> int:
             "now",
         ]
         procs.append(("sim", await spawn("sim", sim, env, tty)))
+    host = s.userstats.http_host
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    where = " (listening on all interfaces)" if shown != host else ""
+    servers = ", ".join(natsconn.without_credentials(u) for u in env["NATS_URL"].split(","))
     print(
-        f"userstats running: NATS {env['NATS_URL']}, metrics http://127.0.0.1:28282/metrics, "
-        "ingest http://127.0.0.1:28283/health. Ctrl-C stops everything.",
+        f"userstats running: NATS {servers}, "
+        f"metrics http://{shown}:{s.metrics.port}/metrics, "
+        f"ingest http://{shown}:{s.userstats.ingest_port}/health{where}. Ctrl-C stops everything.",
         flush=True,
     )
     stopping = asyncio.Event()
@@ -183,6 +236,11 @@ def main() -> None:
         "--sim-rate", type=float, default=0, help="also run the simulator at this many events/s"
     )
     parser.add_argument("--sim-count", type=int, default=10_000_000)
+    parser.add_argument(
+        "--http-host",
+        help="address the HTTP servers (/metrics, /health) listen on (default: USERSTATS_HTTP_HOST, "
+        "else userstats.http_host from the config, else 127.0.0.1)",
+    )
     args = parser.parse_args()
     data = Path(args.data).resolve()
     data.mkdir(parents=True, exist_ok=True)

@@ -118,7 +118,9 @@ class Dispatcher:
                 command = exc.command
             problem = exc.message
             kind = "unavailable" if isinstance(exc, Unavailable) else "invalid"
-            reply = m.error(exc.command, exc.message, self._replica.db_seq)
+            # once the command was read, its error reply names it (spec 4.2)
+            known = exc.command or (command if command != "invalid" else None)
+            reply = m.error(known, exc.message, self._replica.db_seq)
         except Exception:
             log.exception("request on %s failed", where)
             problem, kind = "Internal error", "internal"
@@ -130,8 +132,6 @@ class Dispatcher:
     def _decode(self, subject: str, data: bytes) -> requests.Request:
         if subject.startswith(SEED_PREFIX + "."):
             domain, query_type = requests.seed_route(subject, SEED_PREFIX)
-            if query_type not in requests.SEED_COMMANDS:
-                raise m.RequestError(f"Unknown query type: {query_type}"[:300])
             obj = requests.decode_object(data, self._max_bytes, empty_ok=True)
             self.commands_processed += 1
             return requests.parse(obj, command=query_type, domain=domain)
@@ -210,7 +210,10 @@ class Dispatcher:
 
     def _read(self, command: str, params: Any, key: bytes) -> bytes:
         seq = self._replica.db_seq
-        reply = m.ok(command, READS[command](self._scope(), params), seq)
+        sc = self._scope()
+        data = READS[command](sc, params)
+        note = reads.channel_note(sc, getattr(params, "channel", None), getattr(params, "domain", None))
+        reply = m.ok(command, data, seq, note)
         if len(self._cache) >= CACHE_MAX:
             self._cache.clear()
         self._cache[key] = (self._replica.epoch, seq, reply)
@@ -255,6 +258,7 @@ class Dispatcher:
         lim = p.limits
         self.totals_now()
         return self._replica.db_seq, {
+            "note": reads.channel_note(sc, channel, d),
             "domain": d,
             "leaderboards": {
                 "messages": reads.top_users(sc, channel, d, lim.leaderboards),
@@ -299,7 +303,7 @@ class Dispatcher:
             "leaderboards": tables["leaderboards"],
             "channel": tables["channel"],
         }
-        return m.ok("channel.all_stats", data, seq)
+        return m.ok("channel.all_stats", data, seq, tables["note"])
 
     # --- system commands -------------------------------------------------------------------
 

@@ -86,6 +86,38 @@ def channel_spelling(sc: Scope, domain: str, channel: str) -> str:
     return str(found) if found is not None else channel
 
 
+def channel_note(sc: Scope, channel: str | None, domain: str | None) -> str | None:
+    """Why an answer about `channel` is empty: it is on another domain, or nowhere. None
+    when the channel has data on the domain asked about."""
+    if not channel:
+        return None
+    d = domain_of(sc, domain)
+    if _one(sc, f"SELECT 1 FROM channel_clock WHERE {_D} AND {_C}", [d, channel]):
+        return None
+    holders = _rows(
+        sc,
+        "SELECT DISTINCT domain, channel FROM (SELECT domain, channel FROM channel_clock "
+        "UNION ALL SELECT domain, channel FROM counters WHERE channel <> '' "
+        "UNION ALL SELECT domain, channel FROM population_snapshots "
+        "UNION ALL SELECT domain, channel FROM media_changes) "
+        f"WHERE {_C} ORDER BY domain",
+        [channel],
+    )
+    if any(str(dom).lower() == d.lower() for dom, _ in holders):
+        return None  # imported history only: no live events, but data
+    if holders:
+        domains = sorted({str(dom) for dom, _ in holders})
+        return (
+            f"channel {channel} has no data on {d}; it is on {', '.join(domains)} "
+            f"(set domain to {domains[0]})"
+        )
+    known = _rows(sc, "SELECT domain, channel FROM channel_clock ORDER BY domain, channel LIMIT 11", [])
+    listed = ", ".join(f"{dom}/{ch}" for dom, ch in known[:10]) + (", ..." if len(known) > 10 else "")
+    return f"channel {channel} has no data on {d}; " + (
+        f"channels with data: {listed}" if known else "no channel has data yet"
+    )
+
+
 # --- per-user -------------------------------------------------------------------------
 
 

@@ -157,6 +157,9 @@ class Replica:
                 continue
             if self._should_load(pointer):
                 await self._load_with_retry(pointer, stop)
+            elif self.pointer is not None and self._older_of_same_tables(pointer, pointer.seq):
+                if pointer.seq < self.pointer.seq:  # older than the snapshot loaded, not just
+                    self._ignore_older(pointer, pointer.seq)  # behind the stream we follow
             elif self.snapshot_error is not None:
                 log.info("snapshot pointer agrees with the tables served again (%s)", pointer.object)
                 self.snapshot_error = None
@@ -166,8 +169,27 @@ class Replica:
         if cur is None or not self.loaded:
             return True
         if p.generation != cur.generation or p.projection_version != cur.projection_version:
-            return True  # a rebuild or a new projection: move to it
+            return True  # a rebuild or a new projection: move to it (load() catches it up first)
+        # The same tables: only worth it when not following, and never an older one.
         return not self.following and p.seq > self.applied_seq
+
+    def _ignore_older(self, p: SnapshotPointer, seq: int) -> None:
+        log.warning(
+            "snapshot %s (seq %d) is older than the tables served (seq %d, same generation): ignored",
+            p.object,
+            seq,
+            self.applied_seq,
+        )
+
+    def _older_of_same_tables(self, p: SnapshotPointer, seq: int) -> bool:
+        cur = self.pointer
+        return (
+            cur is not None
+            and self.loaded
+            and p.generation == cur.generation
+            and p.projection_version == cur.projection_version
+            and seq < self.applied_seq
+        )
 
     async def _load_with_retry(self, pointer: SnapshotPointer, stop: asyncio.Event) -> None:
         try:
@@ -185,6 +207,9 @@ class Replica:
                 log.error("%s; waiting for the next one", self.problem)
 
     async def load(self, pointer: SnapshotPointer) -> None:
+        """Load a snapshot and switch to it. Answers never go back in time: an older snapshot
+        of the tables being served is ignored, and a rebuilt generation behind them is first
+        brought up to their sequence from the stream, in the background."""
         follow = pointer.projection_version == schema.PROJECTION_VERSION
         path = self._dir / f"{pointer.object}.duckdb"
         started = time.perf_counter()
@@ -193,10 +218,30 @@ class Replica:
             con, projector, seq, event_us = await self.db(open_snapshot, path, follow, self._threads)
         finally:
             path.unlink(missing_ok=True)
-        await self._stop_following()
+        if self._older_of_same_tables(pointer, seq):
+            con.close()
+            self._ignore_older(pointer, seq)
+            return
+        reader: StreamReader | None = None
+        try:
+            if projector is not None and self.loaded and self.following and seq < self.applied_seq:
+                reader = StreamReader(self._js, self._stream, STREAM_SUBJECTS, seq + 1, max_buffer=20_000)
+                await reader.start()
+                log.info("bringing the new tables from seq %d up to seq %d first", seq, self.applied_seq)
+                await self._catch_up(projector, con, reader, self.applied_seq)
+                await self._stop_following()
+                await self._catch_up(projector, con, reader, self.applied_seq)  # what came meanwhile
+                seq, event_us = projector.last_seq, max(event_us, projector.last_event_us)
+            else:
+                await self._stop_following()
+        except BaseException:
+            if reader is not None:
+                await reader.stop()
+            con.close()
+            raise
         old = self.con
         await self.db(self._swap, con, projector, seq, event_us)
-        # may go down when a rebuilt generation replaces tables that were further along
+        # lower only when a version mismatch leaves a snapshot that cannot be followed
         self.gate.seq, self.pointer, self.loaded_at = seq, pointer, time.time()
         if old is not None:
             await self.db(old.close)
@@ -210,7 +255,7 @@ class Replica:
         self.snapshot_error = None
         if follow:
             self.problem = None
-            await self._start_following()
+            await self._start_following(reader)
         else:
             self.problem = (
                 f"projection version mismatch: snapshot {pointer.projection_version}, "
@@ -229,11 +274,28 @@ class Replica:
 
     # --- following the stream ----------------------------------------------------------
 
-    async def _start_following(self) -> None:
-        self._reader = StreamReader(
-            self._js, self._stream, STREAM_SUBJECTS, self.applied_seq + 1, max_buffer=20_000
-        )
-        await self._reader.start()
+    async def _catch_up(
+        self, projector: Projector, con: duckdb.DuckDBPyConnection, reader: StreamReader, target: int
+    ) -> None:
+        """Project the stream into a copy not yet served until it reaches `target`."""
+
+        def apply_items(items: list[Item]) -> None:
+            for item in items:
+                projector.project(item.seq, item.subject, item.data, item.stream_us)
+            apply.apply_batch(con, projector.take_delta(), projector.last_seq, projector.last_event_us)
+
+        while projector.last_seq < target:
+            if not await reader.wait(timeout=30):
+                raise SnapshotError(f"the stream stopped at seq {projector.last_seq} while catching up")
+            await asyncio.to_thread(apply_items, reader.take(FLUSH_EVENTS))
+
+    async def _start_following(self, reader: StreamReader | None = None) -> None:
+        if reader is None:
+            reader = StreamReader(
+                self._js, self._stream, STREAM_SUBJECTS, self.applied_seq + 1, max_buffer=20_000
+            )
+            await reader.start()
+        self._reader = reader
         self.following = True
         self._follow_task = asyncio.create_task(self._follow(self._reader), name="follow")
 

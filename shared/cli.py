@@ -1,4 +1,5 @@
-"""Command-line pieces common to both services: --config, --log-level, --validate-config."""
+"""Command-line pieces common to the services and tools: --config, --log-level, --validate-config,
+and printing to a pipe that may close early (`... | head`)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ import os
 import sys
 
 from shared import __version__, settings
-from shared.settings import ConfigError, Settings
+from shared.settings import LOG_LEVELS, ConfigError, Settings
+
+
+def log_level(value: str) -> str:
+    """argparse type: a logging level name, any case."""
+    level = value.upper()
+    if level not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(f"{value!r} is not one of {', '.join(LOG_LEVELS)}")
+    return level
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
@@ -19,7 +28,10 @@ def add_common(parser: argparse.ArgumentParser) -> None:
         "/etc/kryten/kryten-userstats/config.json, ./config.json, else built-in defaults)",
     )
     parser.add_argument(
-        "--log-level", metavar="LEVEL", help="DEBUG, INFO, WARNING, ERROR (default: config log_level)"
+        "--log-level",
+        metavar="LEVEL",
+        type=log_level,
+        help=f"{', '.join(LOG_LEVELS)} (default: config log_level)",
     )
     parser.add_argument(
         "--validate-config",
@@ -27,6 +39,16 @@ def add_common(parser: argparse.ArgumentParser) -> None:
         help="check the configuration, print it (secrets masked) and exit",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+
+
+def emit(text: str) -> None:
+    """Print to stdout; a reader that stops early (`| head`) ends the program quietly."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # Python would complain again when it flushes stdout at exit: point it at /dev/null.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise SystemExit(0) from None
 
 
 def load_settings(args: argparse.Namespace) -> Settings:
@@ -38,7 +60,7 @@ def load_settings(args: argparse.Namespace) -> Settings:
         print(f"configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     if args.validate_config:
-        print(json.dumps(settings.redacted(s), indent=2))
+        emit(json.dumps(settings.redacted(s), indent=2))
         print(f"configuration OK ({path or 'built-in defaults'})", file=sys.stderr)
         raise SystemExit(0)
     return s

@@ -225,12 +225,13 @@ class VoteSummary(Row, frozen=True):
 # --- envelopes -----------------------------------------------------------------------
 
 
-class Reply(msgspec.Struct, frozen=True):
+class Reply(msgspec.Struct, frozen=True, omit_defaults=True):
     service: str
     command: str
     success: bool
     data: Any
     as_of_seq: int
+    note: str | None = None  # why an answer is empty, e.g. the channel is on another domain
 
 
 class ErrorReply(msgspec.Struct, frozen=True):
@@ -273,8 +274,8 @@ def encode(obj: Any) -> bytes:
     return _ENCODER.encode(obj)
 
 
-def ok(command: str, data: Any, seq: int) -> bytes:
-    return encode(Reply(SERVICE, command, True, data, seq))
+def ok(command: str, data: Any, seq: int, note: str | None = None) -> bytes:
+    return encode(Reply(SERVICE, command, True, data, seq, note))
 
 
 def error(command: str | None, message: str, seq: int) -> bytes:

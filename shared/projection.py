@@ -134,13 +134,18 @@ class Projector:
             self._count("events_ignored")
             return
         decoder, handler = entry
-        payload = decoder.decode(env.payload)
+        try:
+            payload = decoder.decode(env.payload)
+        except msgspec.ValidationError as exc:  # its path is relative to the payload
+            raise msgspec.ValidationError(_in_payload(str(exc))) from None
         t = ev.to_us(env.timestamp) if env.timestamp is not None else stream_us
         self.last_event_us = max(self.last_event_us, t)
         key = (env.domain, env.channel)
-        self._advance_clock(key, t)
+        first = self._advance_clock(key, t)
         self._count("events_processed")
         handler(seq, key, payload, t)
+        if first:
+            self._population_row(key, t)
 
     def _journal(self, seq: int, event: ev.JournalEvent) -> None:
         t = ev.to_us(event.timestamp)
@@ -153,8 +158,10 @@ class Projector:
             self._settings(event)
         elif isinstance(event, ev.KvState):
             key = (event.domain, event.channel)
-            self._advance_clock(key, t)
+            first = self._advance_clock(key, t)
             self._kv_state(seq, key, event, t)
+            if first:
+                self._population_row(key, t)
         elif isinstance(event, ev.ImportBatch):
             self._import(seq, event)
         else:
@@ -228,22 +235,32 @@ class Projector:
             if s is not None:
                 self._set_afk_state(key, name, s, afk, t)
 
-    def _advance_clock(self, key: ChannelKey, t: int) -> None:
-        """Record one population row per interval boundary crossed in this channel's time."""
+    def _advance_clock(self, key: ChannelKey, t: int) -> bool:
+        """Record one population row per interval boundary crossed in this channel's time.
+
+        True for the channel's first event: the caller then records its first row, after
+        the event (see _population_row)."""
         step = self.state.settings.population_interval_seconds * US
         boundary = t - t % step
         last = self.state.clocks.get(key)
         if last is not None and boundary <= last:
-            return
+            return False
         self.state.clocks[key] = boundary
         self.delta.clock.put(key, [boundary])
         if last is None:
-            return
-        connected = len(self.state.sessions.get(key, ()))
-        chatting = connected - self.state.afk_count.get(key, 0)
+            return True
         first = max(last + step, boundary - (MAX_GAP_SNAPSHOTS - 1) * step)
         for b in range(first, boundary + 1, step):
-            self.delta.population.put((key[1], key[0], b), [connected, chatting])
+            self._population_row(key, b)
+        return False
+
+    def _population_row(self, key: ChannelKey, t: int) -> None:
+        """The population at `t`. Rows fall on interval boundaries, plus one at a channel's
+        first event, so a new channel has a population (and watermarks, and an hourly
+        average) from its first event on, not only from the next boundary."""
+        connected = len(self.state.sessions.get(key, ()))
+        chatting = connected - self.state.afk_count.get(key, 0)
+        self.delta.population.put((key[1], key[0], t), [connected, chatting])
 
     # --- bridge events ---------------------------------------------------------------
 
@@ -544,6 +561,13 @@ class Projector:
                 d.aliases.put((a.username, alias), [seq])
         rows = len(e.users) + len(e.counts) + len(e.media) + len(e.population) + len(e.votes) + len(e.aliases)
         self._count("imported_rows", rows)
+
+
+def _in_payload(error: str) -> str:
+    """msgspec's path in an envelope's payload, as a path in the whole envelope."""
+    if " - at `$" in error:
+        return error.replace(" - at `$", " - at `$.payload", 1)
+    return f"{error} - at `$.payload`"
 
 
 def _validate_import(e: ev.ImportBatch) -> None:

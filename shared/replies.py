@@ -185,6 +185,8 @@ class Health(Data, frozen=True):
 
 
 class SystemStats(Data, frozen=True):
+    """`total_kudos`: ++ kudos only, as 0.7.1; the metric userstats_total_kudos adds phrase kudos."""
+
     total_users: int
     total_messages: int
     total_pms: int

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from typing import Any, NamedTuple
 
@@ -62,6 +63,16 @@ SEED_COMMANDS = frozenset(
         "timeseries.kudos",
     }
 )
+
+# Keys any request may carry besides its command's parameters: the envelope (spec 4.2),
+# read-your-writes, tracing ids some clients add, and `domain`, which every seed subject
+# carries and a client may send with any command (ignored by those without one).
+ENVELOPE_KEYS = frozenset(
+    {"command", "service", "min_seq", "timeout", "request_id", "correlation_id", "domain"}
+)
+# Parameters ecosystem clients send that a command does not take; accepted and ignored as
+# 0.7.1 did. kryten-shell 0.1.4 sends `limit` with user.messages.
+TOLERATED_KEYS: dict[str, frozenset[str]] = {"user.messages": frozenset({"limit"})}
 
 _MISSING = re.compile(r"Object missing required field `([^`]+)`")
 _AT = re.compile(r"^(.*) - at `\$\.?(.*)`$")
@@ -127,8 +138,9 @@ def parse(obj: dict[str, Any], command: str | None = None, domain: str | None = 
     min_seq = obj.get("min_seq")
     if min_seq is not None and (not isinstance(min_seq, int) or isinstance(min_seq, bool) or min_seq < 0):
         raise m.RequestError("min_seq must be a non-negative integer", command)
-    if domain is not None:
+    if domain is not None and "domain" in params_type.__struct_fields__:
         obj = {**obj, "domain": domain}
+    _reject_unknown(obj, command, params_type)
     try:
         params = msgspec.convert(obj, params_type, strict=False)
     except msgspec.ValidationError as exc:
@@ -138,6 +150,36 @@ def parse(obj: dict[str, Any], command: str | None = None, domain: str | None = 
         if isinstance(value, str) and not value.strip() and field in _required(params_type):
             raise m.RequestError(f"{field} required", command)
     return Request(command, params, min_seq, obj)
+
+
+def _reject_unknown(obj: dict[str, Any], command: str, params_type: type[m.Params]) -> None:
+    """A misspelt or foreign parameter is an error naming the ones the command takes."""
+    fields = params_type.__struct_fields__
+    unknown = [k for k in obj if k not in fields and k not in ENVELOPE_KEYS]
+    unknown = [k for k in unknown if k not in TOLERATED_KEYS.get(command, ())]
+    if unknown:
+        raise m.RequestError(_unknown_message(unknown, fields, f"{command} takes"), command)
+    for (owner, name), sub in _NESTED.items():  # one level down: channel.all_stats' limits
+        value = obj.get(name)
+        if owner is params_type and isinstance(value, dict):
+            bad = [k for k in value if k not in sub.__struct_fields__]
+            if bad:
+                msg = _unknown_message(bad, sub.__struct_fields__, f"{name} takes", prefix=f"{name}.")
+                raise m.RequestError(msg, command)
+
+
+def _unknown_message(unknown: list[str], known: tuple[str, ...], takes: str, prefix: str = "") -> str:
+    parts = []
+    for key in unknown[:5]:
+        close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+        parts.append(f"'{prefix}{key}'" + (f" (did you mean '{prefix}{close[0]}'?)" if close else ""))
+    what = "parameter" if len(unknown) == 1 else "parameters"
+    return f"unknown {what} {', '.join(parts)}; {takes}: {', '.join(known) or 'no parameters'}"[:500]
+
+
+_NESTED: dict[tuple[type[m.Params], str], type[m.AllStatsLimits]] = {
+    (m.AllStatsParams, "limits"): m.AllStatsLimits,
+}
 
 
 def _required(t: type[m.Params]) -> frozenset[str]:
@@ -154,9 +196,14 @@ _REQUIRED: dict[type[m.Params], frozenset[str]] = {}
 
 
 def seed_route(subject: str, prefix: str) -> tuple[str, str]:
-    """(domain, query type) of cytube.query.userstats.<domain with dots>.<a>.<b>."""
+    """(domain, query type) of cytube.query.userstats.<domain with dots>.<a>.<b>.
+
+    The domain has dots of its own, so the subject must end in a known query type."""
     rest = subject[len(prefix) + 1 :]
-    tokens = rest.split(".")
-    if len(tokens) < 3:
-        raise m.RequestError(f"Invalid subject {subject!r}: expected {prefix}.<domain>.<query_type>")
-    return ".".join(tokens[:-2]), ".".join(tokens[-2:])
+    for query_type in SEED_COMMANDS:
+        if rest.endswith("." + query_type) and len(rest) > len(query_type) + 1:
+            return rest[: -len(query_type) - 1], query_type
+    raise m.RequestError(
+        f"Unknown query type in subject {subject!r}: expected {prefix}.<domain>.<query_type>, "
+        f"query_type one of {', '.join(sorted(SEED_COMMANDS))}"[:600]
+    )

@@ -16,7 +16,9 @@ from typing import Literal
 # 2: history imported from kryten-userstats 0.7.1 (journal "import" events, import_baselines).
 # 3: the stream wins over the bridge's KV (a kvstate event only fills in parts the log does not
 #    carry yet: channel_parts); setUserMeta applies meta.afk.
-PROJECTION_VERSION = 3
+# 4: a population row at each channel's first event; dead-letter paths inside the payload
+#    say `$.payload...`.
+PROJECTION_VERSION = 4
 
 Merge = Literal["add", "min", "max", "set"]
 

@@ -5,6 +5,7 @@ Validated once at start-up; an invalid value raises ConfigError naming the key.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
@@ -165,6 +166,20 @@ ENV_OVERRIDES: dict[str, tuple[tuple[str, ...], str]] = {
     "USERSTATS_LOG_LEVEL": (("log_level",), "str"),
 }
 
+# Keys kryten-userstats 0.7.1 reads or accepts (spec 6.1) that userstats has no use for:
+# accepted and ignored, so a 0.7.1 config.json works as it is. Any other key is a mistake.
+KRYTEN_ONLY_KEYS: dict[str, frozenset[str]] = {
+    "$": frozenset(
+        {"handler_timeout", "retry_attempts", "retry_delay", "max_concurrent_handlers", "chat_min_delay"}
+        | {"chat_jitter"}
+    ),
+    "$.service": frozenset(
+        {"version", "enable_lifecycle", "health_port", "metrics_port", "health_path", "metrics_path"}
+    ),
+    "$.metrics": frozenset({"health_path", "metrics_path"}),
+}
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -186,6 +201,47 @@ def _expand(value: Any, path: str, env: dict[str, str]) -> Any:
     if isinstance(value, list):
         return [_expand(v, f"{path}[{i}]", env) for i, v in enumerate(value)]
     return value
+
+
+def _struct_fields(t: Any) -> dict[str, Any]:
+    """Field name -> type of a settings Struct (for the unknown-key check)."""
+    return {f.name: f.type for f in msgspec.structs.fields(t)}
+
+
+def _section_type(t: Any) -> Any:
+    """The Struct a value of type `t` holds, if any (a section, or a list of them)."""
+    for arg in (t, *getattr(t, "__args__", ())):
+        if isinstance(arg, type) and issubclass(arg, _Section):
+            return arg
+    return None
+
+
+def unknown_keys(raw: dict[str, Any], t: Any = None, path: str = "$") -> list[str]:
+    """Every key neither userstats nor kryten-userstats 0.7.1 knows, with the close match.
+
+    Keys starting with `_` or `$` (comments such as "_comment", "$schema") are allowed.
+    """
+    fields = _struct_fields(t or Settings)
+    known = set(fields) | KRYTEN_ONLY_KEYS.get(path, frozenset())
+    out: list[str] = []
+    for key, value in raw.items():
+        if key.startswith(("_", "$")):
+            continue
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else f" (known here: {', '.join(sorted(known))})"
+            out.append(f"{path}.{key}{hint}")
+            continue
+        section = _section_type(fields.get(key))
+        if section is None:
+            continue
+        if isinstance(value, dict):
+            out += unknown_keys(value, section, f"{path}.{key}")
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, dict):
+                    out += unknown_keys(item, section, f"{path}.{key}[{i}]")
+    return out
 
 
 def _parse_env(name: str, raw: str, how: str) -> Any:
@@ -234,6 +290,11 @@ def load(path: Path | None, env: dict[str, str] | None = None) -> Settings:
         if not isinstance(parsed, dict):
             raise ConfigError(f"{path}: the top level must be a JSON object")
         raw = _expand(parsed, "$", env)
+        unknown = unknown_keys(raw)
+        if unknown:
+            raise ConfigError(
+                f"unknown key{'s' if len(unknown) > 1 else ''} in {path}: " + "; ".join(unknown)
+            )
     from_env: dict[str, str] = {}
     for name, (keys, how) in ENV_OVERRIDES.items():
         if name in env and env[name] != "":
@@ -256,10 +317,21 @@ def load(path: Path | None, env: dict[str, str] | None = None) -> Settings:
         raise ConfigError(f"invalid configuration{where}: {msg}") from exc
 
 
+def mask_url(url: str) -> str:
+    """nats://user:pw@host -> nats://user:***@host; nats://token@host -> nats://***@host."""
+    scheme, sep, rest = url.partition("://")
+    auth, at, host = rest.rpartition("@")
+    if not (sep and at):
+        return url
+    user, colon, _ = auth.partition(":")
+    return f"{scheme}://{user}:***@{host}" if colon else f"{scheme}://***@{host}"
+
+
 def redacted(settings: Settings) -> dict[str, Any]:
     """The settings as a dict with secrets masked, for --validate-config and logs."""
     data: dict[str, Any] = msgspec.to_builtins(settings)
     for key in ("password", "token"):
         if data["nats"].get(key):
             data["nats"][key] = "***"
+    data["nats"]["servers"] = [mask_url(u) for u in data["nats"]["servers"]]
     return data

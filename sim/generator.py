@@ -65,7 +65,7 @@ class Simulator:
     def __init__(
         self,
         seed: int = 1,
-        start_us: int = 1_764_950_400_000_000,  # 2025-12-05T16:00:00Z
+        start_us: int = 1_764_950_400_000_000,  # 2025-12-05T16:00:00Z (userstats-sim: now)
         step_us: int = 20_000,
         channels: tuple[tuple[str, str], ...] = DEFAULT_CHANNELS,
         users_per_channel: int = 200,
@@ -165,8 +165,15 @@ class Simulator:
         }
 
     def opening(self) -> Iterator[tuple[str, bytes]]:
-        """What a bridge sees on joining: emotes, the current media, then users arriving."""
+        """What a bridge sees on joining: who is there, the emotes, the current media.
+
+        The first tenth of each channel's pool is there already (420GUser0..19 with the
+        defaults), so a channel has a population and active users from its first second.
+        """
         for ch in self.channels:
+            ch.present = ch.pool[: max(1, len(ch.pool) // 10)]
+            users = [{"name": u, "rank": 1, "profile": {}, "meta": {"afk": False}} for u in ch.present]
+            yield self._envelope(ch, "userlist", users)
             yield self._envelope(
                 ch, "emoteList", [{"name": f"#{e}", "image": "", "source": f"#{e}"} for e in EMOTES]
             )

@@ -11,7 +11,7 @@ of `shared.replies`. Errors:
     UserstatsError        the service answered with success=false (.command, .message)
     ├── NotReadyError     the replica has no tables yet, or min_seq was not reached in time
     UserstatsTimeout      no reply within the timeout (also a TimeoutError)
-    UserstatsUnavailable  nobody is listening on the subject
+    UserstatsUnavailable  NATS cannot be reached (connect), or nobody listens on the subject
 
 `read_your_writes=True` sends, with every request, the highest `as_of_seq` seen so far as
 `min_seq`, so a read after a write (alias.add...) always sees it, whichever replica answers.
@@ -23,12 +23,12 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 import msgspec
-import nats
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
 from shared import messages as m
+from shared import natsconn
 from shared import replies as r
 from shared.subjects import COMMAND_SUBJECT
 
@@ -37,7 +37,7 @@ T = TypeVar("T")
 
 class UserstatsError(Exception):
     def __init__(self, command: str | None, message: str, as_of_seq: int = 0) -> None:
-        super().__init__(f"{command or 'request'}: {message}")
+        super().__init__(f"{command}: {message}" if command else message)
         self.command, self.message, self.as_of_seq = command, message, as_of_seq
 
 
@@ -60,6 +60,7 @@ class _Envelope(msgspec.Struct, frozen=True):
     data: msgspec.Raw = msgspec.Raw(b"null")
     error: str | None = None
     as_of_seq: int = 0
+    note: str | None = None
 
 
 _ENVELOPE = msgspec.json.Decoder(_Envelope)
@@ -78,16 +79,37 @@ class UserstatsClient:
         self.read_your_writes = read_your_writes
         self.subject = subject
         self.last_seq = 0  # the newest as_of_seq any reply carried
+        self.last_note: str | None = None  # the last reply's note (e.g. channel on another domain)
 
     @classmethod
     async def connect(
-        cls, servers: str | list[str] = "nats://127.0.0.1:4222", **options: Any
+        cls,
+        servers: str | list[str] = "nats://127.0.0.1:4222",
+        *,
+        connect_timeout: float = 5.0,
+        **options: Any,
     ) -> UserstatsClient:
-        """Open a NATS connection of its own (closed by close() / async with)."""
+        """Open a NATS connection of its own (closed by close() / async with).
+
+        Tries each server once, each for at most `connect_timeout` s, and raises
+        UserstatsUnavailable if none answers. `timeout`, `read_your_writes` and `subject`
+        go to the client; any other keyword to nats-py's connect (user, password, tls, ...).
+        Once connected, nats-py reconnects by itself; its errors are logged as warnings.
+        """
         client_options = {
             k: options.pop(k) for k in ("timeout", "read_your_writes", "subject") if k in options
         }
-        nc = await nats.connect(servers, **options)
+        on_error = options.pop("error_cb", None)
+        opts = {
+            "servers": [servers] if isinstance(servers, str) else list(servers),
+            "name": "userstats-client",
+            "connect_timeout": connect_timeout,
+            **options,
+        }
+        try:
+            nc = await natsconn.open_connection(opts, wait=0, on_error=on_error)
+        except natsconn.ConnectError as exc:
+            raise UserstatsUnavailable(None, str(exc)) from None
         client = cls(nc, **client_options)
         client._owns = True
         return client
@@ -121,6 +143,7 @@ class UserstatsClient:
             raise UserstatsTimeout(command, f"no reply within {wait + 1:g} s") from None
         env = _ENVELOPE.decode(msg.data)
         self.last_seq = max(self.last_seq, env.as_of_seq)
+        self.last_note = env.note
         if not env.success:
             error = env.error or "unknown error"
             kind = NotReadyError if error.startswith(("not ready", "Timed out")) else UserstatsError

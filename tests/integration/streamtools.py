@@ -82,6 +82,8 @@ class Oracle:
                 self.users.add(p["username"])
             elif name == "adduser":
                 self.users.add(p["name"])
+            elif name == "userlist":
+                self.users.update(u["name"] for u in p)
 
     @property
     def total_messages(self) -> int:

@@ -74,6 +74,23 @@ async def test_fuzzed_requests_always_get_an_envelope(nc: Client, body: bytes) -
     assert_envelope(json.loads(msg.data))
 
 
+async def test_an_empty_answer_says_where_the_channel_is(nc: Client) -> None:  # noqa: F811
+    elsewhere = await request(nc, {"command": "channel.top_users", "channel": "anime"})
+    assert elsewhere["success"] is True and elsewhere["data"]["top_users"] == []
+    assert (
+        elsewhere["note"] == "channel anime has no data on cytu.be; it is on cy.tube (set domain to cy.tube)"
+    )
+    there = await request(nc, {"command": "channel.top_users", "channel": "Anime", "domain": "cy.tube"})
+    assert there["data"]["top_users"] == [{"username": "NightOwl", "count": 1}] and "note" not in there
+    typo = await request(nc, {"command": "channel.population", "channel": "420Grindhous"})
+    assert typo["note"].startswith("channel 420Grindhous has no data on cytu.be; channels with data: ")
+    assert "cytu.be/420Grindhouse" in typo["note"] and "cy.tube/Anime" in typo["note"]
+    here = await request(nc, {"command": "channel.population", "channel": "420grindhouse"})
+    assert "note" not in here and here["data"]["current"] is not None
+    everything = await request(nc, {"command": "channel.all_stats", "channel": "Anime"})
+    assert "cy.tube" in everything["note"]
+
+
 async def test_specific_bad_inputs(nc: Client, stack: Stack) -> None:  # noqa: F811
     huge = json.dumps({"command": "user.stats", "username": "x" * 70_000}).encode()
     reply = await request(nc, huge)
@@ -86,6 +103,17 @@ async def test_specific_bad_inputs(nc: Client, stack: Stack) -> None:  # noqa: F
         nc, {"command": "timeseries.messages", "channel": "c", "start_time": "yesterday"}
     )
     assert bad_time["success"] is False and "start_time: not an ISO-8601 date" in bad_time["error"]
+    assert bad_time["command"] == "timeseries.messages"  # the command was read, so it is named
+    typo = await request(nc, {"command": "channel.top_users", "channel": "420Grindhouse", "limt": 3})
+    assert typo["success"] is False and typo["command"] == "channel.top_users"
+    assert typo["error"].startswith("unknown parameter 'limt' (did you mean 'limit'?)")
+    ignored = await request(nc, {"command": "timeseries.messages", "channel": "420Grindhouse", "hours": 3})
+    assert ignored["success"] is False and "timeseries.messages takes: channel, domain" in ignored["error"]
+    nope = await request(nc, {}, "cytube.query.userstats.cytu.be.nope")
+    assert nope["success"] is False and "command" not in nope
+    assert nope["error"].startswith("Unknown query type in subject 'cytube.query.userstats.cytu.be.nope'")
+    seed_stats = await request(nc, b"", "cytube.query.userstats.cytu.be.system.stats")
+    assert seed_stats["success"] is True  # the subject's domain is not a parameter of system.stats
     bad_seed = await request(nc, b"[1]", "cytube.query.userstats.cytu.be.user.stats")
     assert bad_seed["success"] is False and "expected a JSON object" in bad_seed["error"]
     # the replica is still fine

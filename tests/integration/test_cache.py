@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.harness import Stack, chat_envelope, connect, request
+from tests.harness import Stack, chat_envelope, connect, request, stored
 from tests.integration.test_backbone import caught_up, metric
 
 DOMAIN = "cytu.be"
@@ -27,6 +27,7 @@ async def test_user_replies_are_cached_until_that_user_changes(stack: Stack) -> 
             n += 1
             await nc.publish(*chat(user, f"line {n}", n))
         await nc.flush()
+        await stored(nc, base + n)  # core publishes are stored asynchronously: all of them first
         await caught_up(nc, replica)  # ends with a min_seq read: the tables are written
 
     async def stats(user: str) -> dict[str, object]:
@@ -37,6 +38,7 @@ async def test_user_replies_are_cached_until_that_user_changes(stack: Stack) -> 
 
     try:
         replica.wait_healthy()
+        base = int((await nc.jetstream().stream_info("USERSTATS")).state.messages)
         await say("alice", 2)
         await say("bob", 1)
         first = await stats("alice")
@@ -60,6 +62,7 @@ async def test_user_replies_are_cached_until_that_user_changes(stack: Stack) -> 
         n += 1
         await nc.publish(*chat("bob", "thanks ++alice", n))
         await nc.flush()
+        await stored(nc, base + n)
         await caught_up(nc, replica)
         after = await stats("alice")
         assert after["data"]["kudos_plusplus"] == before["data"]["kudos_plusplus"] + 1  # type: ignore[index]

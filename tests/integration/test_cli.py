@@ -11,13 +11,15 @@ import sqlite3
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import pytest
 
 from shared import __version__
-from tests.harness import NatsServer, Stack, free_port
+from tests.harness import NatsServer, Stack, connect, free_port
+from tests.integration.streamtools import read_stream
 
 
 def run(
@@ -40,10 +42,59 @@ def test_help(module: str) -> None:
     assert out.returncode == 0 and "usage:" in out.stdout
 
 
-@pytest.mark.parametrize("module", ["ingest", "query"])
+@pytest.mark.parametrize("module", ["ingest", "query", "query.ask"])
 def test_version(module: str) -> None:
     out = run(module, "--version")
     assert out.returncode == 0 and __version__ in out.stdout
+
+
+def test_ask_help_explains_every_option() -> None:
+    out = " ".join(run("query.ask", "--help").stdout.split())  # argparse wraps lines
+    assert "NATS server(s), comma-separated (default: $NATS_URL" in out
+    assert "seconds to wait for NATS to answer the connection, and then for the reply" in out
+
+
+@pytest.mark.parametrize("module", ["ingest", "query", "sim"])
+def test_a_bad_log_level_is_refused_before_anything_runs(module: str) -> None:
+    out = run(module, "--log-level", "LOUD", *(["--validate-config"] if module != "sim" else []))
+    assert out.returncode == 2 and "'LOUD' is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL" in out.stderr
+    assert run(module, "--log-level", "warning", "--help").returncode == 0  # any case
+
+
+def test_validate_config_masks_urls_and_survives_a_closed_pipe(tmp_path: Path) -> None:
+    env = {"NATS_URL": "nats://bot:hunter2@127.0.0.1:4222"}
+    out = run("ingest", "--validate-config", env=env)
+    assert out.returncode == 0 and "hunter2" not in out.stdout + out.stderr
+    assert json.loads(out.stdout)["nats"]["servers"] == ["nats://bot:***@127.0.0.1:4222"]
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("USERSTATS_", "NATS_"))}
+    piped = subprocess.run(
+        f"{sys.executable} -m ingest --validate-config | head -n 2",
+        shell=True,
+        capture_output=True,
+        text=True,
+        env={**base, **env},
+        timeout=30,
+        check=False,
+    )
+    assert piped.stdout.splitlines() == ["{", '  "service": {']
+    assert "Traceback" not in piped.stderr and "BrokenPipe" not in piped.stderr, piped.stderr
+
+
+def test_unknown_config_key_stops_the_service_naming_it(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.json"
+    cfg.write_text(json.dumps({"metrcs": {"port": 1234}}))
+    out = run("query", "--config", str(cfg), "--validate-config")
+    assert out.returncode == 2 and "configuration OK" not in out.stderr
+    assert f"unknown key in {cfg}: $.metrcs (did you mean 'metrics'?)" in out.stderr
+
+
+def test_the_simulator_starts_now_by_default(tmp_path: Path) -> None:
+    out = run("sim", "--count", "20", "--jsonl", str(tmp_path / "e.jsonl"))
+    assert out.returncode == 0, out.stderr
+    lines = [json.loads(line) for line in (tmp_path / "e.jsonl").read_text().splitlines()]
+    first = datetime.fromisoformat(lines[0]["envelope"]["timestamp"])
+    assert abs((datetime.now(UTC) - first).total_seconds()) < 60
+    assert lines[0]["envelope"]["event_name"] == "userlist"  # who is there, first
 
 
 def test_validate_config_masks_secrets(tmp_path: Path) -> None:
@@ -117,15 +168,13 @@ def children(pid: int) -> set[int]:
 
 
 def launch(
-    tmp_path: Path, extra: list[str], env_extra: dict[str, str]
+    tmp_path: Path, extra: list[str], env_extra: dict[str, str], host: str | None = "127.0.0.1"
 ) -> tuple[subprocess.Popen[bytes], int, int]:
     query_port, ingest_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("USERSTATS_", "NATS_"))}
-    env.update(
-        USERSTATS_METRICS_PORT=str(query_port),
-        USERSTATS_INGEST_PORT=str(ingest_port),
-        USERSTATS_HTTP_HOST="127.0.0.1",
-    )
+    env.update(USERSTATS_METRICS_PORT=str(query_port), USERSTATS_INGEST_PORT=str(ingest_port))
+    if host is not None:
+        env["USERSTATS_HTTP_HOST"] = host
     env.update(env_extra)
     args = [
         sys.executable,
@@ -162,9 +211,22 @@ def stop_launcher(proc: subprocess.Popen[bytes], kids: set[int], tmp_path: Path)
     assert "ingest stopped at seq" in text and "query replica stopping" in text
 
 
-def test_launcher_runs_everything_and_ctrl_c_stops_all(tmp_path: Path) -> None:
+def listening(port: int) -> set[str]:
+    """The addresses a TCP port listens on (IPv4), from /proc/net/tcp."""
+    out = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        addr, hexport = local.split(":")
+        if state == "0A" and int(hexport, 16) == port:
+            out.add(socket.inet_ntoa(bytes.fromhex(addr)[::-1]))
+    return out
+
+
+async def test_launcher_runs_everything_and_ctrl_c_stops_all(tmp_path: Path) -> None:
     nats_port = free_port()
-    proc, _, _ = launch(tmp_path, ["--nats-port", str(nats_port), "--sim-rate", "200"], {})
+    proc, query_port, ingest_port = launch(
+        tmp_path, ["--nats-port", str(nats_port), "--sim-rate", "200"], {}, host=None
+    )
     try:
         kids = children(proc.pid)
         assert len(kids) == 4  # nats-server, ingest, query, simulator
@@ -187,6 +249,16 @@ def test_launcher_runs_everything_and_ctrl_c_stops_all(tmp_path: Path) -> None:
             top = json.loads(out.stdout)["channel"]["top_users"]
             time.sleep(0.5)
         assert top and all(str(row["username"]).startswith("420GUser") for row in top)
+        # a local run is not for the network, and the banner says where it is
+        assert listening(query_port) == listening(ingest_port) == {"127.0.0.1"}
+        assert f"metrics http://127.0.0.1:{query_port}/metrics" in (tmp_path / "run.log").read_text()
+        # the stream existed before the simulator published: its very first event is stored
+        nc = await connect(f"nats://127.0.0.1:{nats_port}")
+        try:
+            first = next(i for i in await read_stream(nc) if i.subject.startswith("kryten.events."))
+        finally:
+            await nc.close()
+        assert first.subject == "kryten.events.cytube.420grindhouse.userlist"
         stop_launcher(proc, kids, tmp_path)
     finally:
         if proc.poll() is None:
@@ -197,10 +269,11 @@ def test_launcher_runs_everything_and_ctrl_c_stops_all(tmp_path: Path) -> None:
 def test_launcher_uses_the_servers_a_config_names(tmp_path: Path, nats_server: NatsServer) -> None:
     cfg = tmp_path / "config.json"
     cfg.write_text(json.dumps({"nats": {"servers": [nats_server.url]}}))
-    proc, _, _ = launch(tmp_path, ["--config", str(cfg)], {})
+    proc, query_port, _ = launch(tmp_path, ["--config", str(cfg)], {}, host="0.0.0.0")
     try:
         kids = children(proc.pid)
         assert len(kids) == 2  # ingest and query only: no local nats-server
+        assert listening(query_port) == {"0.0.0.0"}  # USERSTATS_HTTP_HOST still decides (compose)
         stop_launcher(proc, kids, tmp_path)
     finally:
         if proc.poll() is None:

@@ -33,7 +33,7 @@ async def test_every_method_decodes_the_real_replies(nc: Client) -> None:  # noq
     assert (await c.user_kudos("Projectionist")).plusplus == 1
     assert (await c.stats_global(G)).top_users[0] == m.TopRow("NightOwl", 3)
     assert len((await c.channel_top_users(G, limit=2)).top_users) == 2
-    assert len((await c.channel_population(G)).history) == 3
+    assert len((await c.channel_population(G)).history) == 4
     assert (await c.channel_media_history(G, limit=1)).history[0].media_title == "Plan 9 from Outer Space"
     marks = await c.channel_watermarks(G)
     assert marks.high is not None and marks.high.total_users == 3

@@ -146,6 +146,7 @@ async def test_channel_commands(nc: Client) -> None:
         {"timestamp": ts(900), "connected_count": 2, "chat_count": 2},
         {"timestamp": ts(600), "connected_count": 3, "chat_count": 3},
         {"timestamp": ts(300), "connected_count": 3, "chat_count": 2},  # ReelTalk AFK
+        {"timestamp": ts(0), "connected_count": 0, "chat_count": 0},  # at the first event (emotes)
     ]
     assert await ask(nc, "channel.population", channel=G) == {
         "channel": G,
@@ -173,7 +174,7 @@ async def test_channel_commands(nc: Client) -> None:
     assert await ask(nc, "channel.media_history", channel=G, limit=1) == {"channel": G, "history": media[:1]}
     marks = {
         "high": {"timestamp": ts(600), "total_users": 3, "chat_users": 3},  # newest of the ties
-        "low": {"timestamp": ts(900), "total_users": 2, "chat_users": 2},
+        "low": {"timestamp": ts(0), "total_users": 0, "chat_users": 0},
     }
     assert await ask(nc, "channel.watermarks", channel=G) == marks
     assert await ask(nc, "channel.watermarks", channel=G, days=0) == {"high": None, "low": None}
@@ -227,7 +228,7 @@ async def test_leaderboards_and_time_series(nc: Client) -> None:
     series = await ask(nc, "timeseries.messages", channel=G)
     assert series == {
         "channel": G,
-        "data": [{"hour": HOUR, "avg_active_users": pytest.approx(7 / 3), "messages": 6}],
+        "data": [{"hour": HOUR, "avg_active_users": pytest.approx(7 / 4), "messages": 6}],
     }
     window = await ask(nc, "timeseries.messages", channel=G, start_time=ts(3600))
     assert window["data"] == []
@@ -286,7 +287,7 @@ async def test_all_stats_as_kryten_cli_sends_it(nc: Client) -> None:
         {"username": "Projectionist", "count": 1},
     ]
     assert [m["media_title"] for m in ch["media_history"]] == ["Plan 9 from Outer Space"]
-    assert ch["population"]["current"]["connected_count"] == 2 and len(ch["population"]["history_24h"]) == 3
+    assert ch["population"]["current"]["connected_count"] == 2 and len(ch["population"]["history_24h"]) == 4
     assert ch["watermarks"]["high"]["total_users"] == 3 and len(ch["movie_votes"]) == 2
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
 import signal
@@ -12,15 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pytest
 from nats.aio.client import Client
 
-from ingest.rebuild import build_shadow
+from ingest.metrics import IngestMetrics
+from ingest.rebuild import RebuildError, build_shadow
+from ingest.snapshotter import Snapshotter
 from shared import schema, snapshots
 from shared.settings import NatsSettings
 from sim.generator import Simulator
 from tests.harness import Stack, connect, publish_all, request, wait_for
 from tests.integration.streamtools import dump, dump_file, read_stream, rebuild
-from tests.integration.test_backbone import caught_up
+from tests.integration.test_backbone import caught_up, metric
 
 
 def cli(stack: Stack, *args: str, **env: str) -> subprocess.Popen[str]:
@@ -76,6 +80,7 @@ async def test_rebuild_while_serving_has_zero_failed_queries(stack: Stack) -> No
     nc = await connect(stack.nats.url)
     stop = asyncio.Event()
     outcomes: list[bool] = []
+    seen: list[int] = []  # as_of_seq of system.stats, in order
 
     async def keep_asking() -> None:
         users = [f"420GUser{i}" for i in range(30)]
@@ -84,6 +89,8 @@ async def test_rebuild_while_serving_has_zero_failed_queries(stack: Stack) -> No
             i += 1
             reply = await request(nc, {"command": "user.stats", "username": users[i % 30]}, timeout=10)
             outcomes.append(bool(reply["success"]))
+            stats = await request(nc, {"command": "system.stats"}, timeout=10)
+            seen.append(int(stats["as_of_seq"]))
             await asyncio.sleep(0.002)
 
     try:
@@ -107,7 +114,16 @@ async def test_rebuild_while_serving_has_zero_failed_queries(stack: Stack) -> No
         stop.set()
         await asker
         assert len(outcomes) > 50 and all(outcomes), f"{outcomes.count(False)} failed of {len(outcomes)}"
+        assert all(a <= b for a, b in itertools.pairwise(seen)), "answers went back in time"
         stats = (await request(nc, {"command": "system.stats", "min_seq": last}))["data"]
+        # ingest's figures agree with each other after the swap (traffic has stopped)
+        await caught_up(nc, ingest)
+        _, health = ingest.health()
+        text = ingest.metrics()
+        assert health["checkpoint_seq"] == last == metric(text, "userstats_ingest_checkpoint_seq")
+        assert health["stream_last_seq"] == metric(text, "userstats_ingest_stream_last_seq") >= last
+        assert health["lag_events"] == metric(text, "userstats_ingest_lag_events") == 0
+        assert metric(text, "userstats_ingest_events_projected_total") == last  # each seq counted once
         ingest.stop()
         live = dump_file(stack.db_path)
         assert live == dump(rebuild(await read_stream(nc)))
@@ -205,6 +221,7 @@ async def test_dead_letters_listing_with_and_without_ingest(stack: Stack) -> Non
             data: dict[str, Any] = json.loads(out[out.index("{") :])
             assert data["total"] == 1 and data["rows"][0]["raw"] == "not json at all"
             assert data["rows"][0]["subject"] == "kryten.events.cytube.x.chatmsg"
+            assert data["rows"][0]["stream_time"].endswith("+00:00")  # UTC, and it says so
     finally:
         await nc.close()
 
@@ -239,5 +256,135 @@ async def test_fast_reader_nats_py_reader_and_bounded_batches_build_the_same_tab
             assert (result.reader, result.seq) == (reader, seq)
             want = expected if seq == last else dump(rebuild(items[:seq]))
             assert dump_file(result.path) == want, (reader, kwargs)
+    finally:
+        await nc.close()
+
+
+async def test_a_replica_never_goes_back_in_time(stack: Stack, tmp_path: Path) -> None:
+    """A snapshot of a new generation behind the replica is caught up from the stream before
+    the replica switches; an older snapshot of the tables it serves is ignored."""
+    ingest = stack.ingest()
+    ingest.wait_healthy()
+    query = stack.query()
+    nc = await connect(stack.nats.url)
+    js = nc.jetstream()
+    try:
+        last = await publish_all(nc, Simulator(seed=38).events(6_000))
+        query.wait_healthy()
+        before = await request(nc, {"command": "system.stats", "min_seq": last})
+        ingest.stop()
+        behind = await build_shadow(js, "USERSTATS", tmp_path / "behind.duckdb", to_seq=last // 2)
+        con = duckdb.connect(str(behind.path))
+        try:
+            snapper = Snapshotter(js, con, tmp_path / "snaps", IngestMetrics())
+            await snapper.publish()  # generation `behind`, at half the replica's sequence
+            await wait_for(lambda: query.log.read_text().count(" loaded: seq") >= 2, timeout=20, what="load")
+            after = await request(nc, {"command": "system.stats"})
+            assert after["as_of_seq"] >= last and after["data"] == {
+                **before["data"],
+                "commands_processed": after["data"]["commands_processed"],
+            }
+            assert f"bringing the new tables from seq {last // 2} up to seq {last}" in query.log.read_text()
+            await snapper.publish()  # the same generation again: fine, it is not older
+            con.execute(f"UPDATE {schema.CHECKPOINT_TABLE} SET seq = 10")  # older, same tables
+            await snapper.publish()
+            await wait_for(
+                lambda: "older than the tables served" in query.log.read_text(), timeout=20, what="refusal"
+            )
+            again = await request(nc, {"command": "system.stats"})
+            assert (
+                again["as_of_seq"] >= last
+                and again["data"]["total_messages"] == before["data"]["total_messages"]
+            )
+        finally:
+            con.close()
+    finally:
+        await nc.close()
+
+
+async def test_rebuild_output_never_replaces_the_live_database(stack: Stack, tmp_path: Path) -> None:
+    ingest = stack.ingest()
+    ingest.wait_healthy()
+    nc = await connect(stack.nats.url)
+    try:
+        last = await publish_all(nc, Simulator(seed=39).events(3_000))
+        await caught_up(nc, ingest)
+        live = stack.db_path
+        inode = live.stat().st_ino
+        link = tmp_path / "innocent.duckdb"
+        link.symlink_to(live)
+        for target in (live, link, Path(f"{live}.rebuild"), Path(f"{live}.wal")):
+            code, out = finish(cli(stack, "rebuild", "--to-seq", "100", "--output", str(target)))
+            assert code == 1 and "is the live database" in out, out
+            assert "Traceback" not in out
+        assert live.stat().st_ino == inode and ingest.health()[0] == 200
+        dest = tmp_path / "at-100.duckdb"
+        code, out = finish(cli(stack, "rebuild", "--to-seq", "100", "--output", str(dest)))
+        assert code == 0 and "tables as of seq 100 written to" in out, out
+        code, out = finish(cli(stack, "rebuild", "--to-seq", "100", "--output", str(dest)))
+        assert code == 1 and "already exists; pass --force" in out, out
+        code, out = finish(cli(stack, "rebuild", "--to-seq", "200", "--output", str(dest), "--force"))
+        assert code == 0 and "as of seq 200" in out, out
+        # the live tables are the ones ingest keeps writing
+        after = await publish_all(nc, Simulator(seed=40, start_us=1_765_000_000_000_000).events(100))
+        await caught_up(nc, ingest)
+        assert after > last and live.stat().st_ino == inode
+        assert ingest.health()[1]["checkpoint_seq"] == after
+        # and if something else moves the file away, /health says so instead of "healthy"
+        live.rename(tmp_path / "moved.duckdb")
+        code, body = ingest.health()
+        assert code == 503 and "was replaced or removed while open" in body["status"], body
+        (tmp_path / "moved.duckdb").rename(live)
+        assert ingest.health()[0] == 200
+    finally:
+        await nc.close()
+
+
+async def test_rebuild_from_another_directory_finds_the_database(stack: Stack, tmp_path: Path) -> None:
+    """database.path is relative to where ingest runs: the command asks the running ingest
+    where it is, and without one it refuses at once, naming the path it looked at."""
+    relative = {"USERSTATS_DB_PATH": "ingest/userstats.duckdb"}
+    ingest = stack.ingest(**relative)  # runs in stack.tmp
+    ingest.wait_healthy()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    nc = await connect(stack.nats.url)
+
+    def rebuild_from_elsewhere() -> tuple[int, str]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "ingest", "rebuild"],
+            env=stack.env(**relative),
+            capture_output=True,
+            text=True,
+            cwd=elsewhere,
+            timeout=120,
+            check=False,
+        )
+        return proc.returncode, proc.stdout + proc.stderr
+
+    try:
+        await publish_all(nc, Simulator(seed=41).events(2_000))
+        await caught_up(nc, ingest)
+        code, out = rebuild_from_elsewhere()
+        assert code == 0 and "swapped into the running ingest" in out, out
+        ingest.stop()
+        code, out = rebuild_from_elsewhere()
+        assert code == 1 and f"no database at {elsewhere / 'ingest' / 'userstats.duckdb'}" in out, out
+        assert not (elsewhere / "ingest").exists()
+    finally:
+        await nc.close()
+
+
+async def test_a_failing_rebuild_worker_ends_the_rebuild_with_its_error(stack: Stack, tmp_path: Path) -> None:
+    ingest = stack.ingest()
+    ingest.wait_healthy()
+    nc = await connect(stack.nats.url)
+    try:
+        await publish_all(nc, Simulator(seed=42).events(80_000))  # more batches than the queue holds
+        await caught_up(nc, ingest)
+        dest = tmp_path / "no-such-dir" / "r.duckdb"
+        settings = NatsSettings(servers=[stack.nats.url])
+        with pytest.raises(RebuildError, match=r"the rebuild failed writing .*Cannot open"):
+            await asyncio.wait_for(build_shadow(nc.jetstream(), "USERSTATS", dest, nats=settings), 60)
     finally:
         await nc.close()

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
+import pytest
+
 from shared import events as ev
 from tests.projection_helpers import CHANNEL, DOMAIN, T0, Log, Projection, project
 
@@ -396,19 +398,47 @@ def test_population_rows_every_five_minutes_with_zero_and_afk() -> None:
     log.at(650).tick()
     p = project(log)
     rows = [
-        (ts.minute, c, k)
+        (ts.minute, ts.second, c, k)
         for ts, c, k in p.rows(
             "SELECT timestamp, connected_count, chat_count FROM population_snapshots ORDER BY 1"
         )
     ]
-    assert rows == [(5, 2, 1), (10, 0, 0)]
+    assert rows == [(0, 10, 1, 1), (5, 0, 2, 1), (10, 0, 0, 0)]  # the first at the first event
+
+
+@pytest.mark.parametrize("batch", [1, 2, 1000])
+def test_a_channel_has_a_population_row_from_its_first_event(batch: int) -> None:
+    """Not only from the next interval boundary: the row at the first event holds the
+    population after it (a user list, the bridge's KV state, or a chat line)."""
+    users = [{"name": n, "meta": {"afk": n == "c"}} for n in ("a", "b", "c")]
+    log = Log().at(61).event("userlist", users).join("d").at(70).chat("x", "hi", channel="Other")
+    log.at(75).journal(
+        ev.KvState(
+            timestamp=T0.replace(second=75 - 60, minute=1),
+            domain=DOMAIN,
+            channel="Third",
+            users=[ev.UserPayload(name="k")],
+        )
+    )
+    log.at(80).join("e").at(301).chat("a", "hello")
+    p = project(log, batch=batch, reload_every=1)
+    rows = p.rows(
+        "SELECT channel, minute(timestamp), second(timestamp), connected_count, chat_count "
+        "FROM population_snapshots ORDER BY timestamp, channel"
+    )
+    assert rows == [
+        (CHANNEL, 1, 1, 3, 2),  # after the user list, before d joined
+        ("Other", 1, 10, 1, 1),
+        ("Third", 1, 15, 1, 1),
+        (CHANNEL, 5, 0, 5, 4),  # the boundary row as before
+    ]
 
 
 def test_ticks_fill_quiet_periods_for_every_known_channel() -> None:
     log = Log().at(1).join("a").join("z", channel="Other").at(1800).tick()
     p = project(log)
-    assert p.value("SELECT count(*) FROM population_snapshots WHERE channel = ?", CHANNEL) == 6
-    assert p.value("SELECT count(*) FROM population_snapshots WHERE channel = 'Other'") == 6
+    assert p.value("SELECT count(*) FROM population_snapshots WHERE channel = ?", CHANNEL) == 7  # 6 + first
+    assert p.value("SELECT count(*) FROM population_snapshots WHERE channel = 'Other'") == 7
     assert p.value("SELECT min(connected_count) FROM population_snapshots") == 1
 
 
@@ -473,6 +503,10 @@ def test_poison_messages_become_dead_letters_and_projection_continues() -> None:
     dead = p.rows("SELECT seq, subject FROM dead_letters ORDER BY seq")
     assert [s for s, _ in dead] == [2, 3, 4, 5]
     assert p.value("SELECT raw FROM dead_letters WHERE seq = 2") == b"\xff not json"
+    # paths name the place in the whole envelope, not in its payload
+    assert p.value("SELECT error FROM dead_letters WHERE seq = 4") == (
+        "Expected `str | null`, got `int` - at `$.payload.username`"
+    )
 
 
 def test_missing_envelope_timestamp_uses_the_stream_time() -> None:

@@ -89,7 +89,7 @@ def test_oversized_request() -> None:
 
 
 def test_numeric_strings_are_accepted_as_limits_and_caps_apply() -> None:
-    req = parse({"command": "channel.top_users", "channel": "c", "limit": "2", "extra": "ignored"})
+    req = parse({"command": "channel.top_users", "channel": "c", "limit": "2"})
     assert isinstance(req.params, m.TopUsersParams) and req.params.limit == 2
     assert m.clamp_limit(-1) == m.MAX_LIMIT and m.clamp_limit(10**9) == m.MAX_LIMIT and m.clamp_limit(5) == 5
 
@@ -106,8 +106,65 @@ def test_seed_subject_routing_keeps_domain_dots() -> None:
     )
     req = requests.parse({"username": "a", "domain": "ignored"}, command="user.stats", domain="cy.tube")
     assert isinstance(req.params, m.UserParams) and req.params.domain == "cy.tube"
-    with pytest.raises(m.RequestError, match="Invalid subject"):
+    with pytest.raises(m.RequestError, match="Unknown query type in subject"):
         requests.seed_route("cytube.query.userstats.stats", "cytube.query.userstats")
+    with pytest.raises(m.RequestError) as info:
+        requests.seed_route("cytube.query.userstats.cytu.be.nope", "cytube.query.userstats")
+    assert "type: be.nope" not in info.value.message and "user.stats" in info.value.message
+    # the subject's domain only for the types that take one
+    assert requests.parse({}, command="system.stats", domain="cytu.be").params == m.NoParams()
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            {"command": "channel.top_users", "channel": "c", "limt": 3},
+            "unknown parameter 'limt' (did you mean 'limit'?); "
+            "channel.top_users takes: channel, domain, limit",
+        ),
+        (
+            {"command": "timeseries.messages", "channel": "c", "hours": 3},
+            "unknown parameter 'hours'; timeseries.messages takes: channel, domain, start_time, end_time",
+        ),
+        ({"command": "system.stats", "channel": "c"}, "unknown parameter 'channel'; system.stats takes: no"),
+        (
+            {"command": "channel.all_stats", "limits": {"top_user": 3}},
+            "unknown parameter 'limits.top_user' (did you mean 'limits.top_users'?)",
+        ),
+    ],
+)
+def test_unknown_parameters_are_rejected_naming_the_known_ones(body: dict[str, object], message: str) -> None:
+    command, got = error_of(body)
+    assert command == body["command"] and got.startswith(message)
+
+
+def test_what_ecosystem_clients_send_is_accepted() -> None:
+    """kryten-cli 2.7.0 (`kryten userstats all`), kryten-shell 0.1.4 (every userstats call it
+    makes, read from its client.py), our client (min_seq with timeout), tracing ids."""
+    bodies: list[dict[str, object]] = [
+        {
+            "service": "userstats",
+            "command": "channel.all_stats",
+            "limits": {"top_users": 20, "media_history": 15, "leaderboards": 10},
+        },
+        {"service": "userstats", "command": "user.stats", "username": "a"},
+        {"service": "userstats", "command": "channel.all_stats"},
+        {"service": "userstats", "command": "channel.top_users", "channel": "c", "limit": 20},
+        {"service": "userstats", "command": "user.messages", "username": "a", "limit": 50},
+        {"service": "userstats", "command": "user.activity", "username": "a"},
+        {"service": "userstats", "command": "user.kudos", "username": "a"},
+        {"service": "userstats", "command": "channel.population", "channel": "c"},
+        {"service": "userstats", "command": "channel.media_history", "channel": "c", "limit": 50},
+        {"service": "userstats", "command": "leaderboard.messages", "limit": 20},
+        {"service": "userstats", "command": "leaderboard.kudos", "limit": 20},
+        {"service": "userstats", "command": "leaderboard.emotes", "limit": 20},
+        {"service": "userstats", "command": "system.health"},
+        {"service": "userstats", "command": "system.stats"},
+        {"command": "alias.find", "alias": "x", "min_seq": 3, "timeout": 5.0, "request_id": "r1"},
+    ]
+    for body in bodies:
+        assert parse(body).command == body["command"]
 
 
 def test_all_stats_limits_default_per_key() -> None:

@@ -98,3 +98,59 @@ def test_defaults_without_any_file() -> None:
     assert s.metrics.port == 28282 and s.userstats.ingest_port == 28283
     assert s.nats.servers == ["nats://127.0.0.1:4222"]
     assert s.default_domain == "cytu.be" and s.default_channel is None
+
+
+@pytest.mark.parametrize(
+    ("cfg", "message"),
+    [
+        ({"metrcs": {"port": 1234}}, "$.metrcs (did you mean 'metrics'?)"),
+        (
+            {"userstats": {"batch_max_event": 5}},
+            "$.userstats.batch_max_event (did you mean 'batch_max_events'?)",
+        ),
+        ({"channels": [{"domain": "d", "chanel": "c"}]}, "$.channels[0].chanel (did you mean 'channel'?)"),
+        ({"nats": {"server": ["nats://h:4222"]}}, "$.nats.server (did you mean 'servers'?)"),
+        ({"zzzz": 1}, "$.zzzz (known here: channels, chat_jitter"),
+    ],
+)
+def test_unknown_keys_are_named_with_the_close_match(
+    tmp_path: Path, cfg: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        settings.load(write(tmp_path, cfg), env={})
+    assert str(info.value).startswith(f"unknown key in {tmp_path / 'config.json'}: {message}")
+
+
+def test_keys_only_kryten_userstats_knows_and_comments_are_accepted(tmp_path: Path) -> None:
+    cfg = {
+        **KRYTEN_EXAMPLE,
+        "service": {
+            **KRYTEN_EXAMPLE["service"],
+            "enable_lifecycle": True,
+            "health_port": 1,
+            "metrics_path": "/m",
+        },
+        "metrics": {"port": 28282, "health_path": "/h", "metrics_path": "/m"},
+        "handler_timeout": 30,
+        "retry_delay": 1,
+        "max_concurrent_handlers": 5,
+        "chat_min_delay": 1,
+        "chat_jitter": 0.5,
+        "_comment": "ours",
+        "$schema": "x",
+    }
+    assert (
+        settings.load(write(tmp_path, cfg), env={"NATS_USER": "u", "NATS_PASSWORD": "p"}).metrics.port
+        == 28282
+    )
+
+
+def test_credentials_inside_server_urls_are_masked() -> None:
+    s = settings.load(
+        None, env={"NATS_URL": "nats://bot:hunter2@h1:4222,nats://t0ken@h2:4222,nats://h3:4222"}
+    )
+    assert settings.redacted(s)["nats"]["servers"] == [
+        "nats://bot:***@h1:4222",
+        "nats://***@h2:4222",
+        "nats://h3:4222",
+    ]
