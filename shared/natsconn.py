@@ -228,4 +228,3 @@ def server_of(nc: Client | None) -> str | None:
     if nc is None or not nc.is_connected or nc.connected_url is None:
         return None
     return nc.connected_url.netloc.rpartition("@")[2]
-

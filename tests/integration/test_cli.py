@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -238,7 +239,8 @@ async def test_launcher_runs_everything_and_ctrl_c_stops_all(tmp_path: Path) -> 
         deadline = time.monotonic() + 30
         top: list[dict[str, object]] = []
         while not top and time.monotonic() < deadline:
-            out = subprocess.run(
+            out = await asyncio.to_thread(
+                subprocess.run,
                 [*cmd, "userstats", "all", "--format", "json"],
                 capture_output=True,
                 text=True,
@@ -247,7 +249,7 @@ async def test_launcher_runs_everything_and_ctrl_c_stops_all(tmp_path: Path) -> 
             )
             assert out.returncode == 0, out.stderr
             top = json.loads(out.stdout)["channel"]["top_users"]
-            time.sleep(0.5)
+            await asyncio.sleep(0.5)
         assert top and all(str(row["username"]).startswith("420GUser") for row in top)
         # a local run is not for the network, and the banner says where it is
         assert listening(query_port) == listening(ingest_port) == {"127.0.0.1"}
