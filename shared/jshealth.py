@@ -48,6 +48,7 @@ class StoreState:
     current: int = 0  # the leader plus the peers it hears from that are up to date
     last_seq: int | None = None
     checked_at: float = 0.0  # time.time() of the probe
+    missing: bool = False  # the server says the store does not exist (yet: ingest creates it)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -112,7 +113,7 @@ async def probe(js: JetStreamContext, store: str, name: str) -> StoreState:
         info = await js.stream_info(name)
     except NotFoundError:
         return StoreState(
-            store, name, ok=False, problem=f"{what(store, name)} does not exist", checked_at=now
+            store, name, ok=False, problem=f"{what(store, name)} does not exist", checked_at=now, missing=True
         )
     except APIError as exc:
         problem = f"{what(store, name)}: {exc.description or exc}"
@@ -163,6 +164,10 @@ class StoreWatch:
                         log.info(
                             "%s: available again (leader %s)", what(state.store, state.name), state.leader
                         )
+                elif before is None and state.missing:
+                    # a replica started before ingest created its stores: the usual order in a
+                    # fresh `make run` or compose stack, reported by /health until they exist
+                    log.info("%s yet; waiting for ingest to create it", state.problem)
                 else:
                     log.warning("%s", state.problem)
             self.states[state.store] = state
