@@ -162,6 +162,10 @@ def _ack_seq_time(reply: bytes) -> tuple[int, int, int]:
     return int(t[7]), int(t[9]), int(t[10])
 
 
+class DeliverFailed(Exception):
+    """The caller's `deliver` raised: not a reading problem, so never resumed (`__cause__`)."""
+
+
 class _Cursor:
     def __init__(self, start: int) -> None:
         self.delivered = start - 1  # the last sequence handed to `deliver`
@@ -184,6 +188,13 @@ async def read_range(
     RawReadError when reading fails and resuming makes no progress for `resume_seconds`.
     """
     cursor = _Cursor(start)
+
+    async def handed(columns: Columns) -> None:
+        try:
+            await deliver(columns)
+        except Exception as exc:
+            raise DeliverFailed() from exc
+
     conn: RawConnection | None = await RawConnection.open(settings)
     server = 0
     progress_at, progress_seq = time.monotonic(), cursor.delivered
@@ -192,7 +203,10 @@ async def read_range(
         try:
             if conn is None:
                 conn = await RawConnection.open(settings, first=server)
-            return await _read_once(js, conn, stream, subjects, cursor, end, deliver, batch)
+            return await _read_once(js, conn, stream, subjects, cursor, end, handed, batch)
+        except DeliverFailed as exc:
+            assert exc.__cause__ is not None
+            raise exc.__cause__ from None
         except (RawReadError, RawConnectError, OSError, asyncio.IncompleteReadError, TimeoutError) as exc:
             error: Exception = exc
         except Exception as exc:  # the consumer could not be created (no stream leader yet, ...)
