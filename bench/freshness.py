@@ -19,9 +19,10 @@ import json
 import time
 from typing import Any
 
+from userstats.shared import events as ev
+from userstats.sim.generator import Simulator
+
 from bench.common import TOPOLOGY_NAMES, percentile, ready, replication, report, stack, topologies
-from shared import events as ev
-from sim.generator import Simulator
 from tests.harness import NatsCluster, connect, wait_for
 
 BRIDGE_PREFIX = "kryten.events.cytube."

@@ -26,10 +26,10 @@ from typing import Any
 from urllib.parse import quote
 
 import nats
+from userstats.sim.generator import DEFAULT_CHANNELS, Simulator
 
 from bench.common import percentile, report
 from bench.query_rate import _traffic_process, filled_stack
-from sim.generator import DEFAULT_CHANNELS, Simulator
 
 TIMING = re.compile(rb"server-timing: app;dur=([0-9.]+)", re.I)
 

@@ -121,7 +121,7 @@ def run(users: int) -> list[dict[str, object]]:
             before = peak_mb(ingest), peak_mb(replica)
             started = time.perf_counter()
             out = subprocess.run(
-                [sys.executable, "-m", "ingest", "import-sqlite", "--wait", "600", str(path)],
+                [sys.executable, "-m", "userstats.ingest", "import-sqlite", "--wait", "600", str(path)],
                 env=s.env(),
                 capture_output=True,
                 text=True,

@@ -13,9 +13,10 @@ import argparse
 import asyncio
 import time
 
+from userstats.sim.generator import Simulator
+
 from bench.common import TOPOLOGY_NAMES, Timer, ready, replication, report, stack, topologies
 from bench.rebuild_rate import read_only
-from sim.generator import Simulator
 from tests.harness import Service, connect, publish_all
 
 

@@ -14,8 +14,9 @@ import asyncio
 import time
 from pathlib import Path
 
+from userstats.sim.generator import Simulator
+
 from bench.common import report, stack
-from sim.generator import Simulator
 from tests.harness import Service, connect, publish_all
 
 

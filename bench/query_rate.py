@@ -22,9 +22,9 @@ from contextlib import contextmanager
 from typing import Any
 
 import nats
+from userstats.sim.generator import Simulator
 
 from bench.common import percentile, report, stack
-from sim.generator import Simulator
 from tests.harness import Service, Stack, connect, publish_all
 
 BODIES: dict[str, list[bytes]] = {

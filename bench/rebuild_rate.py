@@ -15,13 +15,14 @@ import subprocess
 import sys
 import time
 
+from userstats.ingest.stream_setup import STREAM_SUBJECTS
+from userstats.shared import rawstream
+from userstats.shared.projection import Projector
+from userstats.shared.settings import NatsSettings
+from userstats.shared.stream import StreamReader
+from userstats.sim.generator import Simulator
+
 from bench.common import report, stack
-from ingest.stream_setup import STREAM_SUBJECTS
-from shared import rawstream
-from shared.projection import Projector
-from shared.settings import NatsSettings
-from shared.stream import StreamReader
-from sim.generator import Simulator
 from tests.harness import connect, publish_all
 
 
@@ -88,7 +89,7 @@ def run(events: int) -> list[dict[str, object]]:
         read_s = asyncio.run(read_only(s.nats.url, last))
         project_s = project_only(generated)
         out = subprocess.run(
-            [sys.executable, "-m", "ingest", "rebuild", "--output", str(s.tmp / "rebuilt.duckdb")],
+            [sys.executable, "-m", "userstats.ingest", "rebuild", "--output", str(s.tmp / "rebuilt.duckdb")],
             env=s.env(),
             capture_output=True,
             text=True,

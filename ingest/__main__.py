@@ -1,4 +1,4 @@
-"""`userstats-ingest` / `python -m ingest`: run the writer, or one of its maintenance commands."""
+"""`userstats-ingest` / `python -m userstats.ingest`: run the writer, or one of its maintenance commands."""
 
 from __future__ import annotations
 
@@ -8,17 +8,17 @@ import logging
 import sys
 from pathlib import Path
 
-from ingest import importer, maintenance
-from ingest.db import DatabaseError
-from ingest.journal import JournalError
-from ingest.rebuild import RebuildError
-from ingest.service import IngestService
-from shared import cli, logs
-from shared.http import PortInUseError
-from shared.natsconn import ConnectError
-from shared.replication import ReplicationError
+from userstats.ingest import importer, maintenance
+from userstats.ingest.db import DatabaseError
+from userstats.ingest.journal import JournalError
+from userstats.ingest.rebuild import RebuildError
+from userstats.ingest.service import IngestService
+from userstats.shared import cli, logs
+from userstats.shared.http import PortInUseError
+from userstats.shared.natsconn import ConnectError
+from userstats.shared.replication import ReplicationError
 
-log = logging.getLogger("ingest")
+log = logging.getLogger("userstats.ingest")
 
 
 def positive_int(value: str) -> int:

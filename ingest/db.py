@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
-
-from shared import apply
+from userstats.shared import apply
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 

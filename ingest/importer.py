@@ -26,15 +26,14 @@ from urllib.request import pathname2url
 
 import msgspec
 from nats.aio.client import Client
-
-from ingest.journal import Journal
-from ingest.maintenance import admin
-from ingest.progress import Progress
-from ingest.stream_setup import ensure_stream
-from shared import events as ev
-from shared import natsconn
-from shared.projection import MAX_IMPORT_TIME_US
-from shared.settings import Settings
+from userstats.ingest.journal import Journal
+from userstats.ingest.maintenance import admin
+from userstats.ingest.progress import Progress
+from userstats.ingest.stream_setup import ensure_stream
+from userstats.shared import events as ev
+from userstats.shared import natsconn
+from userstats.shared.projection import MAX_IMPORT_TIME_US
+from userstats.shared.settings import Settings
 
 log = logging.getLogger(__name__)
 

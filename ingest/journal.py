@@ -17,10 +17,9 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.errors import NoStreamResponseError, NotFoundError, ServiceUnavailableError
-
-from shared import events as ev
-from shared import subjects
-from shared.settings import Settings
+from userstats.shared import events as ev
+from userstats.shared import subjects
+from userstats.shared.settings import Settings
 
 log = logging.getLogger(__name__)
 

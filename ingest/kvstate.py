@@ -9,10 +9,9 @@ from typing import Any
 import msgspec
 from nats.js import JetStreamContext
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
-
-from shared import events as ev
-from shared.settings import ChannelSettings
-from shared.subjects import kv_bucket
+from userstats.shared import events as ev
+from userstats.shared.settings import ChannelSettings
+from userstats.shared.subjects import kv_bucket
 
 log = logging.getLogger(__name__)
 

@@ -21,17 +21,16 @@ from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import NotFoundError
-
-from ingest.admin import list_dead_letters
-from ingest.db import DatabaseError, open_writer
-from ingest.metrics import IngestMetrics
-from ingest.progress import Progress
-from ingest.rebuild import RebuildError, build_shadow
-from ingest.snapshotter import Snapshotter
-from ingest.swap import replace_database, shadow_path
-from shared import cli, natsconn
-from shared.settings import Settings
-from shared.subjects import INGEST_ADMIN_SUBJECT
+from userstats.ingest.admin import list_dead_letters
+from userstats.ingest.db import DatabaseError, open_writer
+from userstats.ingest.metrics import IngestMetrics
+from userstats.ingest.progress import Progress
+from userstats.ingest.rebuild import RebuildError, build_shadow
+from userstats.ingest.snapshotter import Snapshotter
+from userstats.ingest.swap import replace_database, shadow_path
+from userstats.shared import cli, natsconn
+from userstats.shared.settings import Settings
+from userstats.shared.subjects import INGEST_ADMIN_SUBJECT
 
 log = logging.getLogger(__name__)
 

@@ -14,14 +14,13 @@ import time
 
 import duckdb
 from nats.js import JetStreamContext
-
-from ingest.metrics import IngestMetrics
-from ingest.stream_setup import STREAM_SUBJECTS
-from shared import apply
-from shared.delta import Delta
-from shared.projection import DEAD_LETTERS_KEY, Projector
-from shared.seqgate import SequenceGate
-from shared.stream import StreamReader
+from userstats.ingest.metrics import IngestMetrics
+from userstats.ingest.stream_setup import STREAM_SUBJECTS
+from userstats.shared import apply
+from userstats.shared.delta import Delta
+from userstats.shared.projection import DEAD_LETTERS_KEY, Projector
+from userstats.shared.seqgate import SequenceGate
+from userstats.shared.stream import StreamReader
 
 log = logging.getLogger(__name__)
 

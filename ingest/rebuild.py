@@ -22,14 +22,13 @@ from pathlib import Path
 import duckdb
 import msgspec
 from nats.js import JetStreamContext
-
-from ingest.progress import Progress
-from ingest.stream_setup import STREAM_SUBJECTS
-from shared import apply, rawstream
-from shared.delta import Delta
-from shared.projection import DEAD_LETTERS_KEY, Projector
-from shared.settings import NatsSettings
-from shared.stream import StreamReader
+from userstats.ingest.progress import Progress
+from userstats.ingest.stream_setup import STREAM_SUBJECTS
+from userstats.shared import apply, rawstream
+from userstats.shared.delta import Delta
+from userstats.shared.projection import DEAD_LETTERS_KEY, Projector
+from userstats.shared.settings import NatsSettings
+from userstats.shared.stream import StreamReader
 
 log = logging.getLogger(__name__)
 

@@ -16,22 +16,21 @@ import prometheus_client
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-
-from ingest.admin import ADMIN_DECODER, list_dead_letters
-from ingest.commands import WriteCommands
-from ingest.db import open_writer
-from ingest.journal import Journal
-from ingest.kvstate import read_channel_state
-from ingest.metrics import IngestMetrics
-from ingest.projector import ProjectorLoop
-from ingest.rebuild import build_shadow
-from ingest.snapshotter import Snapshotter
-from ingest.stream_setup import ensure_stream
-from ingest.swap import replace_database, shadow_path
-from shared import apply, jshealth, natsconn, replication, schema, snapshots
-from shared.http import HttpServer, build_app
-from shared.settings import Settings
-from shared.subjects import INGEST_ADMIN_SUBJECT
+from userstats.ingest.admin import ADMIN_DECODER, list_dead_letters
+from userstats.ingest.commands import WriteCommands
+from userstats.ingest.db import open_writer
+from userstats.ingest.journal import Journal
+from userstats.ingest.kvstate import read_channel_state
+from userstats.ingest.metrics import IngestMetrics
+from userstats.ingest.projector import ProjectorLoop
+from userstats.ingest.rebuild import build_shadow
+from userstats.ingest.snapshotter import Snapshotter
+from userstats.ingest.stream_setup import ensure_stream
+from userstats.ingest.swap import replace_database, shadow_path
+from userstats.shared import apply, jshealth, natsconn, replication, schema, snapshots
+from userstats.shared.http import HttpServer, build_app
+from userstats.shared.settings import Settings
+from userstats.shared.subjects import INGEST_ADMIN_SUBJECT
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,10 @@ from pathlib import Path
 import duckdb
 import msgspec
 from nats.js import JetStreamContext
-
-from ingest.metrics import IngestMetrics
-from shared import apply, schema, snapshots, subjects
-from shared.replication import Replication
-from shared.snapshots import SnapshotPointer
+from userstats.ingest.metrics import IngestMetrics
+from userstats.shared import apply, schema, snapshots, subjects
+from userstats.shared.replication import Replication
+from userstats.shared.snapshots import SnapshotPointer
 
 log = logging.getLogger(__name__)
 LOG_EVERY = 60.0  # seconds between two INFO lines about published snapshots

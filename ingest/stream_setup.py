@@ -7,10 +7,9 @@ import logging
 
 from nats.js import JetStreamContext, api
 from nats.js.errors import APIError, NotFoundError
-
-from shared import replication, subjects
-from shared.replication import ReplicationError
-from shared.settings import UserstatsSettings
+from userstats.shared import replication, subjects
+from userstats.shared.replication import ReplicationError
+from userstats.shared.settings import UserstatsSettings
 
 log = logging.getLogger(__name__)
 

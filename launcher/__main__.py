@@ -16,9 +16,9 @@ import socket
 import sys
 from pathlib import Path
 
-from ingest.stream_setup import ensure_stream
-from shared import natsconn, settings
-from sim.generator import DEFAULT_CHANNELS
+from userstats.ingest.stream_setup import ensure_stream
+from userstats.shared import natsconn, settings
+from userstats.sim.generator import DEFAULT_CHANNELS
 
 COLORS = {"nats": "\033[36m", "ingest": "\033[33m", "query": "\033[32m", "sim": "\033[35m"}
 RESET = "\033[0m"
@@ -179,13 +179,13 @@ async def main_async(args: argparse.Namespace, data: Path) -> int:
         raise
     py = sys.executable
     common = ["--config", args.config] if args.config else []
-    procs.append(("ingest", await spawn("ingest", [py, "-m", "ingest", *common], env, tty)))
-    procs.append(("query", await spawn("query", [py, "-m", "query", *common], env, tty)))
+    procs.append(("ingest", await spawn("ingest", [py, "-m", "userstats.ingest", *common], env, tty)))
+    procs.append(("query", await spawn("query", [py, "-m", "userstats.query", *common], env, tty)))
     if args.sim_rate:
         sim = [
             py,
             "-m",
-            "sim",
+            "userstats.sim",
             "--rate",
             str(args.sim_rate),
             "--count",

@@ -1,4 +1,4 @@
-"""`userstats-query` / `python -m query`: run a read-only replica."""
+"""`userstats-query` / `python -m userstats.query`: run a read-only replica."""
 
 from __future__ import annotations
 
@@ -7,12 +7,12 @@ import asyncio
 import logging
 import sys
 
-from query.service import QueryService
-from shared import cli, logs
-from shared.http import PortInUseError
-from shared.natsconn import ConnectError
+from userstats.query.service import QueryService
+from userstats.shared import cli, logs
+from userstats.shared.http import PortInUseError
+from userstats.shared.natsconn import ConnectError
 
-log = logging.getLogger("query")
+log = logging.getLogger("userstats.query")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -29,12 +29,11 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-
-from query.handlers import Dispatcher, Outcome
-from query.replica import Replica
-from shared import messages as m
-from shared import requests
-from shared.subjects import COMMAND_SUBJECT
+from userstats.query.handlers import Dispatcher, Outcome
+from userstats.query.replica import Replica
+from userstats.shared import messages as m
+from userstats.shared import requests
+from userstats.shared.subjects import COMMAND_SUBJECT
 
 PREFIX = "/api/v1"
 READ_COMMANDS = tuple(c for c in requests.COMMAND_PARAMS if c not in requests.WRITE_COMMANDS)

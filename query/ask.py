@@ -22,9 +22,8 @@ from typing import Any
 from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
-
-from shared import __version__, cli, natsconn
-from shared.subjects import COMMAND_SUBJECT
+from userstats.shared import __version__, cli, natsconn
+from userstats.shared.subjects import COMMAND_SUBJECT
 
 DEFAULT_URL = "nats://127.0.0.1:4222"
 

@@ -9,8 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import msgspec
-
-from shared.messages import SnapshotRow
+from userstats.shared.messages import SnapshotRow
 
 WIDTH, HEIGHT, PAD = 600, 160, 4
 

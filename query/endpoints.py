@@ -18,9 +18,8 @@ from nats import micro
 from nats.aio.client import Client
 from nats.micro.request import Handler, Request
 from nats.micro.service import Endpoint, Service
-
-from query.handlers import Dispatcher
-from shared import __version__, subjects
+from userstats.query.handlers import Dispatcher
+from userstats.shared import __version__, subjects
 
 log = logging.getLogger(__name__)
 

@@ -18,14 +18,13 @@ import msgspec
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
-
-from query import reads
-from query.metrics import QueryMetrics
-from query.replica import Replica
-from shared import __version__, requests
-from shared import messages as m
-from shared.settings import Settings
-from shared.subjects import INGEST_COMMAND_SUBJECT, SEED_PREFIX
+from userstats.query import reads
+from userstats.query.metrics import QueryMetrics
+from userstats.query.replica import Replica
+from userstats.shared import __version__, requests
+from userstats.shared import messages as m
+from userstats.shared.settings import Settings
+from userstats.shared.subjects import INGEST_COMMAND_SUBJECT, SEED_PREFIX
 
 log = logging.getLogger(__name__)
 

@@ -16,9 +16,8 @@ from typing import Any
 
 import msgspec
 from nats.aio.client import Client
-
-from shared import __version__, subjects
-from shared.settings import Settings
+from userstats.shared import __version__, subjects
+from userstats.shared.settings import Settings
 
 log = logging.getLogger(__name__)
 

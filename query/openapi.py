@@ -16,11 +16,10 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-
-from query.api import CORS, LIVE_COMMANDS, PREFIX, READ_COMMANDS
-from shared import __version__, requests
-from shared import messages as m
-from shared import replies as r
+from userstats.query.api import CORS, LIVE_COMMANDS, PREFIX, READ_COMMANDS
+from userstats.shared import __version__, requests
+from userstats.shared import messages as m
+from userstats.shared import replies as r
 
 REF = "#/components/schemas/{name}"
 

@@ -25,13 +25,12 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
-
-from query import charts
-from query.api import HEAD, STATUS, Backend, ask, etag, not_modified, server_timing
-from query.assets import Assets
-from query.handlers import Outcome
-from shared import replies as r
-from shared.messages import ChannelActivityRow
+from userstats.query import charts
+from userstats.query.api import HEAD, STATUS, Backend, ask, etag, not_modified, server_timing
+from userstats.query.assets import Assets
+from userstats.query.handlers import Outcome
+from userstats.shared import replies as r
+from userstats.shared.messages import ChannelActivityRow
 
 T = TypeVar("T")
 HTML = "text/html; charset=utf-8"

@@ -12,10 +12,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import duckdb
-
-from shared import messages as m
-from shared import schema
-from shared.state import SERVER_USER
+from userstats.shared import messages as m
+from userstats.shared import schema
+from userstats.shared.state import SERVER_USER
 
 HOUR_FMT = "%Y-%m-%d %H:00:00"
 

@@ -20,12 +20,11 @@ from typing import Any, TypeVar
 import duckdb
 from nats.js import JetStreamContext
 from nats.js.errors import BucketNotFoundError, NotFoundError
-
-from shared import apply, schema, snapshots, subjects
-from shared.projection import Projector
-from shared.seqgate import SequenceGate
-from shared.snapshots import SnapshotError, SnapshotPointer
-from shared.stream import Item, StreamReader
+from userstats.shared import apply, schema, snapshots, subjects
+from userstats.shared.projection import Projector
+from userstats.shared.seqgate import SequenceGate
+from userstats.shared.snapshots import SnapshotError, SnapshotPointer
+from userstats.shared.stream import Item, StreamReader
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

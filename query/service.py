@@ -12,16 +12,15 @@ from typing import Any
 
 import prometheus_client
 from nats.aio.client import Client
-
-from query import web
-from query.endpoints import Endpoints
-from query.handlers import Dispatcher
-from query.lifecycle import Lifecycle
-from query.metrics import QueryMetrics, spec_totals
-from query.replica import Replica
-from shared import jshealth, natsconn, snapshots, subjects
-from shared.http import HttpServer, build_app
-from shared.settings import Settings
+from userstats.query import web
+from userstats.query.endpoints import Endpoints
+from userstats.query.handlers import Dispatcher
+from userstats.query.lifecycle import Lifecycle
+from userstats.query.metrics import QueryMetrics, spec_totals
+from userstats.query.replica import Replica
+from userstats.shared import jshealth, natsconn, snapshots, subjects
+from userstats.shared.http import HttpServer, build_app
+from userstats.shared.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -8,12 +8,11 @@ even a string that escaped the templates' autoescaping could not run.
 from __future__ import annotations
 
 from fastapi import FastAPI
-
-from query.api import Api, Backend
-from query.assets import Assets
-from query.openapi import Docs
-from query.pages import Pages, environment
-from shared.settings import Settings
+from userstats.query.api import Api, Backend
+from userstats.query.assets import Assets
+from userstats.query.openapi import Docs
+from userstats.query.pages import Pages, environment
+from userstats.shared.settings import Settings
 
 PACKAGE = __name__.rpartition(".")[0]
 CSP = (

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from shared import events as ev
-from shared import messages as m
-from shared.state import State
+from userstats.shared import events as ev
+from userstats.shared import messages as m
+from userstats.shared.state import State
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import duckdb
-
-from shared import schema
-from shared.delta import Delta, TableDelta
-from shared.schema import TableSpec
-from shared.state import Media, ProjectionSettings, RecentChat, Session, State
+from userstats.shared import schema
+from userstats.shared.delta import Delta, TableDelta
+from userstats.shared.schema import TableSpec
+from userstats.shared.state import Media, ProjectionSettings, RecentChat, Session, State
 
 
 @dataclass(frozen=True)

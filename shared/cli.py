@@ -8,8 +8,8 @@ import json
 import os
 import sys
 
-from shared import __version__, settings
-from shared.settings import LOG_LEVELS, ConfigError, Settings
+from userstats.shared import __version__, settings
+from userstats.shared.settings import LOG_LEVELS, ConfigError, Settings
 
 
 def log_level(value: str) -> str:

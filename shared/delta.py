@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared import schema
-from shared.schema import TableSpec
+from userstats.shared import schema
+from userstats.shared.schema import TableSpec
 
 Key = tuple[Any, ...]
 Values = list[Any]

@@ -23,8 +23,7 @@ from typing import Any
 from nats.aio.client import Client
 from nats.errors import AuthorizationError
 from nats.errors import Error as NatsError
-
-from shared.settings import NatsSettings
+from userstats.shared.settings import NatsSettings
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
-
-from shared import detectors
-from shared import events as ev
-from shared.delta import Delta
-from shared.schema import (
+from userstats.shared import detectors
+from userstats.shared import events as ev
+from userstats.shared.delta import Delta
+from userstats.shared.schema import (
     ACTIVITY,
     BASELINE_SEP,
     COUNTER,
@@ -28,7 +27,7 @@ from shared.schema import (
     PLUSPLUS,
     PMS,
 )
-from shared.state import (
+from userstats.shared.state import (
     MAX_GAP_SNAPSHOTS,
     RECENT_CHAT_PER_CHANNEL,
     SERVER_USER,
@@ -39,7 +38,7 @@ from shared.state import (
     Session,
     State,
 )
-from shared.subjects import EVENTS_PREFIX, JOURNAL_PREFIX
+from userstats.shared.subjects import EVENTS_PREFIX, JOURNAL_PREFIX
 
 US = 1_000_000
 # Imported media rows sort before every live row (keys are stream seqs, all positive) and

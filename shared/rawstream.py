@@ -32,9 +32,8 @@ from urllib.parse import unquote, urlparse
 
 import nkeys  # type: ignore[import-untyped]
 from nats.js import JetStreamContext, api
-
-from shared.natsconn import tls_context
-from shared.settings import NatsSettings
+from userstats.shared.natsconn import tls_context
+from userstats.shared.settings import NatsSettings
 
 log = logging.getLogger(__name__)
 

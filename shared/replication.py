@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 from nats.js import JetStreamContext, api
 from nats.js.errors import APIError
-
-from shared.settings import UserstatsSettings
+from userstats.shared.settings import UserstatsSettings
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,7 @@ from typing import Any
 
 import msgspec
 from msgspec import UNSET, UnsetType
-
-from shared.messages import (
+from userstats.shared.messages import (
     ActivityRow,
     ChannelActivityRow,
     ChannelCountRow,

@@ -7,8 +7,7 @@ import re
 from typing import Any, NamedTuple
 
 import msgspec
-
-from shared import messages as m
+from userstats.shared import messages as m
 
 COMMAND_PARAMS: dict[str, type[m.Params]] = {
     "user.stats": m.UserParams,

@@ -17,10 +17,9 @@ from nats.js import JetStreamContext, api
 from nats.js.errors import APIError, NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
-
-from shared import replication, subjects
-from shared.replication import Replication, ReplicationError
-from shared.stream import parse_ack_reply
+from userstats.shared import replication, subjects
+from userstats.shared.replication import Replication, ReplicationError
+from userstats.shared.stream import parse_ack_reply
 
 log = logging.getLogger(__name__)
 

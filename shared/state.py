@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from shared.detectors import DEFAULT_TRIGGER_PHRASES
+from userstats.shared.detectors import DEFAULT_TRIGGER_PHRASES
 
 ChannelKey = tuple[str, str]  # (domain, channel)
 SERVER_USER = "[server]"

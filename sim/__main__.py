@@ -12,13 +12,12 @@ from pathlib import Path
 
 import msgspec
 from nats.errors import Error as NatsError
+from userstats.shared import cli, logs, natsconn, settings
+from userstats.shared import events as ev
+from userstats.shared.settings import NatsSettings
+from userstats.sim.generator import Simulator
 
-from shared import cli, logs, natsconn, settings
-from shared import events as ev
-from shared.settings import NatsSettings
-from sim.generator import Simulator
-
-log = logging.getLogger("sim")
+log = logging.getLogger("userstats.sim")
 
 
 def parse_start(value: str) -> int:

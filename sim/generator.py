@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared import events as ev
-from shared.subjects import event_subject
+from userstats.shared import events as ev
+from userstats.shared.subjects import event_subject
 
 DEFAULT_CHANNELS = (("cytu.be", "420Grindhouse"), ("cytu.be", "MovieNight"), ("cy.tube", "AnimeClub"))
 EMOTES = ("Kappa", "PogChamp", "LUL", "monkaS", "FeelsGoodMan", "OMEGALUL", "catJAM", "Sadge")

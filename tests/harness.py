@@ -22,9 +22,8 @@ from typing import Any
 import httpx
 import nats
 from nats.aio.client import Client
-
-from shared import events as ev
-from shared.subjects import event_subject
+from userstats.shared import events as ev
+from userstats.shared.subjects import event_subject
 
 NATS_BIN = str(Path(sys.executable).parent / "nats-server")
 READY = re.compile(rb"Server is ready")
@@ -161,7 +160,7 @@ class NatsCluster:
 
 
 class Service:
-    """`python -m ingest` or `python -m query` as a child process with its own env."""
+    """`python -m userstats.ingest` or `python -m userstats.query` as a child process with its own env."""
 
     def __init__(self, module: str, env: dict[str, str], workdir: Path, port: int) -> None:
         self.module = module
@@ -174,7 +173,7 @@ class Service:
     def start(self) -> Service:
         with self.log.open("ab") as logf:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", self.module],
+                [sys.executable, "-m", f"userstats.{self.module}"],
                 env=self.env,
                 stdout=logf,
                 stderr=subprocess.STDOUT,

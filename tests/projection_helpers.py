@@ -6,11 +6,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import duckdb
-
-from shared import apply, schema
-from shared import events as ev
-from shared.projection import Projector
-from shared.subjects import event_subject, journal_subject
+from userstats.shared import apply, schema
+from userstats.shared import events as ev
+from userstats.shared.projection import Projector
+from userstats.shared.subjects import event_subject, journal_subject
 
 T0 = datetime(2025, 12, 5, 17, 0, 0, tzinfo=UTC)
 DOMAIN = "cytu.be"

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 from selenium.webdriver.common.by import By
+from userstats.sim.generator import Simulator
 
-from sim.generator import Simulator
 from tests.browser import chromium, problems, screenshot
 from tests.harness import NatsServer, Stack, connect, publish_all
 

@@ -27,10 +27,10 @@ from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 
-from shared import messages as m
-from shared import natsconn
-from shared import replies as r
-from shared.subjects import COMMAND_SUBJECT
+from userstats.shared import messages as m
+from userstats.shared import natsconn
+from userstats.shared import replies as r
+from userstats.shared.subjects import COMMAND_SUBJECT
 
 T = TypeVar("T")
 

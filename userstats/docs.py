@@ -14,9 +14,9 @@ from typing import Any
 import msgspec
 from msgspec import inspect as mi
 
-from shared import replies as r
-from shared.requests import COMMAND_PARAMS, SEED_COMMANDS, WRITE_COMMANDS
-from shared.subjects import COMMAND_SUBJECT, SEED_PREFIX
+from userstats.shared import replies as r
+from userstats.shared.requests import COMMAND_PARAMS, SEED_COMMANDS, WRITE_COMMANDS
+from userstats.shared.subjects import COMMAND_SUBJECT, SEED_PREFIX
 
 DOC = Path(__file__).resolve().parents[1] / "QUERY_ENDPOINTS.md"
 BEGIN = "<!-- BEGIN GENERATED: python -m userstats.docs -->"

@@ -17,9 +17,9 @@ from typing import Any
 import httpx
 import nats
 from nats.aio.client import Client
+from userstats.shared.snapshots import POINTER_STREAM, SNAPSHOT_STREAM
+from userstats.sim.generator import Simulator
 
-from shared.snapshots import POINTER_STREAM, SNAPSHOT_STREAM
-from sim.generator import Simulator
 from tests.harness import NatsCluster, NatsServer, Service, wait_for
 
 STORES = ("USERSTATS", POINTER_STREAM, SNAPSHOT_STREAM)

@@ -9,10 +9,10 @@ from typing import Any
 
 import duckdb
 from nats.aio.client import Client
+from userstats.shared import apply, schema
+from userstats.shared.projection import Projector
+from userstats.shared.stream import Item, StreamReader
 
-from shared import apply, schema
-from shared.projection import Projector
-from shared.stream import Item, StreamReader
 from tests.harness import stream_last_seq
 
 

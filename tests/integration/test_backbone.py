@@ -8,8 +8,8 @@ import re
 
 import pytest
 from nats.aio.client import Client
+from userstats.sim.generator import Simulator
 
-from sim.generator import Simulator
 from tests.harness import Service, Stack, connect, publish_all, request, stream_last_seq, wait_for
 from tests.integration.streamtools import Oracle, dump, dump_file, read_stream, rebuild
 

@@ -8,8 +8,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nats.aio.client import Client
+from userstats.shared.requests import COMMAND_PARAMS
 
-from shared.requests import COMMAND_PARAMS
 from tests.harness import Stack, request
 from tests.integration.test_commands import nc  # noqa: F401  (the fixture: a stack with the known log)
 

@@ -25,12 +25,12 @@ from typing import Any
 import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from userstats.query import reads
+from userstats.query.handlers import READS
+from userstats.shared import events as ev
+from userstats.shared import requests
+from userstats.shared.stream import Item
 
-from query import reads
-from query.handlers import READS
-from shared import events as ev
-from shared import requests
-from shared.stream import Item
 from tests.bridge import Bridge
 from tests.cytube import CyTube, Media, Person, now_ms
 from tests.harness import Service, Stack, connect, request, wait_for

@@ -17,10 +17,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+from userstats.shared import __version__
 
-from shared import __version__
 from tests.harness import NatsServer, Stack, connect, free_port
 from tests.integration.streamtools import read_stream
+
+
+def _module(name: str) -> str:
+    return name if name.startswith("userstats.") else f"userstats.{name}"
 
 
 def run(
@@ -28,7 +32,7 @@ def run(
 ) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("USERSTATS_", "NATS_"))}
     return subprocess.run(
-        [sys.executable, "-m", *args],
+        [sys.executable, "-m", _module(args[0]), *args[1:]],
         check=False,
         capture_output=True,
         text=True,
@@ -37,27 +41,27 @@ def run(
     )
 
 
-@pytest.mark.parametrize("module", ["ingest", "query", "sim"])
+@pytest.mark.parametrize("module", ["userstats.ingest", "userstats.query", "userstats.sim"])
 def test_help(module: str) -> None:
     out = run(module, "--help")
     assert out.returncode == 0 and "usage:" in out.stdout
 
 
-@pytest.mark.parametrize("module", ["ingest", "query", "query.ask"])
+@pytest.mark.parametrize("module", ["userstats.ingest", "userstats.query", "userstats.query.ask"])
 def test_version(module: str) -> None:
     out = run(module, "--version")
     assert out.returncode == 0 and __version__ in out.stdout
 
 
 def test_ask_help_explains_every_option() -> None:
-    out = " ".join(run("query.ask", "--help").stdout.split())  # argparse wraps lines
+    out = " ".join(run("userstats.query.ask", "--help").stdout.split())  # argparse wraps lines
     assert "NATS server(s), comma-separated (default: $NATS_URL" in out
     assert "seconds to wait for NATS to answer the connection, and then for the reply" in out
 
 
-@pytest.mark.parametrize("module", ["ingest", "query", "sim"])
+@pytest.mark.parametrize("module", ["userstats.ingest", "userstats.query", "userstats.sim"])
 def test_a_bad_log_level_is_refused_before_anything_runs(module: str) -> None:
-    out = run(module, "--log-level", "LOUD", *(["--validate-config"] if module != "sim" else []))
+    out = run(module, "--log-level", "LOUD", *(["--validate-config"] if module != "userstats.sim" else []))
     assert out.returncode == 2 and "'LOUD' is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL" in out.stderr
     assert run(module, "--log-level", "warning", "--help").returncode == 0  # any case
 
@@ -69,7 +73,7 @@ def test_validate_config_masks_urls_and_survives_a_closed_pipe(tmp_path: Path) -
     assert json.loads(out.stdout)["nats"]["servers"] == ["nats://bot:***@127.0.0.1:4222"]
     base = {k: v for k, v in os.environ.items() if not k.startswith(("USERSTATS_", "NATS_"))}
     piped = subprocess.run(
-        f"{sys.executable} -m ingest --validate-config | head -n 2",
+        f"{sys.executable} -m userstats.ingest --validate-config | head -n 2",
         shell=True,
         capture_output=True,
         text=True,
@@ -180,7 +184,7 @@ def launch(
     args = [
         sys.executable,
         "-m",
-        "launcher",
+        "userstats.launcher",
         "--data",
         str(tmp_path / "data"),
         "--nats-monitor-port",
@@ -287,11 +291,15 @@ def test_ask_tool_against_a_running_stack(stack: Stack) -> None:
     stack.ingest().wait_healthy()
     stack.query().wait_healthy()
     env = {"NATS_URL": stack.nats.url}
-    ok = run("query.ask", "system.ping", env=env)
+    ok = run("userstats.query.ask", "system.ping", env=env)
     assert ok.returncode == 0 and json.loads(ok.stdout)["data"]["pong"] is True
     seed = run(
-        "query.ask", "--subject", "cytube.query.userstats.cytu.be.user.stats", "username=nobody", env=env
+        "userstats.query.ask",
+        "--subject",
+        "cytube.query.userstats.cytu.be.user.stats",
+        "username=nobody",
+        env=env,
     )
     assert seed.returncode == 0 and json.loads(seed.stdout)["data"]["username"] == "nobody"
-    bad = run("query.ask", "user.stats", env=env)
+    bad = run("userstats.query.ask", "user.stats", env=env)
     assert bad.returncode == 1 and json.loads(bad.stdout)["error"] == "username required"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 from nats.aio.client import Client
+from userstats.shared import messages as m
+from userstats.shared import replies as r
 
-from shared import messages as m
-from shared import replies as r
 from tests.harness import Stack
 from tests.integration.test_commands import G, nc  # noqa: F401  (the stack with the known log)
 from userstats.client import NotReadyError, UserstatsClient, UserstatsError, UserstatsUnavailable

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 from nats.aio.client import Client
+from userstats.shared import events as ev
 
-from shared import events as ev
 from tests.harness import Stack, connect, publish_all, request
 from tests.integration.test_backbone import caught_up
 from tests.projection_helpers import Log

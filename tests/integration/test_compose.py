@@ -31,8 +31,8 @@ import httpx
 import nats
 import pytest
 from nats.aio.client import Client
+from userstats.sim.generator import Simulator
 
-from sim.generator import Simulator
 from tests.dockerstack import (
     ROOT,
     Compose,

@@ -17,10 +17,10 @@ import httpx
 import msgspec
 import pytest
 from nats.aio.client import Client
+from userstats.shared import snapshots
+from userstats.shared.subjects import POINTER_KEY
+from userstats.sim.generator import Simulator
 
-from shared import snapshots
-from shared.subjects import POINTER_KEY
-from sim.generator import Simulator
 from tests.harness import Service, Stack, connect, publish_all, request, wait_for
 from tests.integration.streamtools import Oracle, dump, dump_file, read_stream, rebuild
 from tests.integration.test_backbone import caught_up, metric

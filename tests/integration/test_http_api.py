@@ -17,9 +17,9 @@ from urllib.parse import quote, urlencode
 
 import httpx
 import pytest
+from userstats.query.api import LIVE_COMMANDS, READ_COMMANDS
+from userstats.shared import requests
 
-from query.api import LIVE_COMMANDS, READ_COMMANDS
-from shared import requests
 from tests.harness import Service, Stack, free_port, wait_for
 from tests.projection_helpers import Log
 from tests.webcorpus import BASE, ROOM, XSS_USER, Live, live_stack

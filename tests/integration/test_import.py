@@ -28,7 +28,7 @@ from tests.reference.kus071 import CHANNELS, DOMAIN, OTHER_DOMAIN, Reference
 
 def run_cli(stack: Stack, *args: str) -> tuple[int, str]:
     proc = subprocess.run(
-        [sys.executable, "-m", "ingest", *args],
+        [sys.executable, "-m", "userstats.ingest", *args],
         check=False,
         env=stack.env(),
         capture_output=True,

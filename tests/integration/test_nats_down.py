@@ -20,8 +20,8 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from userstats.shared import apply
 
-from shared import apply
 from tests.harness import NatsServer, free_port
 from userstats.client import UserstatsClient, UserstatsUnavailable
 

@@ -15,13 +15,13 @@ from typing import Any
 import duckdb
 import pytest
 from nats.aio.client import Client
+from userstats.ingest.metrics import IngestMetrics
+from userstats.ingest.rebuild import RebuildError, build_shadow
+from userstats.ingest.snapshotter import Snapshotter
+from userstats.shared import schema, snapshots
+from userstats.shared.settings import NatsSettings
+from userstats.sim.generator import Simulator
 
-from ingest.metrics import IngestMetrics
-from ingest.rebuild import RebuildError, build_shadow
-from ingest.snapshotter import Snapshotter
-from shared import schema, snapshots
-from shared.settings import NatsSettings
-from sim.generator import Simulator
 from tests.harness import Stack, connect, publish_all, request, wait_for
 from tests.integration.streamtools import dump, dump_file, read_stream, rebuild
 from tests.integration.test_backbone import caught_up, metric
@@ -29,7 +29,7 @@ from tests.integration.test_backbone import caught_up, metric
 
 def cli(stack: Stack, *args: str, **env: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "ingest", *args],
+        [sys.executable, "-m", "userstats.ingest", *args],
         env=stack.env(**env),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -352,7 +352,7 @@ async def test_rebuild_from_another_directory_finds_the_database(stack: Stack, t
 
     def rebuild_from_elsewhere() -> tuple[int, str]:
         proc = subprocess.run(
-            [sys.executable, "-m", "ingest", "rebuild"],
+            [sys.executable, "-m", "userstats.ingest", "rebuild"],
             env=stack.env(**relative),
             capture_output=True,
             text=True,

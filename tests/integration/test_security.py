@@ -16,8 +16,8 @@ from typing import Any
 import nats
 import nkeys
 import pytest
+from userstats.sim.generator import Simulator
 
-from sim.generator import Simulator
 from tests.harness import NatsServer, Stack, publish_all, request
 from tests.integration.test_backbone import caught_up
 from tests.natsjwt import decentralized
@@ -80,7 +80,14 @@ async def smoke(stack: Stack, client_options: dict[str, Any], **service_env: str
         # the rebuild's own protocol reader authenticates the same way
         out = await asyncio.to_thread(
             subprocess.run,
-            [sys.executable, "-m", "ingest", "rebuild", "--output", str(stack.tmp / "rebuilt.duckdb")],
+            [
+                sys.executable,
+                "-m",
+                "userstats.ingest",
+                "rebuild",
+                "--output",
+                str(stack.tmp / "rebuilt.duckdb"),
+            ],
             env=stack.env(**service_env),
             capture_output=True,
             text=True,

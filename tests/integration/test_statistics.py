@@ -7,9 +7,10 @@ import json
 import time
 from typing import Any
 
-from query.replica import Replica
-from shared import events as ev
-from sim.generator import Simulator
+from userstats.query.replica import Replica
+from userstats.shared import events as ev
+from userstats.sim.generator import Simulator
+
 from tests.harness import Service, Stack, connect, free_port, publish_all, request, wait_for
 from tests.integration.streamtools import dump, dump_file, read_stream, rebuild
 from tests.integration.test_backbone import caught_up

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from shared import detectors as d
+from userstats.shared import detectors as d
 
 SPEC_PHRASES = frozenset({"lol", "rofl", "lmao", "haha", "😂"})
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from userstats.shared import events as ev
+from userstats.sim.generator import Simulator
 
-from shared import events as ev
-from sim.generator import Simulator
 from tests.projection_helpers import Log, project
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from userstats.shared import events as ev
+from userstats.shared.projection import IMPORTED_MEDIA_BASE
 
-from shared import events as ev
-from shared.projection import IMPORTED_MEDIA_BASE
 from tests.projection_helpers import CHANNEL, DOMAIN, T0, Log, project
 
 US = 1_000_000

@@ -8,8 +8,8 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
+from userstats.shared import events as ev
 
-from shared import events as ev
 from tests.projection_helpers import CHANNEL, DOMAIN, T0, Log, Projection, project
 
 

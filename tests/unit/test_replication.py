@@ -12,12 +12,11 @@ from typing import Any
 import pytest
 from nats.js import api
 from nats.js.errors import APIError
-
-from ingest.stream_setup import stream_config
-from shared import jshealth, replication, settings
-from shared.natsconn import connect_options
-from shared.replication import Replication
-from shared.settings import ConfigError
+from userstats.ingest.stream_setup import stream_config
+from userstats.shared import jshealth, replication, settings
+from userstats.shared.natsconn import connect_options
+from userstats.shared.replication import Replication
+from userstats.shared.settings import ConfigError
 
 
 def test_replication_defaults_to_r1_without_placement() -> None:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from shared import messages as m
-from shared import requests
+from userstats.shared import messages as m
+from userstats.shared import requests
 
 MAX = 65536
 

@@ -6,9 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-
-from shared import settings
-from shared.settings import ConfigError
+from userstats.shared import settings
+from userstats.shared.settings import ConfigError
 
 KRYTEN_EXAMPLE = {
     "service": {"name": "userstats", "version": "0.7.1", "heartbeat_interval": 30},

@@ -5,11 +5,10 @@ from __future__ import annotations
 import socket
 
 import pytest
-
-from query import charts
-from query.api import FieldError, fields_from_query
-from shared.http import bind
-from shared.messages import SnapshotRow
+from userstats.query import charts
+from userstats.query.api import FieldError, fields_from_query
+from userstats.shared.http import bind
+from userstats.shared.messages import SnapshotRow
 
 
 def test_query_strings_become_the_nats_request_object() -> None:
