@@ -23,7 +23,7 @@ from userstats.shared.stream import StreamReader
 from userstats.sim.generator import Simulator
 
 from bench.common import report, stack
-from tests.harness import connect, publish_all
+from testbed.harness import connect, publish_all
 
 
 async def fill(url: str, events: list[tuple[str, bytes]]) -> int:

@@ -32,7 +32,7 @@ from userstats.shared.replication import Replication
 from userstats.shared.settings import NatsSettings
 from userstats.sim.generator import Simulator
 
-from tests.harness import NatsCluster, Service, Stack, publish_all, request, wait_for
+from testbed.harness import NatsCluster, Service, Stack, publish_all, request, wait_for
 from tests.integration.clustertools import (
     FIGURES,
     STORES,

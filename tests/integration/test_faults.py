@@ -21,9 +21,8 @@ from userstats.shared import snapshots
 from userstats.shared.subjects import POINTER_KEY
 from userstats.sim.generator import Simulator
 
-from tests.harness import Service, Stack, connect, publish_all, request, wait_for
+from testbed.harness import Service, Stack, caught_up, connect, metric, publish_all, request, wait_for
 from tests.integration.streamtools import Oracle, dump, dump_file, read_stream, rebuild
-from tests.integration.test_backbone import caught_up, metric
 
 
 @pytest.mark.parametrize(

@@ -18,8 +18,8 @@ import nkeys
 import pytest
 from userstats.sim.generator import Simulator
 
-from tests.harness import NatsServer, Stack, publish_all, request
-from tests.integration.test_backbone import caught_up
+from testbed.harness import NatsServer, Stack, caught_up, publish_all, request
+from tests.integration.certs import make_certs
 from tests.natsjwt import decentralized
 
 # Least privilege for a replica: read the stream through consumers, read snapshots and
@@ -145,57 +145,6 @@ async def test_nkey_seed_file(tmp_path: Path) -> None:
             await smoke(stack, {"nkeys_seed": str(seed_file)}, NATS_NKEY_SEED=str(seed_file))
         finally:
             stack.stop_all()
-
-
-def make_certs(d: Path) -> None:
-    def ssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
-
-    ssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=userstats test CA",
-    )
-    ssl(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    )
-    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    ssl(
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-    )
 
 
 async def test_tls(tmp_path: Path) -> None:

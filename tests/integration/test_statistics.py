@@ -11,9 +11,8 @@ from userstats.query.replica import Replica
 from userstats.shared import events as ev
 from userstats.sim.generator import Simulator
 
-from tests.harness import Service, Stack, connect, free_port, publish_all, request, wait_for
+from testbed.harness import Service, Stack, caught_up, connect, free_port, publish_all, request, wait_for
 from tests.integration.streamtools import dump, dump_file, read_stream, rebuild
-from tests.integration.test_backbone import caught_up
 
 
 async def test_live_resumed_rebuilt_and_replica_tables_are_identical(stack: Stack) -> None:
