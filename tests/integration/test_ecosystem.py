@@ -286,7 +286,7 @@ async def test_lifecycle_messages(stack: Stack, tmp_path: Path) -> None:
         assert again and again[0]["channels_configured"] == 1 and again[0]["metrics_port"] == query.port
         await wait_for(lambda: any(s.endswith(".heartbeat") for s, _ in seen), timeout=8, what="heartbeat")
         query.stop()
-        await asyncio.sleep(0.3)
+        await wait_for(lambda: any(s.endswith(".shutdown") for s, _ in seen), timeout=5, what="shutdown")
         shutdown = [b for s, b in seen if s.endswith(".shutdown")]
         assert shutdown and shutdown[0]["reason"] == "Normal shutdown"
     finally:

@@ -18,7 +18,7 @@ import nkeys
 import pytest
 from userstats.sim.generator import Simulator
 
-from testbed.harness import NatsServer, Stack, caught_up, publish_all, request
+from testbed.harness import NatsServer, Stack, caught_up, publish_all, request, wait_for
 from tests.integration.certs import make_certs
 from tests.natsjwt import decentralized
 
@@ -215,11 +215,19 @@ async def test_replicas_work_with_least_privilege_and_cannot_write_the_stream(
             )
             await as_query.publish("kryten.events.cytube.x.chatmsg", b"{}")
             await as_query.flush()
-            await asyncio.sleep(0.5)
+            refusals = [
+                f'"$G/user:query" - Publish Violation - Subject "{subject}"'
+                for subject in ("userstats.journal.tick", "kryten.events.cytube.x.chatmsg")
+            ]
+            await wait_for(
+                lambda: all(r in permission_server.log.read_text() for r in refusals),
+                timeout=5,
+                what="the server to log both refusals",
+            )
             await as_query.close()
             server_log = permission_server.log.read_text()
-            for subject in ("userstats.journal.tick", "kryten.events.cytube.x.chatmsg"):
-                assert f'"$G/user:query" - Publish Violation - Subject "{subject}"' in server_log
+            for refusal in refusals:
+                assert refusal in server_log
             assert (
                 (await nc.jetstream().stream_info("USERSTATS")).state.last_seq == added["as_of_seq"] >= last
             )
