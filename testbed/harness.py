@@ -363,14 +363,20 @@ async def metric_becomes(svc: Service, name: str, value: float) -> None:
     await wait_for(lambda: metric(svc.metrics(), name) == value, timeout=10, what=f"{name} == {value}")
 
 
-def chat_envelope(user: str, text: str, *, channel: str, domain: str, time_us: int) -> tuple[str, bytes]:
-    """A chatMsg as the bridge publishes it, at `time_us` (CyTube's `time` in ms follows it)."""
+def envelope(event_name: str, payload: Any, *, channel: str, domain: str, time_us: int) -> tuple[str, bytes]:
+    """(subject, bytes) of an event as the bridge publishes it, stamped `time_us`."""
     env = ev.EnvelopeOut(
-        event_name="chatMsg",
-        payload={"username": user, "msg": text, "time": time_us // 1000, "meta": {}},
+        event_name=event_name,
+        payload=payload,
         channel=channel,
         domain=domain,
         timestamp=ev.iso_from_us(time_us),
         correlation_id="test",
     )
-    return event_subject(channel, "chatMsg"), ev.encode(env)
+    return event_subject(channel, event_name), ev.encode(env)
+
+
+def chat_envelope(user: str, text: str, *, channel: str, domain: str, time_us: int) -> tuple[str, bytes]:
+    """A chatMsg as the bridge publishes it, at `time_us` (CyTube's `time` in ms follows it)."""
+    payload = {"username": user, "msg": text, "time": time_us // 1000, "meta": {}}
+    return envelope("chatMsg", payload, channel=channel, domain=domain, time_us=time_us)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from userstats.shared import events as ev
+
 from tests.projection_helpers import Log
 
 G = "420Grindhouse"
@@ -14,6 +16,11 @@ BASE = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(
 
 def ts(seconds: int) -> str:
     return (BASE + timedelta(seconds=seconds)).isoformat()
+
+
+def us(seconds: int) -> int:
+    """The time `ts(seconds)` in epoch microseconds."""
+    return ev.to_us(BASE + timedelta(seconds=seconds))
 
 
 HOUR = BASE.strftime("%Y-%m-%d %H:00:00")

@@ -7,10 +7,9 @@ from typing import Any
 
 import pytest
 from nats.aio.client import Client
-from userstats.shared import events as ev
 
-from testbed.harness import publish_all, request
-from tests.integration.knownlog import HOUR, G, known_log, ts
+from testbed.harness import envelope, publish_all, request
+from tests.integration.knownlog import HOUR, G, known_log, ts, us
 
 
 async def ask(nc: Client, command: str, **params: Any) -> Any:
@@ -301,17 +300,12 @@ async def test_alias_commands_and_read_your_writes(nc: Client) -> None:
     last = await publish_all(
         nc,
         [
-            (
-                "kryten.events.cytube.420grindhouse.chatmsg",
-                ev.encode(
-                    {
-                        "event_name": "chatMsg",
-                        "payload": {"username": "NightOwl", "msg": "++reel", "time": 5000},
-                        "channel": G,
-                        "domain": "cytu.be",
-                        "timestamp": ts(1200),
-                    }
-                ),
+            envelope(
+                "chatMsg",
+                {"username": "NightOwl", "msg": "++reel", "time": 5000},
+                channel=G,
+                domain="cytu.be",
+                time_us=us(1200),
             )
         ],
     )
@@ -360,17 +354,12 @@ async def test_reply_caching_is_invisible(nc: Client) -> None:
     last = await publish_all(
         nc,
         [
-            (
-                "kryten.events.cytube.420grindhouse.chatmsg",
-                ev.encode(
-                    {
-                        "event_name": "chatMsg",
-                        "payload": {"username": "ReelTalk", "msg": "++Projectionist", "time": 7000},
-                        "channel": G,
-                        "domain": "cytu.be",
-                        "timestamp": ts(1800),
-                    }
-                ),
+            envelope(
+                "chatMsg",
+                {"username": "ReelTalk", "msg": "++Projectionist", "time": 7000},
+                channel=G,
+                domain="cytu.be",
+                time_us=us(1800),
             )
         ],
     )
