@@ -137,6 +137,7 @@ class Tick(msgspec.Struct, frozen=True, tag="tick"):
 
 class SettingsChanged(msgspec.Struct, frozen=True, tag="settings"):
     """Ingest's projection settings, journaled when they differ from the last ones (a config change)."""
+
     timestamp: datetime
     trigger_phrases: list[str]
     count_shadow_muted: bool
