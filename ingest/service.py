@@ -18,7 +18,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from userstats.ingest.admin import ADMIN_DECODER, list_dead_letters
 from userstats.ingest.commands import WriteCommands
-from userstats.ingest.db import open_writer
+from userstats.ingest.db import WriterDatabase
 from userstats.ingest.journal import Journal
 from userstats.ingest.kvstate import read_channel_state
 from userstats.ingest.metrics import IngestMetrics
@@ -26,7 +26,7 @@ from userstats.ingest.projector import ProjectorLoop
 from userstats.ingest.rebuild import build_shadow
 from userstats.ingest.snapshotter import Snapshotter
 from userstats.ingest.stream_setup import ensure_stream
-from userstats.ingest.swap import replace_database, shadow_path
+from userstats.ingest.swap import shadow_path
 from userstats.shared import apply, jshealth, natsconn, replication, schema, snapshots
 from userstats.shared.http import HttpServer, build_app
 from userstats.shared.settings import Settings
@@ -44,24 +44,11 @@ class IngestService:
         self.started = time.monotonic()
         self.nc: Client | None = None
         self.loop: ProjectorLoop | None = None
-        self.con: duckdb.DuckDBPyConnection | None = None
         self._swap: tuple[Path, asyncio.Future[int]] | None = None
         self._epoch_end = asyncio.Event()
         self.stores: jshealth.StoreWatch | None = None
         self.live = Path(settings.database.path).expanduser().resolve()
-        self._db_file: tuple[int, int] | None = None  # (device, inode) of the file opened
-
-    def _open(self, live: Path) -> duckdb.DuckDBPyConnection:
-        con = open_writer(live, self.settings.userstats.duckdb_threads)
-        self._db_file = _file_id(live)
-        return con
-
-    def _db_file_problem(self) -> str | None:
-        """Someone replaced or removed the file ingest writes to (ingest would go on
-        writing to the old, unlinked one and lose it all at the next start)."""
-        if self._db_file is not None and _file_id(self.live) != self._db_file:
-            return f"the database file {self.live} was replaced or removed while open; restart ingest"
-        return None
+        self.db = WriterDatabase(self.live, settings.userstats.duckdb_threads)
 
     def positions(self) -> tuple[int | None, int, int | None]:
         """(checkpoint, stream last seq, lag), the same in /health and /metrics.
@@ -97,7 +84,7 @@ class IngestService:
             problems.append("database not open yet")
         elif loop.write_error:
             problems.append(f"cannot write the tables ({loop.write_error}); retrying")
-        replaced = self._db_file_problem()
+        replaced = self.db.replaced_problem()
         if replaced:
             problems.append(replaced)
         body["write_error"] = loop.write_error if loop else None
@@ -135,7 +122,7 @@ class IngestService:
         )
         http.start()
         live = self.live
-        self.con = self._open(live)
+        self.db.open()
         self.nc = nc = await natsconn.connect(s.nats, "userstats-ingest")
         try:
             js = nc.jetstream()
@@ -157,7 +144,7 @@ class IngestService:
                 self.metrics.registry,
                 "userstats_ingest",
             )
-            version = apply.read_checkpoint(self.con).projection_version
+            version = apply.read_checkpoint(self.db.con).projection_version
             if version != schema.PROJECTION_VERSION:
                 log.warning(
                     "database %s was built by projection version %d, this is %d: rebuilding from the stream "
@@ -166,18 +153,16 @@ class IngestService:
                     version,
                     schema.PROJECTION_VERSION,
                 )
-                self.con.close()
-                self._db_file = None
+                self.db.close()
                 result = await build_shadow(js, u.stream, shadow_path(live), nats=self.settings.nats)
-                replace_database(result.path, live)
-                self.con = self._open(live)
+                self.db.swap(result.path)
                 log.info(
                     "rebuild done: %d events, %d dead letters, %.1f s",
                     result.events,
                     result.dead_letters,
                     result.seconds,
                 )
-            m.projected_through = apply.read_checkpoint(self.con).seq
+            m.projected_through = apply.read_checkpoint(self.db.con).seq
             log.info(
                 "database %s at seq %d (projection version %d); stream %s holds %d..%d",
                 live,
@@ -213,8 +198,7 @@ class IngestService:
         finally:
             with contextlib.suppress(Exception):
                 await nc.drain()
-            if self.con is not None:
-                self.con.close()
+            self.db.close()
             await http.stop()
 
     def _projector(self) -> ProjectorLoop:
@@ -224,10 +208,9 @@ class IngestService:
     async def _epoch(self, js: JetStreamContext, live: Path) -> None:
         """Project and snapshot one database until stopped, or until a rebuild is swapped in."""
         u = self.settings.userstats
-        assert self.con is not None
         self.loop = projector = ProjectorLoop(
             js,
-            self.con,
+            self.db.con,
             u.stream,
             self.metrics,
             u.batch_max_events,
@@ -236,7 +219,7 @@ class IngestService:
         )
         snapshotter = Snapshotter(
             js,
-            self.con,
+            self.db.con,
             live.parent / "snapshots",
             self.metrics,
             u.snapshot_retention,
@@ -270,17 +253,12 @@ class IngestService:
         path, done_future = swap
         self._swap = None
         try:
-            self.con.close()
-            self.con = None
-            self._db_file = None
-            replace_database(path, live)
-            self.con = self._open(live)
-            cp = apply.read_checkpoint(self.con)
+            cp = self.db.swap(path)
             log.info("rebuilt database swapped in at seq %d (generation %s)", cp.seq, cp.generation)
             done_future.set_result(cp.seq)
         except Exception as exc:
-            if self.con is None:
-                self.con = self._open(live)
+            if not self.db.is_open:
+                self.db.open()
             done_future.set_exception(exc)
 
     async def _end_epoch_on_stop(self, epoch_end: asyncio.Event) -> None:
@@ -317,13 +295,4 @@ class IngestService:
         return msgspec.json.encode({"ok": True, "seq": seq})
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
-        assert self.con is not None
-        return self.con.cursor()
-
-
-def _file_id(path: Path) -> tuple[int, int] | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
+        return self.db.con.cursor()

@@ -14,12 +14,14 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import duckdb
 from nats.js import JetStreamContext
 from nats.js.errors import BucketNotFoundError, NotFoundError
+from userstats.query.status import WAITING, Phase, ReplicaStatus
 from userstats.shared import apply, schema, snapshots, subjects
 from userstats.shared.projection import Projector
 from userstats.shared.seqgate import SequenceGate
@@ -81,18 +83,33 @@ class Replica:
         self._pending_since = 0.0
         self.event_time_us = 0
         self.loaded_at = 0.0
-        self.following = False
-        self.problem: str | None = "no snapshot loaded yet"
+        self.status: ReplicaStatus = WAITING
         self.snapshot_failures = 0
-        # Set while the newest pointer names a snapshot that could not be loaded although an
-        # older one is being served; cleared by the next good (or matching) pointer.
-        self.snapshot_error: str | None = None
         self._reader: StreamReader | None = None
         self._follow_task: asyncio.Task[None] | None = None
 
+    # What other modules read of the status (each a view of `status`):
     @property
     def loaded(self) -> bool:
-        return self.con is not None
+        return self.status.loaded
+
+    @property
+    def following(self) -> bool:
+        return self.status.following
+
+    @property
+    def problem(self) -> str | None:
+        return self.status.problem
+
+    @property
+    def snapshot_error(self) -> str | None:
+        """Set while the newest pointer names a snapshot that could not be loaded although an
+        older one is being served; cleared by the next good (or matching) pointer."""
+        return self.status.snapshot_error
+
+    def _not_following(self) -> None:
+        if self.status.phase is Phase.FOLLOWING:
+            self.status = replace(self.status, phase=Phase.SERVING)
 
     @property
     def stream_pending(self) -> int:
@@ -161,7 +178,7 @@ class Replica:
                     self._ignore_older(pointer, pointer.seq)  # behind the stream we follow
             elif self.snapshot_error is not None:
                 log.info("snapshot pointer agrees with the tables served again (%s)", pointer.object)
-                self.snapshot_error = None
+                self.status = replace(self.status, snapshot_error=None)
 
     def _should_load(self, p: SnapshotPointer) -> bool:
         cur = self.pointer
@@ -196,14 +213,16 @@ class Replica:
         except (SnapshotError, duckdb.Error, OSError) as exc:
             self.snapshot_failures += 1
             if self.loaded:
-                self.snapshot_error = (
+                rejected = (
                     f"snapshot {pointer.object} rejected ({exc}); serving seq {self.applied_seq} "
                     "from the previous one"
                 )
-                log.error("%s", self.snapshot_error)
+                self.status = replace(self.status, snapshot_error=rejected)
+                log.error("%s", rejected)
             else:
-                self.problem = f"snapshot {pointer.object} unusable: {exc}"
-                log.error("%s; waiting for the next one", self.problem)
+                unusable = f"snapshot {pointer.object} unusable: {exc}"
+                self.status = replace(self.status, problem=unusable)
+                log.error("%s; waiting for the next one", unusable)
 
     async def load(self, pointer: SnapshotPointer) -> None:
         """Load a snapshot and switch to it. Answers never go back in time: an older snapshot
@@ -251,16 +270,16 @@ class Replica:
             pointer.size / 1e6,
             time.perf_counter() - started,
         )
-        self.snapshot_error = None
         if follow:
-            self.problem = None
+            self.status = ReplicaStatus(Phase.SERVING)
             await self._start_following(reader)
         else:
-            self.problem = (
+            mismatch = (
                 f"projection version mismatch: snapshot {pointer.projection_version}, "
                 f"this replica {schema.PROJECTION_VERSION}; serving the snapshot without following"
             )
-            log.warning("%s", self.problem)
+            self.status = ReplicaStatus(Phase.PINNED, problem=mismatch)
+            log.warning("%s", mismatch)
         await self.gate.advance(seq)
 
     def _swap(
@@ -270,6 +289,8 @@ class Replica:
         self.epoch += 1
         self.user_changed.clear()
         self.con, self.projector, self.db_seq, self.event_time_us = con, projector, seq, event_us
+        if self.status.phase is Phase.WAITING:  # loaded from now on: there are tables to read
+            self.status = replace(self.status, phase=Phase.SERVING)
 
     # --- following the stream ----------------------------------------------------------
 
@@ -295,11 +316,11 @@ class Replica:
             )
             await reader.start()
         self._reader = reader
-        self.following = True
+        self.status = replace(self.status, phase=Phase.FOLLOWING)
         self._follow_task = asyncio.create_task(self._follow(self._reader), name="follow")
 
     async def _stop_following(self) -> None:
-        self.following = False
+        self._not_following()
         task, self._follow_task = self._follow_task, None
         if task is not None:
             task.cancel()
@@ -343,8 +364,9 @@ class Replica:
             apply.apply_batch(con, delta, proj.last_seq, proj.last_event_us)
         except duckdb.Error as exc:
             self.projector = None  # its State is now ahead of the tables: stop following
-            self.problem = f"writing seq {self.db_seq + 1}..{proj.last_seq} failed: {exc}"
-            log.error("%s; serving seq %d until the next snapshot", self.problem, self.db_seq)
+            failed = f"writing seq {self.db_seq + 1}..{proj.last_seq} failed: {exc}"
+            self.status = replace(self.status, phase=Phase.STALLED, problem=failed)
+            log.error("%s; serving seq %d until the next snapshot", failed, self.db_seq)
             return
         self.db_seq = proj.last_seq
         self.event_time_us = max(self.event_time_us, proj.last_event_us)
@@ -377,7 +399,7 @@ class Replica:
                 await self.gate.advance(await self.db(self._project, reader.take(FLUSH_EVENTS)))
             if self.pending:
                 await self.db(self._flush_if_due)
-        self.following = False
+        self._not_following()
 
     async def close(self) -> None:
         await self._stop_following()

@@ -46,12 +46,13 @@ class QueryService:
 
     def health(self) -> tuple[bool, dict[str, Any]]:
         r = self.replica
+        st = r.status if r is not None else None  # one reading: a consistent status
         connected = bool(self.nc and self.nc.is_connected)
         problems = []
         if not connected:
             problems.append("not connected to NATS")
-        if r is None or not r.loaded:
-            problems.append(r.problem if r and r.problem else "no snapshot loaded yet")
+        if st is None or not st.loaded:
+            problems.append(st.problem if st and st.problem else "no snapshot loaded yet")
         if connected and self.stores is not None:
             problems += self.stores.problems()
         warnings = self.stores.warnings() if self.stores and connected else []
@@ -59,10 +60,10 @@ class QueryService:
         status = "healthy"
         if problems:
             status = "unhealthy: " + "; ".join(problems)
-        elif r is not None and r.problem:
-            status = "degraded: " + r.problem  # serving, but not following the stream
-        elif r is not None and r.snapshot_error:
-            status = "degraded: " + r.snapshot_error  # serving the previous snapshot
+        elif st is not None and st.problem:
+            status = "degraded: " + st.problem  # serving, but not following the stream
+        elif st is not None and st.snapshot_error:
+            status = "degraded: " + st.snapshot_error  # serving the previous snapshot
         elif warnings:
             status = "degraded: " + "; ".join(warnings)  # a store works with fewer replicas
         body: dict[str, Any] = {
@@ -72,11 +73,11 @@ class QueryService:
             "nats_connected": connected,
             "nats_server": natsconn.server_of(self.nc),
             "jetstream": self.stores.as_dict() if self.stores else {},
-            "database": "connected" if r and r.loaded else "not_initialized",
+            "database": "connected" if st and st.loaded else "not_initialized",
             "as_of_seq": r.applied_seq if r else 0,
-            "following": bool(r and r.following),
+            "following": bool(st and st.following),
             "snapshot_seq": r.pointer.seq if r and r.pointer else None,
-            "snapshot_error": r.snapshot_error if r else None,
+            "snapshot_error": st.snapshot_error if st else None,
             "channels_configured": len(self.settings.channels),
         }
         return ok, body
@@ -102,8 +103,9 @@ class QueryService:
                 # replica may have applied more since (its replies say so in their as_of_seq).
                 m.as_of_seq.set(max(seen, 0))
                 m.follow_lag.set(r.stream_pending)
-                m.following.set(1 if r.following else 0)
-                m.version_mismatch.set(1 if r.loaded and not r.following and r.projector is None else 0)
+                st = r.status
+                m.following.set(1 if st.following else 0)
+                m.version_mismatch.set(1 if st.pinned else 0)
                 m.snapshot_failures.set(r.snapshot_failures)
                 if r.pointer is not None:
                     m.snapshot_age.set(max(0.0, time.time() - r.loaded_at))
