@@ -1,0 +1,266 @@
+"""Issue 21: docker-compose.cluster.yml on a real Docker engine: three NATS containers, R3 stores.
+
+The same engine, stand-in images and Compose helper as tests/integration/test_compose.py
+(its fixtures are imported). The stack is the user's `docker compose -f docker-compose.yml -f
+docker-compose.cluster.yml`, with free host ports on 127.0.0.1 and a throwaway project.
+
+Under a steady bridge load, one NATS container that does not lead the stream is `docker
+kill`ed (SIGKILL) and started again. The stream keeps its leader, so the bridge (connected to
+a surviving node) must lose nothing; killing the leader instead loses what arrives while no
+node leads the stream (README "Running on a NATS cluster", measured by test_cluster.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+from nats.aio.client import Client
+
+from tests.dockerstack import Compose, docker, free_port
+from tests.harness import request, wait_for
+from tests.integration import test_compose
+from tests.integration.clustertools import FIGURES, STORES, Askers, Bridge, all_current, connect_to, leader
+from tests.integration.streamtools import Oracle, read_stream
+from tests.integration.test_compose import (
+    Images,
+    assert_exact,
+    ingest_caught_up,
+    ingest_health,
+    scrape,
+    stack_variables,
+)
+
+pytestmark = pytest.mark.timeout(420)
+
+# test_compose.py's fixtures (module-scoped: the images are built from the build cache again)
+engine = test_compose.engine
+images = test_compose.images
+
+FILES = ["docker-compose.yml", "docker-compose.cluster.yml"]
+NODES = ("nats", "nats-2", "nats-3")
+PORT_VARIABLE = {"nats": "NATS_PORT", "nats-2": "NATS_2_PORT", "nats-3": "NATS_3_PORT"}
+RATE = 800  # events/s, a busy bridge
+LOAD_SECONDS = 15
+KILL_AFTER = 4.0  # seconds into the load
+DOWN_FOR = 5.0  # seconds the killed node stays down
+
+
+def cluster_variables(images: Images) -> dict[str, str]:
+    v = stack_variables(images)
+    for name in ("NATS_2_PORT", "NATS_2_MONITOR_PORT", "NATS_3_PORT", "NATS_3_MONITOR_PORT"):
+        v[name] = str(free_port())
+    return v
+
+
+def option(command: list[str], flag: str) -> str:
+    return command[command.index(flag) + 1]
+
+
+def test_the_cluster_override_merges_into_three_routed_nodes_and_r3_services(tmp_path: Path) -> None:
+    """`docker compose config` of both files, with the defaults a user gets (no variables)."""
+    c = Compose(f"userstats-cluster-config-{os.getpid()}", FILES, {}, tmp_path / "compose.log")
+    config = json.loads(c("config", "--format", "json").stdout)
+    services = config["services"]
+    sources = set()
+    for node in NODES:
+        s = services[node]
+        assert s["image"] == "nats:2.11-alpine", node
+        cmd = s["command"]
+        assert "-js" in cmd and option(cmd, "-sd") == "/data", node
+        assert option(cmd, "--server_name") == node
+        assert option(cmd, "--cluster_name") == "userstats"
+        assert option(cmd, "--cluster") == "nats://0.0.0.0:6222"
+        routes = set(option(cmd, "--routes").split(","))
+        assert routes == {f"nats://{n}:6222" for n in NODES if n != node}, node
+        (volume,) = [m for m in s["volumes"] if m["target"] == "/data"]
+        sources.add(volume["source"])
+        assert s["ports"] and all(p["host_ip"] == "127.0.0.1" for p in s["ports"]), node
+        assert {int(p["target"]) for p in s["ports"]} == {4222, 8222}, node
+        assert "healthz" in " ".join(s["healthcheck"]["test"]), node
+        assert s["restart"] == "unless-stopped", node
+    assert sources == {"nats-data", "nats-2-data", "nats-3-data"}, (
+        "each node keeps JetStream in its own volume"
+    )
+    published = sorted(int(p["published"]) for n in NODES for p in services[n]["ports"])
+    assert published == [4222, 4223, 4224, 8222, 8223, 8224]
+    for name in ("ingest", "query"):
+        env = services[name]["environment"]
+        assert env["NATS_URL"].split(",") == [f"nats://{n}:4222" for n in NODES], name
+        assert env["USERSTATS_REPLICAS"] == "3", name
+    assert {n: d["condition"] for n, d in services["ingest"]["depends_on"].items()} == {
+        n: "service_healthy" for n in NODES
+    }
+    # docker-compose.yml alone stays the single server users had
+    single = Compose(f"userstats-single-config-{os.getpid()}", FILES[:1], {}, tmp_path / "single.log")
+    alone = json.loads(single("config", "--format", "json").stdout)["services"]
+    assert "nats-2" not in alone and "--cluster" not in alone["nats"]["command"]
+    assert "USERSTATS_REPLICAS" not in alone["ingest"]["environment"]
+
+
+def container(c: Compose, service: str) -> str:
+    return f"{c.project}-{service}-1"
+
+
+def health_states(c: Compose) -> dict[str, str]:
+    out = {}
+    for item in c.containers():
+        name = item["Names"]
+        state = json.loads(docker("inspect", "--format", "{{json .State}}", name).stdout)
+        out[name] = (state.get("Health") or {}).get("Status") or state["Status"]
+    return out
+
+
+def node_of(c: Compose, server: str | None) -> str | None:
+    """The service a client's `host:port` (a service name or a discovered container IP) is."""
+    if server is None:
+        return None
+    host = server.rpartition(":")[0]
+    if host in NODES:
+        return host
+    for node in NODES:
+        ip = docker(
+            "inspect",
+            "--format",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+            container(c, node),
+        )
+        if host in ip.stdout.decode().split():
+            return node
+    return host
+
+
+REPLICA_SERVER = (
+    "import json, urllib.request as u; "
+    "print(json.load(u.urlopen('http://127.0.0.1:28282/health', timeout=3)).get('nats_server'))"
+)
+
+
+async def test_cluster_stack_loses_nothing_when_a_nats_container_is_killed_under_load(
+    images: Images, tmp_path: Path
+) -> None:
+    v = cluster_variables(images)
+    c = Compose(f"userstats-cluster-{os.getpid()}", FILES, v, tmp_path / "compose.log")
+    urls = {n: f"nats://127.0.0.1:{v[PORT_VARIABLE[n]]}" for n in NODES}
+    ingest_port = int(v["INGEST_PORT"])
+    nc: Client | None = None
+    bridge: Bridge | None = None
+    timings: dict[str, float] = {}
+    try:
+        started = time.monotonic()
+        c("up", "--detach", "--wait", "--wait-timeout", "180", *NODES, "ingest", "query", timeout=300)
+        timings["up"] = time.monotonic() - started
+        ports = docker(
+            "ps", "--filter", f"label=com.docker.compose.project={c.project}", "--format", "{{.Ports}}"
+        )
+        bound = re.findall(r"([0-9.:\[\]]+):\d+->", ports.stdout.decode())
+        assert bound and set(bound) == {"127.0.0.1"}, f"published on {set(bound)}, not only on 127.0.0.1"
+
+        nc = await connect_to(list(urls.values()), "compose-cluster-test")
+        await all_current(nc, timeout=90)
+        js = nc.jetstream(timeout=5)
+        for store in STORES:
+            info = await js.stream_info(store)
+            assert info.config.num_replicas == 3, f"{store} is R{info.config.num_replicas}"
+            assert info.cluster is not None and info.cluster.name == "userstats", info.cluster
+        stream_leader = await leader(nc)
+        # The victim: a node that does not lead the stream, preferably one a service is on.
+        on = {
+            "ingest": node_of(c, ingest_health(ingest_port)[1].get("nats_server")),
+            "query": node_of(c, c.python("query", 1, REPLICA_SERVER).strip()),
+        }
+        candidates = [n for n in NODES if n != stream_leader]
+        victim = next((n for n in candidates if n in on.values()), candidates[0])
+        survivors = [n for n in NODES if n != victim]
+        await nc.close()
+        nc = await connect_to([urls[n] for n in survivors], "compose-cluster-test")
+
+        bridge = Bridge([urls[n] for n in survivors], seed=2121, rate=RATE, workdir=tmp_path)
+        bridge.start()
+        askers = Askers(nc, n=2)
+        askers.start()
+        load_started = time.monotonic()
+        await asyncio.sleep(KILL_AFTER)
+        killed = time.monotonic()
+        docker("kill", container(c, victim))
+        state = json.loads(docker("inspect", "--format", "{{json .State}}", container(c, victim)).stdout)
+        assert state["Status"] == "exited" and state["ExitCode"] == 137, state
+        await asyncio.sleep(DOWN_FOR)
+        c("start", victim)
+        restarted = time.monotonic()
+        await asyncio.sleep(max(0.0, load_started + LOAD_SECONDS - time.monotonic()))
+        await askers.stop()
+        await bridge.stop()
+        b, bridge = bridge, None
+
+        # The stack is healthy again: every container (the restarted node's full /healthz
+        # needs its stream replicas current), every replica of every store current.
+        await wait_for(
+            lambda: set(health_states(c).values()) == {"healthy"},
+            timeout=120,
+            interval=1,
+            what="every container healthy",
+        )
+        healthy_after = time.monotonic() - restarted
+        await all_current(nc, timeout=60)
+        async with httpx.AsyncClient() as http:
+            monitor = v["NATS_MONITOR_PORT" if victim == "nats" else f"NATS_{victim[-1]}_MONITOR_PORT"]
+            r = await http.get(f"http://127.0.0.1:{monitor}/jsz?streams=true", timeout=5)
+            held = {
+                s["name"]: s["state"]["last_seq"]
+                for d in r.json()["account_details"]
+                for s in d["stream_detail"]
+            }
+
+        items = await read_stream(nc)
+        stored = Counter(it.data for it in items)
+        lost = b.lost(set(stored))
+        twice = [d for d, _ in b.sent if stored[d] > 1]
+        assert held.get("USERSTATS") == items[-1].seq, (
+            f"{victim} holds {held}, the stream ends at {items[-1].seq}"
+        )
+        last = items[-1].seq
+        await ingest_caught_up(nc, ingest_port)
+        oracle = Oracle([(it.subject, it.data) for it in items])
+        assert_exact(scrape(c, 1, last), oracle, "the replica")
+        stats = (await request(nc, {"command": "system.stats", "min_seq": last}, timeout=30))["data"]
+        assert stats["total_messages"] == oracle.total_messages
+        code, body = ingest_health(ingest_port)
+        assert code == 200, body
+
+        failures = [t for t in askers.failures() if killed <= t]
+        figures = (
+            f"compose cluster: killed {victim} (leader {stream_leader}; ingest on {on['ingest']}, "
+            f"replica on {on['query']}) {KILL_AFTER:.0f} s into {len(b.sent)} events at {RATE}/s, "
+            f"down {DOWN_FOR:.0f} s: lost {len(lost)}, stored twice {len(twice)}; "
+            f"{len(askers.results)} requests, {len(failures)} failed, "
+            f"longest gap {askers.longest_gap():.2f} s; "
+            f"all healthy {healthy_after:.1f} s after the restart; up --wait {timings['up']:.0f} s"
+        )
+        FIGURES.append(figures)
+        print(figures)
+        assert not lost, f"{len(lost)} events lost although the stream kept its leader"
+        assert not twice
+        assert len(b.sent) >= RATE * LOAD_SECONDS * 0.8, "the bridge could not keep the rate"
+        # The one replica, when it was on the killed node, answers nothing until it has
+        # reconnected to another: its reconnect_time_wait (2 s) plus the handshake and one
+        # request timeout (2 s) at most. (With --scale query=N the others answer meanwhile.)
+        assert askers.longest_gap() < 5.0, figures
+
+        await nc.close()
+        nc = None
+        c("down", "--volumes", timeout=180)
+        assert c.leftovers() == {"containers": [], "volumes": [], "networks": []}
+    finally:
+        if bridge is not None and bridge.proc is not None and bridge.proc.poll() is None:
+            bridge.proc.kill()
+        if nc is not None:
+            await nc.close()
+        c.force_cleanup()
