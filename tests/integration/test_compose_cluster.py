@@ -235,12 +235,13 @@ async def test_cluster_stack_loses_nothing_when_a_nats_container_is_killed_under
         code, body = ingest_health(ingest_port)
         assert code == 200, body
 
-        failures = [t for t in askers.failures() if killed <= t]
+        failures = askers.failures()
         figures = (
             f"compose cluster: killed {victim} (leader {stream_leader}; ingest on {on['ingest']}, "
             f"replica on {on['query']}) {KILL_AFTER:.0f} s into {len(b.sent)} events at {RATE}/s, "
             f"down {DOWN_FOR:.0f} s: lost {len(lost)}, stored twice {len(twice)}; "
-            f"{len(askers.results)} requests, {len(failures)} failed, "
+            f"{len(askers.results)} requests, {len(failures)} failed "
+            f"({', '.join(f'{t - killed:+.1f} s' for t in failures) or 'none'} from the kill), "
             f"longest gap {askers.longest_gap():.2f} s; "
             f"all healthy {healthy_after:.1f} s after the restart; up --wait {timings['up']:.0f} s"
         )
@@ -250,9 +251,11 @@ async def test_cluster_stack_loses_nothing_when_a_nats_container_is_killed_under
         assert not twice
         assert len(b.sent) >= RATE * LOAD_SECONDS * 0.8, "the bridge could not keep the rate"
         # The one replica, when it was on the killed node, answers nothing until it has
-        # reconnected to another: its reconnect_time_wait (2 s) plus the handshake and one
-        # request timeout (2 s) at most. (With --scale query=N the others answer meanwhile.)
-        assert askers.longest_gap() < 5.0, figures
+        # reconnected to another: its reconnect_time_wait (2 s), the handshake, and the
+        # request in flight timing out (2 s); 4.3 s seen with a load average of 19 on 2
+        # cores. A replica that stays away (or reconnects to the dead node) breaks 8 s.
+        # (With --scale query=N the others answer meanwhile.)
+        assert askers.longest_gap() < 8.0, figures
 
         await nc.close()
         nc = None
