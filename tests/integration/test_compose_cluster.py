@@ -4,10 +4,12 @@ The same engine, stand-in images and Compose helper as tests/integration/test_co
 (its fixtures are imported). The stack is the user's `docker compose -f docker-compose.yml -f
 docker-compose.cluster.yml`, with free host ports on 127.0.0.1 and a throwaway project.
 
-Under a steady bridge load, one NATS container that does not lead the stream is `docker
-kill`ed (SIGKILL) and started again. The stream keeps its leader, so the bridge (connected to
-a surviving node) must lose nothing; killing the leader instead loses what arrives while no
-node leads the stream (README "Running on a NATS cluster", measured by test_cluster.py).
+Under a steady bridge load, one NATS container is `docker kill`ed (SIGKILL) and started
+again, twice: first a node that does not lead the stream (it keeps its leader, so the bridge,
+connected to the surviving nodes, must lose nothing), then the stream's leader (what arrives
+while no node leads the stream is lost: README "Running on a NATS cluster"; the test bounds
+it by the election timeout). After each, the stack is healthy, the node caught up, and the
+replica's counts exact for what the stream stored.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import os
 import re
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -143,48 +146,63 @@ REPLICA_SERVER = (
 )
 
 
-async def test_cluster_stack_loses_nothing_when_a_nats_container_is_killed_under_load(
-    images: Images, tmp_path: Path
-) -> None:
-    v = cluster_variables(images)
-    c = Compose(f"userstats-cluster-{os.getpid()}", FILES, v, tmp_path / "compose.log")
+@dataclass
+class Round:
+    victim: str
+    leader: str
+    on: dict[str, str | None]
+    sent: int
+    lost: list[float]  # seconds from the kill at which each lost event was published
+    twice: int
+    requests: int
+    failures: list[float]  # seconds from the kill
+    longest_gap: float
+    healthy_after: float
+
+    def figures(self) -> str:
+        window = (
+            f" (published {self.lost[0]:+.2f} to {self.lost[-1]:+.2f} s from the kill)" if self.lost else ""
+        )
+        return (
+            f"compose cluster: killed {self.victim} (stream leader {self.leader}; ingest on "
+            f"{self.on['ingest']}, replica on {self.on['query']}) {KILL_AFTER:.0f} s into {self.sent} "
+            f"events at {RATE}/s, down {DOWN_FOR:.0f} s: lost {len(self.lost)}{window}, stored twice "
+            f"{self.twice}; {self.requests} requests, {len(self.failures)} failed "
+            f"({', '.join(f'{t:+.1f} s' for t in self.failures) or 'none'} from the kill), longest gap "
+            f"{self.longest_gap:.2f} s; all healthy {self.healthy_after:.1f} s after the restart"
+        )
+
+
+async def kill_under_load(
+    c: Compose, v: dict[str, str], pick: str, seed: int, workdir: Path
+) -> tuple[Round, Client]:
+    """One round: the bridge at RATE on the nodes that stay up, the replica asked in a loop,
+    `docker kill` of the node `pick` chooses ("follower" or "leader") KILL_AFTER s in, `start`
+    DOWN_FOR s later; then everything healthy and current, and the replica exact for what
+    the stream stored. Returns the figures and a client on the surviving nodes."""
     urls = {n: f"nats://127.0.0.1:{v[PORT_VARIABLE[n]]}" for n in NODES}
     ingest_port = int(v["INGEST_PORT"])
-    nc: Client | None = None
-    bridge: Bridge | None = None
-    timings: dict[str, float] = {}
+    nc = await connect_to(list(urls.values()), "compose-cluster-test")
     try:
-        started = time.monotonic()
-        c("up", "--detach", "--wait", "--wait-timeout", "180", *NODES, "ingest", "query", timeout=300)
-        timings["up"] = time.monotonic() - started
-        ports = docker(
-            "ps", "--filter", f"label=com.docker.compose.project={c.project}", "--format", "{{.Ports}}"
-        )
-        bound = re.findall(r"([0-9.:\[\]]+):\d+->", ports.stdout.decode())
-        assert bound and set(bound) == {"127.0.0.1"}, f"published on {set(bound)}, not only on 127.0.0.1"
-
-        nc = await connect_to(list(urls.values()), "compose-cluster-test")
         await all_current(nc, timeout=90)
-        js = nc.jetstream(timeout=5)
-        for store in STORES:
-            info = await js.stream_info(store)
-            assert info.config.num_replicas == 3, f"{store} is R{info.config.num_replicas}"
-            assert info.cluster is not None and info.cluster.name == "userstats", info.cluster
         stream_leader = await leader(nc)
-        # The victim: a node that does not lead the stream, preferably one a service is on.
-        on = {
-            "ingest": node_of(c, ingest_health(ingest_port)[1].get("nats_server")),
-            "query": node_of(c, c.python("query", 1, REPLICA_SERVER).strip()),
-        }
+    finally:
+        await nc.close()
+    on = {
+        "ingest": node_of(c, ingest_health(ingest_port)[1].get("nats_server")),
+        "query": node_of(c, c.python("query", 1, REPLICA_SERVER).strip()),
+    }
+    if pick == "leader":
+        victim = stream_leader
+    else:  # a follower, preferably one a service is on
         candidates = [n for n in NODES if n != stream_leader]
         victim = next((n for n in candidates if n in on.values()), candidates[0])
-        survivors = [n for n in NODES if n != victim]
-        await nc.close()
-        nc = await connect_to([urls[n] for n in survivors], "compose-cluster-test")
-
-        bridge = Bridge([urls[n] for n in survivors], seed=2121, rate=RATE, workdir=tmp_path)
+    survivors = [urls[n] for n in NODES if n != victim]
+    nc = await connect_to(survivors, "compose-cluster-test")
+    bridge = Bridge(survivors, seed=seed, rate=RATE, workdir=workdir)
+    askers = Askers(nc, n=2)
+    try:
         bridge.start()
-        askers = Askers(nc, n=2)
         askers.start()
         load_started = time.monotonic()
         await asyncio.sleep(KILL_AFTER)
@@ -198,72 +216,102 @@ async def test_cluster_stack_loses_nothing_when_a_nats_container_is_killed_under
         await asyncio.sleep(max(0.0, load_started + LOAD_SECONDS - time.monotonic()))
         await askers.stop()
         await bridge.stop()
-        b, bridge = bridge, None
+    finally:
+        if bridge.proc is not None and bridge.proc.poll() is None:
+            bridge.proc.kill()
 
-        # The stack is healthy again: every container (the restarted node's full /healthz
-        # needs its stream replicas current), every replica of every store current.
-        await wait_for(
-            lambda: set(health_states(c).values()) == {"healthy"},
-            timeout=120,
-            interval=1,
-            what="every container healthy",
+    # The stack is healthy again: every container (the restarted node's full /healthz
+    # needs its stream replicas current), every replica of every store current.
+    await wait_for(
+        lambda: set(health_states(c).values()) == {"healthy"},
+        timeout=120,
+        interval=1,
+        what="every container healthy",
+    )
+    healthy_after = time.monotonic() - restarted
+    await all_current(nc, timeout=60)
+    monitor = v["NATS_MONITOR_PORT" if victim == "nats" else f"NATS_{victim[-1]}_MONITOR_PORT"]
+    async with httpx.AsyncClient(timeout=5) as http:
+        jsz = (await http.get(f"http://127.0.0.1:{monitor}/jsz?streams=true")).json()
+    held = {s["name"]: s["state"]["last_seq"] for d in jsz["account_details"] for s in d["stream_detail"]}
+
+    items = await read_stream(nc)
+    stored = Counter(it.data for it in items)
+    last = items[-1].seq
+    assert held.get("USERSTATS") == last, f"{victim} holds {held}, the stream ends at {last}"
+    await ingest_caught_up(nc, ingest_port)
+    oracle = Oracle([(it.subject, it.data) for it in items])
+    assert_exact(scrape(c, 1, last), oracle, "the replica")
+    stats = (await request(nc, {"command": "system.stats", "min_seq": last}, timeout=30))["data"]
+    assert stats["total_messages"] == oracle.total_messages
+    code, body = ingest_health(ingest_port)
+    assert code == 200, body
+    r = Round(
+        victim=victim,
+        leader=stream_leader,
+        on=on,
+        sent=len(bridge.sent),
+        lost=sorted(t - killed for t in bridge.lost(set(stored))),
+        twice=sum(1 for _, d in bridge.sent if stored[d] > 1),
+        requests=len(askers.results),
+        failures=[t - killed for t in askers.failures()],
+        longest_gap=askers.longest_gap(),
+        healthy_after=healthy_after,
+    )
+    FIGURES.append(r.figures())
+    print(r.figures())
+    assert r.sent >= RATE * LOAD_SECONDS * 0.8, "the bridge could not keep the rate"
+    assert not r.twice, r.figures()
+    # The one replica, when it was on the killed node, answers nothing until it has
+    # reconnected to another: its reconnect_time_wait (2 s), the handshake, and the
+    # request in flight timing out (2 s); 4.3 s seen with a load average of 19 on 2
+    # cores. A replica that stays away (or reconnects to the dead node) breaks 8 s.
+    # (With --scale query=N the others answer meanwhile.)
+    assert r.longest_gap < 8.0, r.figures()
+    return r, nc
+
+
+async def test_cluster_stack_survives_killing_a_nats_container_under_load(
+    images: Images, tmp_path: Path
+) -> None:
+    v = cluster_variables(images)
+    c = Compose(f"userstats-cluster-{os.getpid()}", FILES, v, tmp_path / "compose.log")
+    try:
+        started = time.monotonic()
+        c("up", "--detach", "--wait", "--wait-timeout", "180", *NODES, "ingest", "query", timeout=300)
+        FIGURES.append(f"compose cluster: up --wait {time.monotonic() - started:.0f} s")
+        ports = docker(
+            "ps", "--filter", f"label=com.docker.compose.project={c.project}", "--format", "{{.Ports}}"
         )
-        healthy_after = time.monotonic() - restarted
-        await all_current(nc, timeout=60)
-        async with httpx.AsyncClient() as http:
-            monitor = v["NATS_MONITOR_PORT" if victim == "nats" else f"NATS_{victim[-1]}_MONITOR_PORT"]
-            r = await http.get(f"http://127.0.0.1:{monitor}/jsz?streams=true", timeout=5)
-            held = {
-                s["name"]: s["state"]["last_seq"]
-                for d in r.json()["account_details"]
-                for s in d["stream_detail"]
-            }
-
-        items = await read_stream(nc)
-        stored = Counter(it.data for it in items)
-        lost = b.lost(set(stored))
-        twice = [d for d, _ in b.sent if stored[d] > 1]
-        assert held.get("USERSTATS") == items[-1].seq, (
-            f"{victim} holds {held}, the stream ends at {items[-1].seq}"
+        bound = re.findall(r"([0-9.:\[\]]+):\d+->", ports.stdout.decode())
+        assert bound and set(bound) == {"127.0.0.1"}, f"published on {set(bound)}, not only on 127.0.0.1"
+        nc = await connect_to(
+            [f"nats://127.0.0.1:{v[PORT_VARIABLE[n]]}" for n in NODES], "compose-cluster-test"
         )
-        last = items[-1].seq
-        await ingest_caught_up(nc, ingest_port)
-        oracle = Oracle([(it.subject, it.data) for it in items])
-        assert_exact(scrape(c, 1, last), oracle, "the replica")
-        stats = (await request(nc, {"command": "system.stats", "min_seq": last}, timeout=30))["data"]
-        assert stats["total_messages"] == oracle.total_messages
-        code, body = ingest_health(ingest_port)
-        assert code == 200, body
+        try:
+            for store in STORES:
+                info = await nc.jetstream(timeout=5).stream_info(store)
+                assert info.config.num_replicas == 3, f"{store} is R{info.config.num_replicas}"
+                assert info.cluster is not None and info.cluster.name == "userstats", info.cluster
+        finally:
+            await nc.close()
 
-        failures = askers.failures()
-        figures = (
-            f"compose cluster: killed {victim} (leader {stream_leader}; ingest on {on['ingest']}, "
-            f"replica on {on['query']}) {KILL_AFTER:.0f} s into {len(b.sent)} events at {RATE}/s, "
-            f"down {DOWN_FOR:.0f} s: lost {len(lost)}, stored twice {len(twice)}; "
-            f"{len(askers.results)} requests, {len(failures)} failed "
-            f"({', '.join(f'{t - killed:+.1f} s' for t in failures) or 'none'} from the kill), "
-            f"longest gap {askers.longest_gap():.2f} s; "
-            f"all healthy {healthy_after:.1f} s after the restart; up --wait {timings['up']:.0f} s"
-        )
-        FIGURES.append(figures)
-        print(figures)
-        assert not lost, f"{len(lost)} events lost although the stream kept its leader"
-        assert not twice
-        assert len(b.sent) >= RATE * LOAD_SECONDS * 0.8, "the bridge could not keep the rate"
-        # The one replica, when it was on the killed node, answers nothing until it has
-        # reconnected to another: its reconnect_time_wait (2 s), the handshake, and the
-        # request in flight timing out (2 s); 4.3 s seen with a load average of 19 on 2
-        # cores. A replica that stays away (or reconnects to the dead node) breaks 8 s.
-        # (With --scale query=N the others answer meanwhile.)
-        assert askers.longest_gap() < 8.0, figures
-
+        # A follower: the stream keeps its leader, so nothing the bridge publishes is lost.
+        follower, nc = await kill_under_load(c, v, "follower", 2121, tmp_path)
         await nc.close()
-        nc = None
+        assert not follower.lost, f"{len(follower.lost)} events lost although the stream kept its leader"
+
+        # The stream's leader: what the bridge publishes until a new leader is elected is not
+        # stored (core NATS; README "Running on a NATS cluster"). The kill lands about 0.5 s
+        # after `docker kill` starts, and nats-server's election timeout is 4 to 9 s (plus
+        # a vote round, slower on a loaded machine): every lost event was published in the
+        # 11 s after the kill, and no more than that many (5,730 in 7.2 s seen).
+        led, nc = await kill_under_load(c, v, "leader", 2122, tmp_path)
+        await nc.close()
+        assert all(-0.5 <= t <= 11.0 for t in led.lost), led.figures()
+        assert len(led.lost) <= RATE * 11.0, led.figures()
+
         c("down", "--volumes", timeout=180)
         assert c.leftovers() == {"containers": [], "volumes": [], "networks": []}
     finally:
-        if bridge is not None and bridge.proc is not None and bridge.proc.poll() is None:
-            bridge.proc.kill()
-        if nc is not None:
-            await nc.close()
         c.force_cleanup()
