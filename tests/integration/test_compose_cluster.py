@@ -302,7 +302,7 @@ async def test_cluster_stack_survives_killing_a_nats_container_under_load(
         assert not follower.lost, f"{len(follower.lost)} events lost although the stream kept its leader"
 
         # The stream's leader: what the bridge publishes until a new leader is elected is not
-        # stored (core NATS; README "Running on a NATS cluster"). The kill lands about 0.5 s
+        # stored (core NATS; README "Running on a NATS cluster"). The kill lands up to 0.5 s
         # after `docker kill` starts, and nats-server's election timeout is 4 to 9 s (plus
         # a vote round, slower on a loaded machine): every lost event was published in the
         # 11 s after the kill, and no more than that many (5,730 in 7.2 s seen).
