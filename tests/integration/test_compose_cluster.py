@@ -27,8 +27,8 @@ import httpx
 import pytest
 from nats.aio.client import Client
 
+from testbed.harness import request, wait_for
 from tests.dockerstack import Compose, docker, free_port
-from tests.harness import request, wait_for
 from tests.integration import test_compose
 from tests.integration.clustertools import FIGURES, STORES, Askers, Bridge, all_current, connect_to, leader
 from tests.integration.streamtools import Oracle, read_stream

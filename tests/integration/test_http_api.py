@@ -20,7 +20,7 @@ import pytest
 from userstats.query.api import LIVE_COMMANDS, READ_COMMANDS
 from userstats.shared import requests
 
-from tests.harness import Service, Stack, free_port, wait_for
+from testbed.harness import Service, Stack, free_port, wait_for
 from tests.projection_helpers import Log
 from tests.webcorpus import BASE, ROOM, XSS_USER, Live, live_stack
 

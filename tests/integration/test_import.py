@@ -19,11 +19,10 @@ from typing import Any
 import pytest
 from nats.aio.client import Client
 
-from tests.harness import Stack, chat_envelope, connect, request, stored, stream_last_seq
+from testbed.harness import Stack, caught_up, chat_envelope, connect, request, stored, stream_last_seq
+from testbed.kus071 import CHANNELS, DOMAIN, OTHER_DOMAIN, Reference
 from tests.integration.streamtools import dump as dump_con
 from tests.integration.streamtools import dump_file, read_stream, rebuild
-from tests.integration.test_backbone import caught_up
-from tests.reference.kus071 import CHANNELS, DOMAIN, OTHER_DOMAIN, Reference
 
 
 def run_cli(stack: Stack, *args: str) -> tuple[int, str]:

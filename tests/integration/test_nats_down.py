@@ -22,7 +22,7 @@ import duckdb
 import pytest
 from userstats.shared import apply
 
-from tests.harness import NatsServer, free_port
+from testbed.harness import NatsServer, free_port
 from userstats.client import UserstatsClient, UserstatsUnavailable
 
 BIN = Path(sys.executable).parent
