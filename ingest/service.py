@@ -19,13 +19,14 @@ from nats.js import JetStreamContext
 from userstats.ingest.admin import ADMIN_DECODER, list_dead_letters
 from userstats.ingest.commands import WriteCommands
 from userstats.ingest.db import open_writer
+from userstats.ingest.eraser import Eraser
 from userstats.ingest.journal import Journal
 from userstats.ingest.kvstate import read_channel_state
 from userstats.ingest.metrics import IngestMetrics
 from userstats.ingest.projector import ProjectorLoop
 from userstats.ingest.rebuild import build_shadow
 from userstats.ingest.snapshotter import Snapshotter
-from userstats.ingest.stream_setup import ensure_stream
+from userstats.ingest.stream_setup import STREAM_SUBJECTS, ensure_stream
 from userstats.ingest.swap import replace_database, shadow_path
 from userstats.shared import apply, jshealth, natsconn, replication, schema, snapshots
 from userstats.shared.http import HttpServer, build_app
@@ -50,6 +51,7 @@ class IngestService:
         self.stores: jshealth.StoreWatch | None = None
         self.live = Path(settings.database.path).expanduser().resolve()
         self._db_file: tuple[int, int] | None = None  # (device, inode) of the file opened
+        self.eraser: Eraser | None = None
 
     def _open(self, live: Path) -> duckdb.DuckDBPyConnection:
         con = open_writer(live, self.settings.userstats.duckdb_threads)
@@ -194,12 +196,14 @@ class IngestService:
                 if event is not None:
                     seq = await journal.append(event)
                     log.info("%s/%s: bridge KV state appended at seq %d", ch.domain, ch.channel, seq)
-            commands = WriteCommands(nc, journal, self._projector, u.request_max_bytes)
+            self.eraser = Eraser(js, u.stream, STREAM_SUBJECTS)
+            commands = WriteCommands(nc, journal, self._projector, u.request_max_bytes, self.eraser)
             await commands.start()
             admin = await nc.subscribe(INGEST_ADMIN_SUBJECT, cb=self._on_admin)
             background = [
                 asyncio.create_task(journal.run_ticks(self.stop, u.tick_interval_seconds), name="ticks"),
                 asyncio.create_task(self._watch_stream(self.stores), name="stream-info"),
+                asyncio.create_task(self.eraser.run(self.stop), name="eraser"),
             ]
             log.info("ingest running (HTTP %d)", http.port)
             try:
@@ -233,6 +237,7 @@ class IngestService:
             u.batch_max_events,
             u.batch_max_seconds,
             u.batch_linger_seconds,
+            self.eraser.delete_later if self.eraser else None,
         )
         snapshotter = Snapshotter(
             js,
