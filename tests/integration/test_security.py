@@ -18,7 +18,7 @@ import nkeys
 import pytest
 from userstats.sim.generator import Simulator
 
-from tests.harness import NatsServer, Stack, publish_all, request
+from tests.harness import NatsServer, Stack, publish_all, request, wait_for
 from tests.integration.test_backbone import caught_up
 from tests.natsjwt import decentralized
 
@@ -249,6 +249,14 @@ async def test_replicas_work_with_least_privilege_and_cannot_write_the_stream(
             assert found["data"]["username"] == "420GUser1"
             stats = (await request(nc, {"command": "system.stats"}))["data"]
             assert stats["total_messages"] > 0
+            forgot = await request(nc, {"command": "user.forget", "username": "420GUser2"}, timeout=15)
+            assert forgot["success"] and forgot["data"]["known"]  # ingest deletes from the stream
+
+            async def scanned() -> bool:
+                kv = await nc.jetstream().key_value("userstats_pointer")
+                return not [k for k in await kv.keys() if k.startswith("forget-scan.")]
+
+            await wait_for(scanned, what="the forget scan to finish")
             for svc in (ingest, query):  # neither tried anything its permissions forbid
                 assert "Permissions Violation" not in svc.log.read_text()
 
@@ -272,7 +280,7 @@ async def test_replicas_work_with_least_privilege_and_cannot_write_the_stream(
             for subject in ("userstats.journal.tick", "kryten.events.cytube.x.chatmsg"):
                 assert f'"$G/user:query" - Publish Violation - Subject "{subject}"' in server_log
             assert (
-                (await nc.jetstream().stream_info("USERSTATS")).state.last_seq == added["as_of_seq"] >= last
+                (await nc.jetstream().stream_info("USERSTATS")).state.last_seq == forgot["as_of_seq"] > last
             )
 
             # and the replica never opened the writer's DuckDB file (same USERSTATS_DB_PATH in its env)
