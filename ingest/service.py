@@ -159,15 +159,32 @@ class IngestService:
                 self.metrics.registry,
                 "userstats_ingest",
             )
-            version = apply.read_checkpoint(self.con).projection_version
-            if version != schema.PROJECTION_VERSION:
-                log.warning(
-                    "database %s was built by projection version %d, this is %d: rebuilding from the stream "
-                    "(replicas keep serving the old snapshot meanwhile)",
-                    live,
-                    version,
-                    schema.PROJECTION_VERSION,
+            cp = apply.read_checkpoint(self.con)
+            first = int(info.state.first_seq)
+            fresh = cp.seq == 0 and first > 1 and int(info.state.last_seq) >= first
+            if cp.seq and cp.seq + 1 < first:
+                log.error(
+                    "the stream's retention removed seq %d..%d before they were projected: those events "
+                    "are lost to the tables (make the retention longer than ingest can be down)",
+                    cp.seq + 1,
+                    first - 1,
                 )
+            if cp.projection_version != schema.PROJECTION_VERSION or fresh:
+                if fresh:
+                    log.warning(
+                        "database %s is new and the stream starts at seq %d (retention): starting from the "
+                        "newest snapshot instead of seq 1",
+                        live,
+                        first,
+                    )
+                else:
+                    log.warning(
+                        "database %s was built by projection version %d, this is %d: rebuilding from the "
+                        "stream (replicas keep serving the old snapshot meanwhile)",
+                        live,
+                        cp.projection_version,
+                        schema.PROJECTION_VERSION,
+                    )
                 self.con.close()
                 self._db_file = None
                 result = await build_shadow(js, u.stream, shadow_path(live), nats=self.settings.nats)
