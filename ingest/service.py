@@ -159,6 +159,13 @@ class IngestService:
                 self.metrics.registry,
                 "userstats_ingest",
             )
+            if u.stream_max_age_seconds and u.snapshot_interval_seconds >= u.stream_max_age_seconds:
+                log.warning(
+                    "stream_max_age_seconds (%g) is not longer than snapshot_interval_seconds (%g): events "
+                    "may age out before a snapshot covers them, and a rebuild then has no base",
+                    u.stream_max_age_seconds,
+                    u.snapshot_interval_seconds,
+                )
             cp = apply.read_checkpoint(self.con)
             first = int(info.state.first_seq)
             fresh = cp.seq == 0 and first > 1 and int(info.state.last_seq) >= first
