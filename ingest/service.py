@@ -24,7 +24,7 @@ from userstats.ingest.journal import Journal
 from userstats.ingest.kvstate import read_channel_state
 from userstats.ingest.metrics import IngestMetrics
 from userstats.ingest.projector import ProjectorLoop
-from userstats.ingest.rebuild import build_shadow
+from userstats.ingest.rebuild import RebuildError, build_shadow
 from userstats.ingest.snapshotter import Snapshotter
 from userstats.ingest.stream_setup import STREAM_SUBJECTS, ensure_stream
 from userstats.ingest.swap import replace_database, shadow_path
@@ -168,7 +168,7 @@ class IngestService:
                 )
             cp = apply.read_checkpoint(self.con)
             first = int(info.state.first_seq)
-            fresh = cp.seq == 0 and first > 1 and int(info.state.last_seq) >= first
+            fresh = cp.seq == 0 and first > 1
             if cp.seq and cp.seq + 1 < first:
                 log.error(
                     "the stream's retention removed seq %d..%d before they were projected: those events "
@@ -194,15 +194,22 @@ class IngestService:
                     )
                 self.con.close()
                 self._db_file = None
-                result = await build_shadow(js, u.stream, shadow_path(live), nats=self.settings.nats)
-                replace_database(result.path, live)
-                self.con = self._open(live)
-                log.info(
-                    "rebuild done: %d events, %d dead letters, %.1f s",
-                    result.events,
-                    result.dead_letters,
-                    result.seconds,
-                )
+                try:
+                    result = await build_shadow(js, u.stream, shadow_path(live), nats=self.settings.nats)
+                except RebuildError as exc:
+                    if not fresh:
+                        raise
+                    log.error("%s; projecting what the stream still holds, from seq %d", exc, first)
+                    self.con = self._open(live)
+                else:
+                    replace_database(result.path, live)
+                    self.con = self._open(live)
+                    log.info(
+                        "rebuild done: %d events, %d dead letters, %.1f s",
+                        result.events,
+                        result.dead_letters,
+                        result.seconds,
+                    )
             m.projected_through = apply.read_checkpoint(self.con).seq
             log.info(
                 "database %s at seq %d (projection version %d); stream %s holds %d..%d",

@@ -73,3 +73,31 @@ async def stored_to(js: object, seq: int) -> int:
     info = await js.stream_info("USERSTATS")  # type: ignore[attr-defined]
     last = int(info.state.last_seq)
     return last if last >= seq else 0
+
+
+async def test_with_a_max_age_everything_ages_out_and_the_rebuild_still_equals_the_live_tables(
+    stack: Stack, tmp_path: Path
+) -> None:
+    ingest = stack.ingest(USERSTATS_STREAM_MAX_AGE="2")  # also: the duplicate window fits in it
+    ingest.wait_healthy()
+    nc = await connect(stack.nats.url)
+    js = nc.jetstream()
+    try:
+        assert (await js.stream_info("USERSTATS")).config.max_age == 2
+        await publish_all(nc, Simulator(seed=53).events(1_000))
+        last = await caught_up(nc, ingest)
+        assert ingest.stop() == 0
+        live = dump_file(stack.db_path)
+
+        async def aged_out() -> bool:
+            state = (await js.stream_info("USERSTATS")).state
+            return int(state.messages) == 0 and int(state.first_seq) > last
+
+        await wait_for(aged_out, timeout=20, what="every event to age out")
+        out_file = tmp_path / "rebuilt.duckdb"
+        code, out = finish(cli(stack, "rebuild", "--output", str(out_file), USERSTATS_STREAM_MAX_AGE="2"))
+        assert code == 0, out
+        assert f"tables at seq {last}" in out
+        assert dump_file(out_file) == live
+    finally:
+        await nc.close()
