@@ -54,7 +54,10 @@ class Eraser:
 
     async def start_scan(self, user_hash: str, to_seq: int) -> None:
         state = ScanState(user_hash, 1, to_seq)
-        await self._save(state)
+        try:
+            await self._save(state)
+        except Exception as exc:  # the scan still runs now; only a restart could not resume it
+            log.warning("forget %s: scan position not saved (%s)", user_hash[:12], exc)
         self._scans.put_nowait(state)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -72,11 +75,27 @@ class Eraser:
                         self._scans.put_nowait(state)
         while not stop.is_set():
             if not self._seqs.empty():
-                for seq in self._seqs.get_nowait():
-                    await self._delete(seq)
+                seqs = self._seqs.get_nowait()
+                done = 0
+                try:
+                    for seq in seqs:
+                        await self._delete(seq)
+                        done += 1
+                except Exception:  # NATS away: again in a while
+                    self._seqs.put_nowait(seqs[done:])
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 5.0)
                 continue
             if not self._scans.empty():
-                await self._scan(self._scans.get_nowait(), stop)
+                state = self._scans.get_nowait()
+                try:
+                    await self._scan(state, stop)
+                except Exception as exc:  # NATS away: try again from where it got to
+                    short = state.user_hash[:12]
+                    log.error("forget %s: scan failed at seq %d (%s); retrying", short, state.next_seq, exc)
+                    self._scans.put_nowait(state)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 5.0)
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.2)
@@ -87,6 +106,9 @@ class Eraser:
         except (NotFoundError, APIError) as exc:  # already gone (a resumed scan, a replay)
             log.debug("deleting seq %d: %s", seq, exc)
             return False
+        except Exception as exc:  # NATS away: the scan retries; a later event's seq is logged
+            log.warning("deleting seq %d from the stream failed: %s", seq, exc)
+            raise
         if ok:
             self.deleted += 1
         return bool(ok)
@@ -118,10 +140,10 @@ class Eraser:
                         if item.seq > state.to_seq:
                             state.next_seq = state.to_seq + 1
                             break
-                        state.next_seq = item.seq + 1
                         names = forget.event_names(item.subject, item.data)
                         if any(forget.user_hash(n) in hashes for n in names) and await self._delete(item.seq):
                             state.deleted += 1
+                        state.next_seq = item.seq + 1
                     if time.monotonic() - logged >= PROGRESS_SECONDS:
                         logged = time.monotonic()
                         await self._save(state)
