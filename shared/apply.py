@@ -134,6 +134,12 @@ def purge_users(con: duckdb.DuckDBPyConnection, hashes: list[str]) -> None:
             f"DELETE FROM {table} WHERE sha256(? || lower({column})) IN (SELECT unnest(?::VARCHAR[]))",
             [forget.HASH_PREFIX, hashes],
         )
+    # a dead letter (raw bytes the projection could not read) that contains the name as a word
+    con.execute(
+        "DELETE FROM dead_letters WHERE list_has_any(list_transform(regexp_extract_all("
+        r"lower(CAST(raw AS VARCHAR)), '[\w\-]+'), lambda w: sha256(? || w)), ?::VARCHAR[])",
+        [forget.HASH_PREFIX, hashes],
+    )
 
 
 def load_state(con: duckdb.DuckDBPyConnection) -> State:

@@ -91,5 +91,10 @@ def event_names(subject: str, data: bytes) -> list[str]:
         else:
             return []
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
-        return []
+        return words(data)  # a dead letter: any word of it may be the name
     return [name] if name else []
+
+
+def words(data: bytes) -> list[str]:
+    """The words of raw bytes, as the dead-letter purge (apply.purge_users) splits them."""
+    return _WORD.findall(data.decode("utf-8", errors="replace"))

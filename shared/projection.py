@@ -590,6 +590,9 @@ class Projector:
             self.delta.baselines.upserts.pop((base_key,), None)
         for name in [n for n in self._users if hit(n) == h]:
             del self._users[name]
+        dead = self.delta.dead_letters
+        for k in [k for k, v in dead.upserts.items() if any(hit(w) == h for w in forget.words(v[2]))]:
+            dead.delete(k)
         for table, positions in _NAME_KEYS.items():
             td = self.delta.tables[table]
             for k in [k for k in td.upserts if any(k[i] and hit(k[i]) == h for i in positions)]:

@@ -87,3 +87,19 @@ def test_event_names() -> None:
     log = _log()
     found = {n for subject, data, _ in log.messages for n in forget.event_names(subject, data)}
     assert {"Alice", "alice", "Bob", "ally", OTHER} <= found
+
+
+def test_a_dead_letter_naming_the_user_is_purged_and_marked_for_deletion() -> None:
+    log = Log()
+    log.raw(
+        "kryten.events.cytube.x.chatmsg",
+        b'{"event_name": "chatMsg", "payload": {"username": 5, "msg": "Alice"',
+    )
+    log.raw("kryten.events.cytube.x.chatmsg", b"not json, from Bob")
+    p = project(log)
+    assert p.value("SELECT count(*) FROM dead_letters") == 2
+    log.journal(ev.Forget(T0, forget.user_hash("alice")))
+    p = project(log)
+    assert p.rows("SELECT raw FROM dead_letters") == [(b"not json, from Bob",)]
+    subject, data, _ = log.messages[0]
+    assert "Alice" in forget.event_names(subject, data)
