@@ -110,7 +110,7 @@ async def find_base(js: JetStreamContext, first_seq: int, target: int, workdir: 
             0, info.name, 0, "", int(info.size or 0), snapshots.digest_hex(info.digest) or "", ""
         )
         try:
-            await snapshots.download(js, pointer, path)
+            await snapshots.download(js, pointer, path, timeout=60)
             con = duckdb.connect(str(path), read_only=True)
             try:
                 row = con.execute(f"SELECT seq, projection_version FROM {schema.CHECKPOINT_TABLE}").fetchone()
