@@ -273,11 +273,17 @@ async def test_replicas_work_with_least_privilege_and_cannot_write_the_stream(
                 "userstats.journal.tick", b'{"type": "tick", "timestamp": "2030-01-01T00:00:00Z"}'
             )
             await as_query.publish("kryten.events.cytube.x.chatmsg", b"{}")
+            # nor delete from it (user.forget's deletions are ingest's)
+            await as_query.publish("$JS.API.STREAM.MSG.DELETE.USERSTATS", b'{"seq": 1}', reply="_INBOX.x")
             await as_query.flush()
             await asyncio.sleep(0.5)
             await as_query.close()
             server_log = permission_server.log.read_text()
-            for subject in ("userstats.journal.tick", "kryten.events.cytube.x.chatmsg"):
+            for subject in (
+                "userstats.journal.tick",
+                "kryten.events.cytube.x.chatmsg",
+                "$JS.API.STREAM.MSG.DELETE.USERSTATS",
+            ):
                 assert f'"$G/user:query" - Publish Violation - Subject "{subject}"' in server_log
             assert (
                 (await nc.jetstream().stream_info("USERSTATS")).state.last_seq == forgot["as_of_seq"] > last
