@@ -59,8 +59,8 @@ screenshots: $(STAMP) system-deps
 	$(BIN)/python -m tests.screenshots docs/img
 
 lint: $(STAMP)
-	$(BIN)/ruff format --check $(CODE) tests bench
-	$(BIN)/ruff check $(CODE) tests bench
+	$(BIN)/ruff format --check $(CODE) tests testbed bench
+	$(BIN)/ruff check $(CODE) tests testbed bench
 
 ## typecheck: mypy sees the installed layout (userstats.ingest is ingest/, ...) through a tree of
 ## symlinks, because it cannot follow the editable install's import hook

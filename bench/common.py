@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tests.harness import NatsCluster, NatsServer, Stack
+from testbed.harness import NatsCluster, NatsServer, Stack
 
 RESULTS = Path(__file__).parent / "results"
 

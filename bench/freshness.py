@@ -23,7 +23,7 @@ from userstats.shared import events as ev
 from userstats.sim.generator import Simulator
 
 from bench.common import TOPOLOGY_NAMES, percentile, ready, replication, report, stack, topologies
-from tests.harness import NatsCluster, connect, wait_for
+from testbed.harness import NatsCluster, connect, wait_for
 
 BRIDGE_PREFIX = "kryten.events.cytube."
 

@@ -26,9 +26,8 @@ from pathlib import Path
 
 from bench.common import report, stack
 from bench.memory import peak_mb, status_mb
-from tests.harness import Service, connect
-from tests.integration.test_backbone import caught_up
-from tests.reference.kus071 import Reference
+from testbed.harness import Service, caught_up, connect
+from testbed.kus071 import Reference
 
 
 def build(path: Path, users: int, seed: int = 1) -> int:

@@ -17,7 +17,7 @@ from userstats.sim.generator import Simulator
 
 from bench.common import TOPOLOGY_NAMES, Timer, ready, replication, report, stack, topologies
 from bench.rebuild_rate import read_only
-from tests.harness import Service, connect, publish_all
+from testbed.harness import Service, connect, publish_all
 
 
 def wait_seq(svc: Service, key: str, target: int, timeout: float = 600) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from userstats.sim.generator import Simulator
 
 from bench.common import report, stack
-from tests.harness import Service, connect, publish_all
+from testbed.harness import Service, connect, publish_all
 
 
 def status_mb(svc: Service, field: str = "VmHWM") -> float:

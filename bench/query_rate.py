@@ -25,7 +25,7 @@ import nats
 from userstats.sim.generator import Simulator
 
 from bench.common import percentile, report, stack
-from tests.harness import Service, Stack, connect, publish_all
+from testbed.harness import Service, Stack, connect, publish_all
 
 BODIES: dict[str, list[bytes]] = {
     "user.stats": [

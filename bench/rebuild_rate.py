@@ -15,15 +15,15 @@ import subprocess
 import sys
 import time
 
+from userstats.ingest import rawstream
 from userstats.ingest.stream_setup import STREAM_SUBJECTS
-from userstats.shared import rawstream
 from userstats.shared.projection import Projector
 from userstats.shared.settings import NatsSettings
 from userstats.shared.stream import StreamReader
 from userstats.sim.generator import Simulator
 
 from bench.common import report, stack
-from tests.harness import connect, publish_all
+from testbed.harness import connect, publish_all
 
 
 async def fill(url: str, events: list[tuple[str, bytes]]) -> int:
@@ -35,7 +35,7 @@ async def fill(url: str, events: list[tuple[str, bytes]]) -> int:
 
 
 async def read_raw(url: str, last: int) -> float:
-    """Ceiling 1: the rebuild's fast reader (shared/rawstream.py) over the whole stream (seconds)."""
+    """Ceiling 1: the rebuild's fast reader (ingest/rawstream.py) over the whole stream (seconds)."""
     nc = await connect(url)
     n = 0
 

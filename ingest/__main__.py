@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-from userstats.ingest import importer, maintenance
+from userstats.ingest import import_source, importer, maintenance
 from userstats.ingest.db import DatabaseError
 from userstats.ingest.journal import JournalError
 from userstats.ingest.rebuild import RebuildError
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> None:
         elif args.cmd == "dead-letters":
             sys.exit(asyncio.run(maintenance.dead_letters(settings, args.limit)))
         asyncio.run(IngestService(settings).run())
-    except importer.SourceError as exc:
+    except import_source.SourceError as exc:
         log.error("%s", exc)
         sys.exit(2)
     except (DatabaseError, PortInUseError, ConnectError, RebuildError, ReplicationError, JournalError) as exc:

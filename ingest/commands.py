@@ -13,10 +13,11 @@ from datetime import UTC, datetime
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from userstats.ingest import aliases
 from userstats.ingest.eraser import Eraser
 from userstats.ingest.journal import Journal, JournalError
 from userstats.ingest.projector import ProjectorLoop
-from userstats.shared import aliases, forget, requests
+from userstats.shared import forget, requests
 from userstats.shared import messages as m
 from userstats.shared.subjects import INGEST_COMMAND_SUBJECT
 

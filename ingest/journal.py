@@ -76,7 +76,7 @@ class Journal:
 
     async def sync_settings(self, settings: Settings) -> int | None:
         """Append a settings event unless the newest one in the stream already says the same."""
-        wanted = ev.Settings(
+        wanted = ev.SettingsChanged(
             timestamp=datetime.now(UTC),
             trigger_phrases=sorted({p.lower() for p in settings.kudos.default_phrases if p}),
             count_shadow_muted=settings.userstats.count_shadow_muted,
@@ -86,7 +86,7 @@ class Journal:
             last = await self._js.get_last_msg(self._stream, subjects.journal_subject("settings"))
             prev = ev.JOURNAL_DECODER.decode(last.data or b"")
             if (
-                isinstance(prev, ev.Settings)
+                isinstance(prev, ev.SettingsChanged)
                 and sorted(prev.trigger_phrases) == wanted.trigger_phrases
                 and prev.count_shadow_muted == wanted.count_shadow_muted
                 and prev.population_interval_seconds == wanted.population_interval_seconds

@@ -28,9 +28,10 @@ import duckdb
 import msgspec
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
+from userstats.ingest import rawstream
 from userstats.ingest.progress import Progress
 from userstats.ingest.stream_setup import STREAM_SUBJECTS
-from userstats.shared import apply, rawstream, schema, snapshots, subjects
+from userstats.shared import apply, schema, snapshots, subjects
 from userstats.shared.delta import Delta
 from userstats.shared.projection import DEAD_LETTERS_KEY, Projector
 from userstats.shared.settings import NatsSettings
@@ -238,7 +239,7 @@ async def _feed(
 ) -> str:
     """Read seq start..target and hand it to the worker in batches, a sender thread doing the piping.
 
-    With the connection settings, the fast reader (shared/rawstream.py) reads; without them,
+    With the connection settings, the fast reader (ingest/rawstream.py) reads; without them,
     or if it cannot connect, the services' StreamReader does (about 3x slower). If the worker
     goes away, reading stops with _WorkerGone instead of waiting on a full queue forever.
     """

@@ -29,6 +29,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 from userstats.query.handlers import Dispatcher, Outcome
 from userstats.query.replica import Replica
 from userstats.shared import messages as m
@@ -139,6 +140,29 @@ def _number(value: str) -> Any:
             return float(value)
         except ValueError:
             return value
+
+
+class ApiFirst:
+    """The ASGI app the replica serves: `/api/v1/<command>` goes straight to `Api.command`,
+    everything else to the FastAPI app. The API is the hot path, and the app's middleware
+    stack and its walk over every route cost more than the reply itself (a cached
+    `user.stats` is built in about 0.07 ms). The same route stays in the app, so what a
+    request gets does not depend on which way it went."""
+
+    def __init__(self, api: Api, app: ASGIApp) -> None:
+        self._api = api
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            command = path[len(PREFIX) + 1 :]
+            if path.startswith(PREFIX + "/") and command and "/" not in command:
+                scope["path_params"] = {"command": command}
+                response = await self._api.command(Request(scope, receive))
+                await response(scope, receive, send)
+                return
+        await self._app(scope, receive, send)
 
 
 class Api:

@@ -125,8 +125,7 @@ class QueryService:
             except OSError as exc:
                 raise SystemExit(f"userstats.replica_dir: cannot create {u.replica_dir} ({exc})") from None
         app = build_app("userstats-query", self.metrics.registry, self.health)
-        web.install(app, self, s)
-        http = HttpServer(app, u.http_host, s.metrics.port)
+        http = HttpServer(web.install(app, self, s), u.http_host, s.metrics.port)
         http.start()
         self.nc = nc = await natsconn.connect(s.nats, "userstats-query")
         self.stores = jshealth.StoreWatch(

@@ -8,7 +8,8 @@ even a string that escaped the templates' autoescaping could not run.
 from __future__ import annotations
 
 from fastapi import FastAPI
-from userstats.query.api import Api, Backend
+from starlette.types import ASGIApp
+from userstats.query.api import Api, ApiFirst, Backend
 from userstats.query.assets import Assets
 from userstats.query.openapi import Docs
 from userstats.query.pages import Pages, environment
@@ -28,13 +29,16 @@ HEADERS = {
 }
 
 
-def install(app: FastAPI, backend: Backend, settings: Settings) -> None:
-    """Add the API and /docs, and the pages unless `userstats.web_pages` is off."""
+def install(app: FastAPI, backend: Backend, settings: Settings) -> ASGIApp:
+    """Add the API and /docs, and the pages unless `userstats.web_pages` is off; returns the
+    app to serve (the API's requests skip the app's routing, see ApiFirst)."""
     u = settings.userstats
     assets = Assets(PACKAGE, HEADERS)
     env = environment(PACKAGE, assets)
-    routes = [*Api(backend, u.request_max_bytes, HEADERS).routes(), *Docs(env, HEADERS).routes()]
+    api = Api(backend, u.request_max_bytes, HEADERS)
+    routes = [*api.routes(), *Docs(env, HEADERS).routes()]
     routes += assets.routes()  # /docs uses the stylesheet too
     if u.web_pages:
         routes += Pages(backend, env, HEADERS).routes()
     app.router.routes.extend(routes)
+    return ApiFirst(api, app)

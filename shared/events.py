@@ -135,7 +135,9 @@ class Tick(msgspec.Struct, frozen=True, tag="tick"):
     timestamp: datetime
 
 
-class Settings(msgspec.Struct, frozen=True, tag="settings"):
+class SettingsChanged(msgspec.Struct, frozen=True, tag="settings"):
+    """Ingest's projection settings, journaled when they differ from the last ones (a config change)."""
+
     timestamp: datetime
     trigger_phrases: list[str]
     count_shadow_muted: bool
@@ -250,7 +252,7 @@ class ImportBatch(msgspec.Struct, frozen=True, tag="import"):
     aliases: list[ImportAlias] = []
 
 
-JournalEvent = Tick | Settings | KvState | AliasChange | ImportBatch | Forget
+JournalEvent = Tick | SettingsChanged | KvState | AliasChange | ImportBatch | Forget
 
 ENVELOPE_DECODER = msgspec.json.Decoder(Envelope)
 JOURNAL_DECODER = msgspec.json.Decoder(JournalEvent)

@@ -154,7 +154,7 @@ class Projector:
         if isinstance(event, ev.Tick):
             for key in list(self.state.clocks):
                 self._advance_clock(key, t)
-        elif isinstance(event, ev.Settings):
+        elif isinstance(event, ev.SettingsChanged):
             self._settings(event)
         elif isinstance(event, ev.KvState):
             key = (event.domain, event.channel)
@@ -456,7 +456,7 @@ class Projector:
 
     # --- journal events ----------------------------------------------------------------
 
-    def _settings(self, e: ev.Settings) -> None:
+    def _settings(self, e: ev.SettingsChanged) -> None:
         phrases = frozenset(p.lower() for p in e.trigger_phrases if p)
         old = self.state.settings.trigger_phrases
         for gone in old - phrases:

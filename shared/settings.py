@@ -152,6 +152,7 @@ ENV_OVERRIDES: dict[str, tuple[tuple[str, ...], str]] = {
     "USERSTATS_INGEST_PORT": (("userstats", "ingest_port"), "raw"),
     "USERSTATS_HTTP_HOST": (("userstats", "http_host"), "str"),
     "USERSTATS_WEB_PAGES": (("userstats", "web_pages"), "raw"),
+    "USERSTATS_REQUEST_MAX_BYTES": (("userstats", "request_max_bytes"), "raw"),
     "USERSTATS_STREAM": (("userstats", "stream"), "str"),
     "USERSTATS_SNAPSHOT_INTERVAL": (("userstats", "snapshot_interval_seconds"), "raw"),
     "USERSTATS_TICK_INTERVAL": (("userstats", "tick_interval_seconds"), "raw"),

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from _pytest.terminal import TerminalReporter
 
-from tests.harness import NatsServer, Stack
+from testbed.harness import NatsServer, Stack
 from tests.integration.clustertools import FIGURES
 
 

@@ -116,3 +116,17 @@ class Projection:
 
 def project(log: Log, **kwargs: Any) -> Projection:
     return Projection().run(log, **kwargs)
+
+
+def counters(log: Log) -> dict[str, dict[tuple[Any, ...], list[int]]]:
+    """The counters rows a log projects to, by kind, straight from the projection (no SQL).
+
+    One batch from an empty table: the delta's upserts are the table. Keys are the counters
+    key without its kind: (username, channel, domain, item, bucket); values (n1, n2)."""
+    projector = Projector()
+    for seq, (subject, data, stream_us) in enumerate(log.messages, 1):
+        projector.project(seq, subject, data, stream_us)
+    out: dict[str, dict[tuple[Any, ...], list[int]]] = {}
+    for (kind, *key), values in projector.take_delta().counters.upserts.items():
+        out.setdefault(kind, {})[tuple(key)] = values
+    return out

@@ -19,8 +19,8 @@ from pathlib import Path
 from selenium.webdriver.common.by import By
 from userstats.sim.generator import Simulator
 
+from testbed.harness import NatsServer, Stack, connect, publish_all
 from tests.browser import chromium, problems, screenshot
-from tests.harness import NatsServer, Stack, connect, publish_all
 
 EVENTS, STEP_US = 21_600, 4_000_000  # 24 hours
 

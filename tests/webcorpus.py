@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from tests.harness import NatsServer, Service, Stack, connect, publish_all, stream_last_seq
+from testbed.harness import NatsServer, Service, Stack, connect, publish_all, stream_last_seq
 from tests.projection_helpers import Log
 
 ROOM = "TestRoom"

@@ -20,7 +20,7 @@ from nats.aio.client import Client
 from userstats.shared.snapshots import POINTER_STREAM, SNAPSHOT_STREAM
 from userstats.sim.generator import Simulator
 
-from tests.harness import NatsCluster, NatsServer, Service, wait_for
+from testbed.harness import NatsCluster, NatsServer, Service, wait_for
 
 STORES = ("USERSTATS", POINTER_STREAM, SNAPSHOT_STREAM)
 FIGURES: list[str] = []  # measurements the cluster tests report (printed in the terminal summary)

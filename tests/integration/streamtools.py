@@ -13,7 +13,7 @@ from userstats.shared import apply, schema
 from userstats.shared.projection import Projector
 from userstats.shared.stream import Item, StreamReader
 
-from tests.harness import stream_last_seq
+from testbed.harness import stream_last_seq
 
 
 async def read_stream(nc: Client, stream: str = "USERSTATS") -> list[Item]:

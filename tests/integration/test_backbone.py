@@ -7,38 +7,21 @@ import json
 import re
 
 import pytest
-from nats.aio.client import Client
 from userstats.sim.generator import Simulator
 
-from tests.harness import Service, Stack, connect, publish_all, request, stream_last_seq, wait_for
+from testbed.harness import (
+    Service,
+    Stack,
+    caught_up,
+    connect,
+    metric,
+    metric_becomes,
+    publish_all,
+    request,
+    stream_last_seq,
+    wait_for,
+)
 from tests.integration.streamtools import Oracle, dump, dump_file, read_stream, rebuild
-
-
-async def caught_up(nc: Client, svc: Service) -> int:
-    """Wait until the service (ingest or replica) reflects the stream's last sequence."""
-    last = await stream_last_seq(nc)
-
-    def at() -> int:
-        code, body = svc.health()
-        seq = body.get("checkpoint_seq", body.get("as_of_seq")) or 0
-        return int(seq) if code == 200 and seq >= last else 0
-
-    seq = int(await wait_for(at, timeout=60, what=f"{svc.module} to reach seq {last}"))
-    if svc.module == "query":
-        # A replica writes what it projected within 50 ms, or at once for a min_seq request:
-        # make the next plain reads see everything.
-        await request(nc, {"command": "system.stats", "min_seq": last})
-    return seq
-
-
-def metric(text: str, name: str) -> float | None:
-    m = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.M)
-    return float(m.group(1)) if m else None
-
-
-async def metric_becomes(svc: Service, name: str, value: float) -> None:
-    """Replica gauges are refreshed once a second after batches land: wait for the value."""
-    await wait_for(lambda: metric(svc.metrics(), name) == value, timeout=10, what=f"{name} == {value}")
 
 
 async def test_replica_reports_exact_totals(stack: Stack) -> None:

@@ -10,8 +10,7 @@ from hypothesis import strategies as st
 from nats.aio.client import Client
 from userstats.shared.requests import COMMAND_PARAMS
 
-from tests.harness import Stack, request
-from tests.integration.test_commands import nc  # noqa: F401  (the fixture: a stack with the known log)
+from testbed.harness import Stack, request
 
 json_values = st.recursive(
     st.none()
@@ -69,12 +68,12 @@ def assert_envelope(reply: dict[str, Any]) -> None:
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(body=requests_)
-async def test_fuzzed_requests_always_get_an_envelope(nc: Client, body: bytes) -> None:  # noqa: F811
+async def test_fuzzed_requests_always_get_an_envelope(nc: Client, body: bytes) -> None:
     msg = await nc.request("kryten.userstats.command", body, timeout=10)
     assert_envelope(json.loads(msg.data))
 
 
-async def test_an_empty_answer_says_where_the_channel_is(nc: Client) -> None:  # noqa: F811
+async def test_an_empty_answer_says_where_the_channel_is(nc: Client) -> None:
     elsewhere = await request(nc, {"command": "channel.top_users", "channel": "anime"})
     assert elsewhere["success"] is True and elsewhere["data"]["top_users"] == []
     assert (
@@ -91,7 +90,7 @@ async def test_an_empty_answer_says_where_the_channel_is(nc: Client) -> None:  #
     assert "cy.tube" in everything["note"]
 
 
-async def test_specific_bad_inputs(nc: Client, stack: Stack) -> None:  # noqa: F811
+async def test_specific_bad_inputs(nc: Client, stack: Stack) -> None:
     huge = json.dumps({"command": "user.stats", "username": "x" * 70_000}).encode()
     reply = await request(nc, huge)
     assert reply["success"] is False and reply["error"].startswith("Request too large")

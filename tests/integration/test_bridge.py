@@ -31,12 +31,11 @@ from userstats.shared import events as ev
 from userstats.shared import requests
 from userstats.shared.stream import Item
 
+from testbed.harness import Service, Stack, caught_up, connect, request, wait_for
 from tests.bridge import Bridge
 from tests.cytube import CyTube, Media, Person, now_ms
-from tests.harness import Service, Stack, connect, request, wait_for
+from tests.integration.certs import make_certs
 from tests.integration.streamtools import dump, dump_file, read_stream, rebuild
-from tests.integration.test_backbone import caught_up
-from tests.integration.test_security import make_certs
 
 CHANNEL = "Grindhouse"
 SUBJECT = "kryten.events.cytube.grindhouse"

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from tests.harness import Stack, chat_envelope, connect, request, stored
-from tests.integration.test_backbone import caught_up, metric
+from testbed.harness import Stack, caught_up, chat_envelope, connect, metric, request, stored
 
 DOMAIN = "cytu.be"
 

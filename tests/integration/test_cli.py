@@ -19,7 +19,7 @@ import httpx
 import pytest
 from userstats.shared import __version__
 
-from tests.harness import NatsServer, Stack, connect, free_port
+from testbed.harness import NatsServer, Stack, connect, free_port
 from tests.integration.streamtools import read_stream
 
 

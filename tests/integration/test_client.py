@@ -12,14 +12,14 @@ from nats.aio.client import Client
 from userstats.shared import messages as m
 from userstats.shared import replies as r
 
-from tests.harness import Stack
-from tests.integration.test_commands import G, nc  # noqa: F401  (the stack with the known log)
+from testbed.harness import Stack
+from tests.integration.knownlog import G
 from userstats.client import NotReadyError, UserstatsClient, UserstatsError, UserstatsUnavailable
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-async def test_every_method_decodes_the_real_replies(nc: Client) -> None:  # noqa: F811
+async def test_every_method_decodes_the_real_replies(nc: Client) -> None:
     c = UserstatsClient(nc)
     stats = await c.user_stats("nightowl", channel=G)
     assert isinstance(stats, r.UserStats) and stats.username == "NightOwl" and stats.messages == 3
@@ -56,7 +56,7 @@ async def test_every_method_decodes_the_real_replies(nc: Client) -> None:  # noq
     assert c.last_seq > 0
 
 
-async def test_writes_errors_and_read_your_writes(nc: Client) -> None:  # noqa: F811
+async def test_writes_errors_and_read_your_writes(nc: Client) -> None:
     c = UserstatsClient(nc, read_your_writes=True)
     added = await c.alias_add("NightOwl", "owl")
     assert added.added is True and c.last_seq > 0
@@ -88,7 +88,7 @@ def run_example(name: str, *args: str, env: dict[str, str]) -> str:
     return out.stdout
 
 
-async def test_examples_run_against_a_stack(nc: Client, stack: Stack) -> None:  # noqa: F811
+async def test_examples_run_against_a_stack(nc: Client, stack: Stack) -> None:
     text = run_example("query_example.py", G, env={"NATS_URL": stack.nats.url})
     assert "top users of 420Grindhouse:" in text and "NightOwl" in text
     assert "recently played:" in text and "Plan 9 from Outer Space" in text

@@ -26,13 +26,14 @@ from typing import Any
 
 import pytest
 from nats.aio.client import Client
+from userstats.ingest import rawstream
 from userstats.ingest.stream_setup import STREAM_SUBJECTS
-from userstats.shared import rawstream, snapshots
+from userstats.shared import snapshots
 from userstats.shared.replication import Replication
 from userstats.shared.settings import NatsSettings
 from userstats.sim.generator import Simulator
 
-from tests.harness import NatsCluster, Service, Stack, publish_all, request, wait_for
+from testbed.harness import NatsCluster, Service, Stack, publish_all, request, wait_for
 from tests.integration.clustertools import (
     FIGURES,
     STORES,
@@ -565,7 +566,7 @@ async def test_replicas_above_one_on_a_single_server_are_refused_naming_the_sett
 async def test_the_rebuild_reader_resumes_through_another_node_when_its_node_dies(
     cluster: NatsCluster, cstack: Stack, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="userstats.shared.rawstream")
+    caplog.set_level(logging.WARNING, logger="userstats.ingest.rawstream")
     await cluster.ready()
     ingest = cstack.ingest(**on(cluster, 1))
     ingest.wait_healthy(timeout=60)

@@ -3,61 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from nats.aio.client import Client
-from userstats.shared import events as ev
 
-from tests.harness import Stack, connect, publish_all, request
-from tests.integration.test_backbone import caught_up
-from tests.projection_helpers import Log
-
-G = "420Grindhouse"
-# Two hours ago, on the hour: ingest's own journal events (settings) carry the wall clock,
-# and query windows end at the newest event time, so the known log must be recent too.
-BASE = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(hours=2)
-
-
-def ts(seconds: int) -> str:
-    return (BASE + timedelta(seconds=seconds)).isoformat()
-
-
-HOUR = BASE.strftime("%Y-%m-%d %H:00:00")
-
-
-def known_log() -> Log:
-    log = Log(BASE).at(0).emotes(["#Kappa", "#PogChamp"]).media("Night_of_the_Living_Dead.1968.mkv", "abc")
-    log.at(1).join("NightOwl").join("ReelTalk").join("Projectionist")
-    log.at(2).chat("NightOwl", "++Projectionist that print was gorgeous #Kappa")
-    log.at(3).chat("ReelTalk", "lol NightOwl #kappa #KAPPA great movie++")
-    log.at(4).chat("NightOwl", "haha ReelTalk")
-    log.at(5).chat("[server]", "NightOwl joined (aliases: NightOwl)")
-    log.at(6).event("pm", {"username": "NightOwl", "msg": "what&#39;s next?", "to": "KrytenBot"})
-    log.at(7).chat("Projectionist", "movie--")
-    log.at(10).chat("NightOwl", "hello other", channel="Other")
-    log.at(20).event(
-        "chatMsg", {"username": "NightOwl", "msg": "hi anime", "time": 99}, channel="Anime", domain="cy.tube"
-    )
-    log.at(60).afk("ReelTalk", True).at(360).afk("ReelTalk", False)
-    log.at(600).leave("ReelTalk")
-    log.at(700).media("Plan.9.from.Outer.Space.mp4", "p9")
-    log.at(701).chat("NightOwl", "movie++")
-    return log.at(1000).tick()
-
-
-@pytest.fixture
-async def nc(stack: Stack) -> AsyncIterator[Client]:
-    stack.ingest(USERSTATS_CHANNELS=f"cytu.be/{G}").wait_healthy()
-    query = stack.query(USERSTATS_CHANNELS=f"cytu.be/{G}")
-    client = await connect(stack.nats.url)
-    await publish_all(client, [(s, d) for s, d, _ in known_log().messages])
-    query.wait_healthy()
-    await caught_up(client, query)
-    yield client
-    await client.close()
+from testbed.harness import envelope, publish_all, request
+from tests.integration.knownlog import HOUR, G, known_log, ts, us
 
 
 async def ask(nc: Client, command: str, **params: Any) -> Any:
@@ -348,17 +300,12 @@ async def test_alias_commands_and_read_your_writes(nc: Client) -> None:
     last = await publish_all(
         nc,
         [
-            (
-                "kryten.events.cytube.420grindhouse.chatmsg",
-                ev.encode(
-                    {
-                        "event_name": "chatMsg",
-                        "payload": {"username": "NightOwl", "msg": "++reel", "time": 5000},
-                        "channel": G,
-                        "domain": "cytu.be",
-                        "timestamp": ts(1200),
-                    }
-                ),
+            envelope(
+                "chatMsg",
+                {"username": "NightOwl", "msg": "++reel", "time": 5000},
+                channel=G,
+                domain="cytu.be",
+                time_us=us(1200),
             )
         ],
     )
@@ -407,17 +354,12 @@ async def test_reply_caching_is_invisible(nc: Client) -> None:
     last = await publish_all(
         nc,
         [
-            (
-                "kryten.events.cytube.420grindhouse.chatmsg",
-                ev.encode(
-                    {
-                        "event_name": "chatMsg",
-                        "payload": {"username": "ReelTalk", "msg": "++Projectionist", "time": 7000},
-                        "channel": G,
-                        "domain": "cytu.be",
-                        "timestamp": ts(1800),
-                    }
-                ),
+            envelope(
+                "chatMsg",
+                {"username": "ReelTalk", "msg": "++Projectionist", "time": 7000},
+                channel=G,
+                domain="cytu.be",
+                time_us=us(1800),
             )
         ],
     )

@@ -33,6 +33,7 @@ import pytest
 from nats.aio.client import Client
 from userstats.sim.generator import Simulator
 
+from testbed.harness import publish_all, request, stream_last_seq, wait_for
 from tests.dockerstack import (
     ROOT,
     Compose,
@@ -42,7 +43,6 @@ from tests.dockerstack import (
     free_port,
     standin_images,
 )
-from tests.harness import publish_all, request, stream_last_seq, wait_for
 from tests.integration.streamtools import Oracle
 
 pytestmark = pytest.mark.timeout(420)

@@ -12,16 +12,15 @@ from typing import Any
 
 from nats.aio.client import Client
 
-from tests.harness import Stack, connect, publish_all, request, wait_for
-from tests.integration.test_backbone import caught_up
-from tests.integration.test_commands import G, known_log, nc, ts  # noqa: F401  (the stack with the known log)
+from testbed.harness import Stack, caught_up, connect, publish_all, request, wait_for
+from tests.integration.knownlog import G, known_log, ts
 
 KRYTEN = str(Path(sys.executable).parent / "kryten")
 SHELL_PATH = Path(sys.prefix) / "kryten-shell"
 DRIVER = Path(__file__).parent.parent / "kryten_shell_driver.py"
 
 
-async def recording(nc: Client) -> list[dict[str, Any]]:  # noqa: F811
+async def recording(nc: Client) -> list[dict[str, Any]]:
     """Every request body sent to the command subject (a plain subscriber gets a copy)."""
     seen: list[dict[str, Any]] = []
 
@@ -51,7 +50,7 @@ def stable(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-async def test_kryten_cli_userstats_all(nc: Client, stack: Stack) -> None:  # noqa: F811
+async def test_kryten_cli_userstats_all(nc: Client, stack: Stack) -> None:
     sent = await recording(nc)
     text = kryten(stack, "userstats", "all")
     assert text.returncode == 0, text.stderr
@@ -128,7 +127,7 @@ SHELL_SENDS = {
 }
 
 
-async def test_kryten_shell_client_and_views(nc: Client, stack: Stack) -> None:  # noqa: F811
+async def test_kryten_shell_client_and_views(nc: Client, stack: Stack) -> None:
     assert (SHELL_PATH / "kryten_shell" / "client.py").is_file(), "run `make venv` (installs kryten-shell)"
     sent = await recording(nc)
     env = {"PYTHONPATH": str(SHELL_PATH), "PATH": "/usr/bin:/bin", "HOME": str(stack.tmp)}
@@ -212,7 +211,7 @@ async def test_kryten_shell_client_and_views(nc: Client, stack: Stack) -> None: 
     assert "Media History (2 entries)" in text["command_history"]
 
 
-async def test_nats_micro_discovery(nc: Client, stack: Stack) -> None:  # noqa: F811
+async def test_nats_micro_discovery(nc: Client, stack: Stack) -> None:
     second = stack.query()
     second.wait_healthy()
     pings: list[dict[str, Any]] = []
@@ -287,7 +286,7 @@ async def test_lifecycle_messages(stack: Stack, tmp_path: Path) -> None:
         assert again and again[0]["channels_configured"] == 1 and again[0]["metrics_port"] == query.port
         await wait_for(lambda: any(s.endswith(".heartbeat") for s, _ in seen), timeout=8, what="heartbeat")
         query.stop()
-        await asyncio.sleep(0.3)
+        await wait_for(lambda: any(s.endswith(".shutdown") for s, _ in seen), timeout=5, what="shutdown")
         shutdown = [b for s, b in seen if s.endswith(".shutdown")]
         assert shutdown and shutdown[0]["reason"] == "Normal shutdown"
     finally:

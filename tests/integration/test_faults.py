@@ -21,9 +21,8 @@ from userstats.shared import snapshots
 from userstats.shared.subjects import POINTER_KEY
 from userstats.sim.generator import Simulator
 
-from tests.harness import Service, Stack, connect, publish_all, request, wait_for
+from testbed.harness import Service, Stack, caught_up, connect, metric, publish_all, request, wait_for
 from tests.integration.streamtools import Oracle, dump, dump_file, read_stream, rebuild
-from tests.integration.test_backbone import caught_up, metric
 
 
 @pytest.mark.parametrize(
@@ -43,10 +42,18 @@ async def test_nats_restart_during_load(stack: Stack, events: int, restarts: int
             assert i > 0 or (ingest.health()[1]["checkpoint_seq"] or 0) < stored
             await nc.close()
             stack.nats.stop()
-            await asyncio.sleep(1)
+            await wait_for(
+                lambda: not ingest.health()[1]["nats_connected"], timeout=10, what="ingest to see it"
+            )
+            at_stop = ingest.health()[1]["checkpoint_seq"] or 0
             stack.nats.start()
             nc = await connect(stack.nats.url)
-            await asyncio.sleep(2)  # let ingest reconnect and get partway
+
+            def partway(at: int = at_stop) -> bool:  # ingest reconnected and projects again
+                body = ingest.health()[1]
+                return bool(body["nats_connected"]) and ((body["checkpoint_seq"] or 0) > at or at >= stored)
+
+            await wait_for(partway, timeout=30, what="ingest to reconnect and get partway")
         last = await publish_all(nc, second)
         query.wait_healthy()
         await wait_for(lambda: ingest.health()[0] == 200, timeout=30, what="ingest to reconnect")
@@ -83,10 +90,14 @@ async def test_kill_9_of_one_replica_under_load_fails_only_its_in_flight_request
         await caught_up(nc, survivor)
         await request(nc, {"command": "system.stats", "min_seq": last})
         askers = [asyncio.create_task(ask(k)) for k in range(4)]
-        await asyncio.sleep(1.0)
+        await wait_for(lambda: len(results) >= 40, timeout=10, what="both replicas answering")
         killed_at = asyncio.get_running_loop().time()
         doomed.kill9()
-        await asyncio.sleep(4.0)
+        await wait_for(  # the killed replica's requests have timed out, and the survivor serves on
+            lambda: len(results) > 200 and sum(1 for t, ok in results if ok and t > killed_at + 2.5) > 50,
+            timeout=10,
+            what="answers after the kill",
+        )
         stop.set()
         await asyncio.gather(*askers)
         failures = [t for t, ok in results if not ok]
@@ -446,7 +457,12 @@ async def test_disk_full_stops_projecting_without_loss_and_it_resumes_when_space
             lambda: (h := ingest.health()) and h[1].get("write_error") and h, what="ingest to report"
         )
         assert health[0] == 503 and "No space left on device" in health[1]["write_error"]
-        await asyncio.sleep(3)  # it keeps retrying, and nothing moves
+        failed = metric(ingest.metrics(), "userstats_ingest_apply_failures_total") or 0
+        await wait_for(  # it keeps retrying (after 1 s, then 2 s), and nothing moves
+            lambda: (metric(ingest.metrics(), "userstats_ingest_apply_failures_total") or 0) >= failed + 2,
+            timeout=10,
+            what="two more failed retries",
+        )
         body = ingest.health()[1]
         assert ingest.proc is not None and ingest.proc.poll() is None
         assert before <= body["checkpoint_seq"] < last and body["write_error"]

@@ -12,9 +12,8 @@ import duckdb
 from nats.aio.client import Client
 from userstats.shared import forget, snapshots, subjects
 
-from tests.harness import Stack, connect, publish_all, request, wait_for
+from testbed.harness import Stack, caught_up, connect, publish_all, request, wait_for
 from tests.integration.streamtools import dump_file, read_stream
-from tests.integration.test_backbone import caught_up
 from tests.integration.test_rebuild import cli, finish
 from tests.projection_helpers import Log
 

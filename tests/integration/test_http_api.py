@@ -20,7 +20,7 @@ import pytest
 from userstats.query.api import LIVE_COMMANDS, READ_COMMANDS
 from userstats.shared import requests
 
-from tests.harness import Service, Stack, free_port, wait_for
+from testbed.harness import Service, Stack, free_port, wait_for
 from tests.projection_helpers import Log
 from tests.webcorpus import BASE, ROOM, XSS_USER, Live, live_stack
 
@@ -322,8 +322,9 @@ def test_static_files(live: Live) -> None:
     assert get(live, "/favicon.ico").headers["content-type"] == "image/svg+xml"
 
 
-def test_pages_off_and_the_bind_address(live: Live) -> None:
-    """`userstats.web_pages` off keeps the API; `userstats.http_host` is where it listens."""
+def test_pages_off_the_bind_address_and_the_size_limit(live: Live) -> None:
+    """`userstats.web_pages` off keeps the API; `userstats.http_host` is where it listens;
+    `userstats.request_max_bytes` bounds the query string."""
     port = free_port()
     workdir = live.stack.tmp / "replica-127.0.0.2"
     workdir.mkdir()
@@ -332,6 +333,7 @@ def test_pages_off_and_the_bind_address(live: Live) -> None:
         USERSTATS_REPLICA_DIR=str(workdir),
         USERSTATS_WEB_PAGES="false",
         USERSTATS_HTTP_HOST="127.0.0.2",
+        USERSTATS_REQUEST_MAX_BYTES="1024",
     )
     live.stack.services.append(Service("query", env, live.stack.tmp, port).start())  # stopped with the stack
     base = f"http://127.0.0.2:{port}"
@@ -346,6 +348,16 @@ def test_pages_off_and_the_bind_address(live: Live) -> None:
     assert httpx.get(base + "/api/v1/channel.list", timeout=5).json()["success"] is True
     for path in ("/", f"/channel/cytu.be/{ROOM}", "/user/alice"):
         assert httpx.get(base + path, timeout=5).status_code == 404, path
+    # a query string over userstats.request_max_bytes: 413 with the NATS message, nothing run
+    big = httpx.get(base + "/api/v1/user.stats?username=" + "x" * 1100, timeout=5)
+    assert big.status_code == 413 and big.json()["error"] == "Request too large: 1109 bytes (limit 1024)"
+    assert big.headers["cache-control"] == "no-store"
+    ok = httpx.get(base + "/api/v1/user.stats?username=" + "x" * 900, timeout=5)
+    # under the limit: the usual validation
+    assert (
+        ok.status_code == 400
+        and ok.json()["error"] == "invalid parameter username: Expected `str` of length <= 200"
+    )
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0  # nothing listens there
 

@@ -19,11 +19,10 @@ from typing import Any
 import pytest
 from nats.aio.client import Client
 
-from tests.harness import Stack, chat_envelope, connect, request, stream_last_seq
+from testbed.harness import Stack, caught_up, chat_envelope, connect, request, stored, stream_last_seq
+from testbed.kus071 import CHANNELS, DOMAIN, OTHER_DOMAIN, Reference
 from tests.integration.streamtools import dump as dump_con
 from tests.integration.streamtools import dump_file, read_stream, rebuild
-from tests.integration.test_backbone import caught_up
-from tests.reference.kus071 import CHANNELS, DOMAIN, OTHER_DOMAIN, Reference
 
 
 def run_cli(stack: Stack, *args: str) -> tuple[int, str]:
@@ -173,10 +172,12 @@ async def test_import_answers_like_0_7_1_and_never_doubles(stack: Stack, tmp_pat
 
         # Live events add on top of the imported history.
         before = await ours(nc, "user.stats", username="user3", domain=DOMAIN, channel=CHANNELS[0])
+        held = (await nc.jetstream().stream_info("USERSTATS")).state.messages
         for i in range(3):
             subject, data = chat("user3", CHANNELS[0], f"hello {i}")
             await nc.publish(subject, data)
         await nc.flush()
+        await stored(nc, held + 3)  # a core publish is flushed before the stream stored it
         await caught_up(nc, replica)
         after = await ours(nc, "user.stats", username="user3", domain=DOMAIN, channel=CHANNELS[0])
         assert after["messages"] == before["messages"] + 3

@@ -22,7 +22,7 @@ import duckdb
 import pytest
 from userstats.shared import apply
 
-from tests.harness import NatsServer, free_port
+from testbed.harness import NatsServer, free_port
 from userstats.client import UserstatsClient, UserstatsUnavailable
 
 BIN = Path(sys.executable).parent
@@ -156,7 +156,10 @@ def test_dead_letters_read_the_file_when_nats_is_down(tmp_path: Path) -> None:
     assert code == 1 and out == "" and seconds < 10
     note, line = lines(err)  # that NATS is unreachable, then why it cannot read the file
     assert note.endswith("connection refused; reading the database file instead")
-    assert f"ERROR   ingest: no database at {tmp_path / 'data' / 'userstats.duckdb'} (database.path" in line
+    assert (
+        f"ERROR   userstats.ingest: no database at {tmp_path / 'data' / 'userstats.duckdb'} (database.path"
+        in line
+    )
     assert "Traceback" not in err
     (tmp_path / "data").mkdir()
     con = duckdb.connect(str(tmp_path / "data" / "userstats.duckdb"))

@@ -22,9 +22,8 @@ from userstats.shared import schema, snapshots
 from userstats.shared.settings import NatsSettings
 from userstats.sim.generator import Simulator
 
-from tests.harness import Stack, connect, publish_all, request, wait_for
+from testbed.harness import Stack, caught_up, connect, metric, publish_all, request, wait_for
 from tests.integration.streamtools import dump, dump_file, read_stream, rebuild
-from tests.integration.test_backbone import caught_up, metric
 
 
 def cli(stack: Stack, *args: str, **env: str) -> subprocess.Popen[str]:

@@ -12,9 +12,8 @@ from pathlib import Path
 
 from userstats.sim.generator import Simulator
 
-from tests.harness import Stack, connect, publish_all, wait_for
+from testbed.harness import Stack, caught_up, connect, publish_all, wait_for
 from tests.integration.streamtools import dump_file
-from tests.integration.test_backbone import caught_up
 from tests.integration.test_rebuild import cli, finish
 
 

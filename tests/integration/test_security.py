@@ -18,8 +18,8 @@ import nkeys
 import pytest
 from userstats.sim.generator import Simulator
 
-from tests.harness import NatsServer, Stack, publish_all, request, wait_for
-from tests.integration.test_backbone import caught_up
+from testbed.harness import NatsServer, Stack, caught_up, publish_all, request, wait_for
+from tests.integration.certs import make_certs
 from tests.natsjwt import decentralized
 
 # Least privilege for a replica: read the stream through consumers, read snapshots and
@@ -147,57 +147,6 @@ async def test_nkey_seed_file(tmp_path: Path) -> None:
             stack.stop_all()
 
 
-def make_certs(d: Path) -> None:
-    def ssl(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=d)
-
-    ssl(
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=userstats test CA",
-    )
-    ssl(
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-        "-subj",
-        "/CN=127.0.0.1",
-    )
-    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    ssl(
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-out",
-        "server.pem",
-        "-days",
-        "2",
-        "-extfile",
-        "san.ext",
-    )
-
-
 async def test_tls(tmp_path: Path) -> None:
     make_certs(tmp_path)
     conf = f'tls {{ cert_file: "{tmp_path}/server.pem", key_file: "{tmp_path}/server.key" }}\n'
@@ -276,15 +225,23 @@ async def test_replicas_work_with_least_privilege_and_cannot_write_the_stream(
             # nor delete from it (user.forget's deletions are ingest's)
             await as_query.publish("$JS.API.STREAM.MSG.DELETE.USERSTATS", b'{"seq": 1}', reply="_INBOX.x")
             await as_query.flush()
-            await asyncio.sleep(0.5)
+            refusals = [
+                f'"$G/user:query" - Publish Violation - Subject "{subject}"'
+                for subject in (
+                    "userstats.journal.tick",
+                    "kryten.events.cytube.x.chatmsg",
+                    "$JS.API.STREAM.MSG.DELETE.USERSTATS",  # nor delete from it
+                )
+            ]
+            await wait_for(
+                lambda: all(r in permission_server.log.read_text() for r in refusals),
+                timeout=5,
+                what="the server to log the three refusals",
+            )
             await as_query.close()
             server_log = permission_server.log.read_text()
-            for subject in (
-                "userstats.journal.tick",
-                "kryten.events.cytube.x.chatmsg",
-                "$JS.API.STREAM.MSG.DELETE.USERSTATS",
-            ):
-                assert f'"$G/user:query" - Publish Violation - Subject "{subject}"' in server_log
+            for refusal in refusals:
+                assert refusal in server_log
             assert (
                 (await nc.jetstream().stream_info("USERSTATS")).state.last_seq == forgot["as_of_seq"] > last
             )

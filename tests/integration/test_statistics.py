@@ -11,9 +11,18 @@ from userstats.query.replica import Replica
 from userstats.shared import events as ev
 from userstats.sim.generator import Simulator
 
-from tests.harness import Service, Stack, connect, free_port, publish_all, request, wait_for
+from testbed.harness import (
+    Service,
+    Stack,
+    caught_up,
+    connect,
+    envelope,
+    free_port,
+    publish_all,
+    request,
+    wait_for,
+)
 from tests.integration.streamtools import dump, dump_file, read_stream, rebuild
-from tests.integration.test_backbone import caught_up
 
 
 async def test_live_resumed_rebuilt_and_replica_tables_are_identical(stack: Stack) -> None:
@@ -89,17 +98,12 @@ async def test_bridge_kv_state_is_read_at_start_and_projected(stack: Stack) -> N
         await publish_all(
             nc,
             [
-                (
-                    "kryten.events.cytube.420grindhouse.chatmsg",
-                    ev.encode(
-                        {
-                            "event_name": "chatMsg",
-                            "payload": {"username": "NightOwl", "msg": "#kappa great movie++", "time": 1},
-                            "channel": "420Grindhouse",
-                            "domain": "cytu.be",
-                            "timestamp": ev.iso_from_us(ev.to_us(ev.EPOCH) + 1_800_000_000_000_000),
-                        }
-                    ),
+                envelope(
+                    "chatMsg",
+                    {"username": "NightOwl", "msg": "#kappa great movie++", "time": 1},
+                    channel="420Grindhouse",
+                    domain="cytu.be",
+                    time_us=ev.to_us(ev.EPOCH) + 1_800_000_000_000_000,
                 )
             ],
         )
@@ -124,16 +128,8 @@ async def test_ticks_record_population_of_quiet_channels(stack: Stack) -> None:
         ingest.wait_healthy()
         query = stack.query()
         now = int(time.time() * 1_000_000) - 900 * 1_000_000  # 15 minutes ago: ticks must fill 3 rows
-        join = ev.encode(
-            {
-                "event_name": "addUser",
-                "payload": {"name": "solo"},
-                "channel": "Quiet",
-                "domain": "cytu.be",
-                "timestamp": ev.iso_from_us(now),
-            }
-        )
-        await publish_all(nc, [("kryten.events.cytube.quiet.adduser", join)])
+        join = envelope("addUser", {"name": "solo"}, channel="Quiet", domain="cytu.be", time_us=now)
+        await publish_all(nc, [join])
         query.wait_healthy()
 
         async def rows() -> list[dict[str, Any]]:

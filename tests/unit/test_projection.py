@@ -9,8 +9,9 @@ from datetime import datetime
 
 import pytest
 from userstats.shared import events as ev
+from userstats.shared import schema
 
-from tests.projection_helpers import CHANNEL, DOMAIN, T0, Log, Projection, project
+from tests.projection_helpers import CHANNEL, DOMAIN, T0, Log, Projection, counters, project
 
 
 def counts(p: Projection, table: str, value: str) -> dict[str, int]:
@@ -67,7 +68,7 @@ def test_shadow_muted_chat_is_not_counted_by_default() -> None:
 
 def test_shadow_muted_chat_counted_when_configured() -> None:
     log = Log().journal(
-        ev.Settings(
+        ev.SettingsChanged(
             timestamp=T0, trigger_phrases=["lol"], count_shadow_muted=True, population_interval_seconds=300
         )
     )
@@ -117,51 +118,73 @@ def kudos_log(*messages: tuple[str, str]) -> Log:
     return log
 
 
-def test_plusplus_resolution_existence_and_stored_spelling() -> None:
-    p = project(kudos_log(("alice", "++bob thanks"), ("alice", "thanks ghost++"), ("carol", "BOB++")))
-    assert p.table("kudos_plusplus") == [("Bob", CHANNEL, DOMAIN, 2)]
+def kudos(log: Log, kind: str = schema.PLUSPLUS) -> dict[tuple[str, ...], int]:
+    """(recipient, channel, domain) -> ++ kudos, or (recipient, phrase) -> phrase kudos, from
+    the projection itself."""
+    rows = counters(log).get(kind, {})
+    if kind == schema.PHRASES:
+        return {(user, phrase): n for (user, _, _, phrase, _), (n, _) in rows.items()}
+    return {(user, channel, domain): n for (user, channel, domain, _, _), (n, _) in rows.items()}
 
 
-def test_plusplus_counts_once_per_target_and_message() -> None:
-    """Deliberately different: 0.7.1 gave ++bob++ two kudos, and `++bob ++bob` two."""
-    p = project(kudos_log(("alice", "++bob++"), ("alice", "++bob ++Bob"), ("alice", "++bob ++carol")))
-    assert counts(p, "kudos_plusplus", "kudos_count") == {"Bob": 3, "carol": 1}
+@pytest.mark.parametrize(
+    ("log", "expected"),
+    [
+        pytest.param(
+            kudos_log(("alice", "++bob thanks"), ("alice", "thanks ghost++"), ("carol", "BOB++")),
+            {("Bob", CHANNEL, DOMAIN): 2},
+            id="resolution, existence and stored spelling",
+        ),
+        pytest.param(  # deliberately different: 0.7.1 gave ++bob++ two kudos, and `++bob ++bob` two
+            kudos_log(("alice", "++bob++"), ("alice", "++bob ++Bob"), ("alice", "++bob ++carol")),
+            {("Bob", CHANNEL, DOMAIN): 3, ("carol", CHANNEL, DOMAIN): 1},
+            id="once per target and message",
+        ),
+        pytest.param(
+            kudos_log(("alice", "++dave")).join("dave").chat("alice", "++dave"),
+            {("dave", CHANNEL, DOMAIN): 1},
+            id="kudos to unknown users are dropped, not deferred",
+        ),
+    ],
+)
+def test_plusplus_kudos(log: Log, expected: dict[tuple[str, ...], int]) -> None:
+    assert kudos(log) == expected
 
 
 def test_self_kudos_blocked_including_own_alias() -> None:
     log = kudos_log()
     log.journal(ev.AliasChange(timestamp=T0, action="add", username="alice", alias="ali"))
     log.chat("alice", "++alice ++ALI lol alice").chat("Bob", "++ali")
-    p = project(log)
-    assert p.table("kudos_plusplus") == [("alice", CHANNEL, DOMAIN, 1)]
-    assert p.table("kudos_phrases") == []
+    assert kudos(log) == {("alice", CHANNEL, DOMAIN): 1}
+    assert kudos(log, schema.PHRASES) == {}
 
 
-def test_kudos_to_unknown_users_are_dropped_not_deferred() -> None:
-    log = kudos_log(("alice", "++dave")).join("dave").chat("alice", "++dave")
-    assert project(log).table("kudos_plusplus") == [("dave", CHANNEL, DOMAIN, 1)]
-
-
-def test_phrase_kudos_once_per_target_phrase_and_message() -> None:
-    """Deliberately different: with `haha` in the phrase list 0.7.1 counted `haha bob` twice."""
-    p = project(kudos_log(("alice", "haha bob"), ("alice", "lol bob lol"), ("alice", "hahaha carol")))
-    rows = p.rows("SELECT username, phrase, kudos_count FROM kudos_phrases ORDER BY ALL")
-    assert rows == [("Bob", "haha", 1), ("Bob", "lol", 1), ("carol", "haha", 1)]
+@pytest.mark.parametrize(
+    ("log", "expected"),
+    [
+        pytest.param(  # deliberately different: with `haha` in the list 0.7.1 counted `haha bob` twice
+            kudos_log(("alice", "haha bob"), ("alice", "lol bob lol"), ("alice", "hahaha carol")),
+            {("Bob", "haha"): 1, ("Bob", "lol"): 1, ("carol", "haha"): 1},
+            id="once per target, phrase and message",
+        ),
+    ],
+)
+def test_phrase_kudos(log: Log, expected: dict[tuple[str, ...], int]) -> None:
+    assert kudos(log, schema.PHRASES) == expected
 
 
 def test_alias_resolution_for_kudos() -> None:
     log = kudos_log()
     log.journal(ev.AliasChange(timestamp=T0, action="add", username="Bob", alias="Bobby"))
     log.chat("alice", "thanks bobby++").chat("alice", "lol BOBBY")
-    p = project(log)
-    assert p.table("kudos_plusplus") == [("Bob", CHANNEL, DOMAIN, 1)]
-    assert p.rows("SELECT username, phrase FROM kudos_phrases") == [("Bob", "lol")]
+    assert kudos(log) == {("Bob", CHANNEL, DOMAIN): 1}
+    assert list(kudos(log, schema.PHRASES)) == [("Bob", "lol")]
 
 
 def test_trigger_phrases_come_from_settings_events_at_their_position() -> None:
     log = kudos_log(("alice", "rofl bob"), ("alice", "lmao bob"))
     log.journal(
-        ev.Settings(
+        ev.SettingsChanged(
             timestamp=T0, trigger_phrases=["LMAO"], count_shadow_muted=False, population_interval_seconds=300
         )
     )
@@ -205,40 +228,47 @@ def test_emote_list_as_object_keys() -> None:
 
 
 def activity(log: Log) -> list[tuple[str, int, int]]:
-    return project(log).rows(
-        "SELECT username, total_time_seconds, not_afk_time_seconds FROM user_activity ORDER BY ALL"
-    )
+    """user_activity rows (username, total, not-AFK seconds), from the projection itself."""
+    rows = counters(log).get(schema.ACTIVITY, {})
+    return sorted((user, total, active) for (user, *_), (total, active) in rows.items())
 
 
-def test_thirty_minute_session() -> None:
-    assert activity(Log().at(0).join("a").at(1800).leave("a")) == [("a", 1800, 1800)]
-
-
-def test_afk_in_between() -> None:
-    log = Log().at(0).join("a").at(600).afk("a", True).at(900).afk("a", False).at(1800).leave("a")
-    assert activity(log) == [("a", 1800, 1500)]
-
-
-def test_afk_until_leave() -> None:
-    assert activity(Log().at(0).join("a").at(600).afk("a", True).at(1800).leave("a")) == [("a", 1800, 600)]
-
-
-def test_afk_for_unknown_user_opens_a_session() -> None:
-    assert activity(Log().at(0).afk("a", True).at(100).leave("a")) == [("a", 100, 0)]
-
-
-def test_leave_without_session_does_nothing() -> None:
-    assert activity(Log().leave("ghost")) == []
-
-
-def test_duplicate_join_keeps_the_open_session() -> None:
-    """Deliberately different: 0.7.1 overwrote the session and lost its time."""
-    assert activity(Log().at(0).join("a").at(100).join("a").at(300).leave("a")) == [("a", 300, 300)]
-
-
-def test_sessions_accumulate_over_visits() -> None:
-    log = Log().at(0).join("a").at(3600).leave("a").at(4000).join("a").at(5800).leave("a")
-    assert activity(log) == [("a", 5400, 5400)]
+@pytest.mark.parametrize(
+    ("log", "expected"),
+    [
+        pytest.param(
+            Log().at(0).join("a").at(1800).leave("a"), [("a", 1800, 1800)], id="thirty-minute session"
+        ),
+        pytest.param(
+            Log().at(0).join("a").at(600).afk("a", True).at(900).afk("a", False).at(1800).leave("a"),
+            [("a", 1800, 1500)],
+            id="afk in between",
+        ),
+        pytest.param(
+            Log().at(0).join("a").at(600).afk("a", True).at(1800).leave("a"),
+            [("a", 1800, 600)],
+            id="afk until leave",
+        ),
+        pytest.param(
+            Log().at(0).afk("a", True).at(100).leave("a"),
+            [("a", 100, 0)],
+            id="afk for unknown user opens a session",
+        ),
+        pytest.param(Log().leave("ghost"), [], id="leave without session does nothing"),
+        pytest.param(  # deliberately different: 0.7.1 overwrote the session and lost its time
+            Log().at(0).join("a").at(100).join("a").at(300).leave("a"),
+            [("a", 300, 300)],
+            id="duplicate join keeps the open session",
+        ),
+        pytest.param(
+            Log().at(0).join("a").at(3600).leave("a").at(4000).join("a").at(5800).leave("a"),
+            [("a", 5400, 5400)],
+            id="sessions accumulate over visits",
+        ),
+    ],
+)
+def test_session_time(log: Log, expected: list[tuple[str, int, int]]) -> None:
+    assert activity(log) == expected
 
 
 def test_userlist_closes_sessions_of_absent_users_at_its_time() -> None:

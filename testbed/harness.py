@@ -336,14 +336,47 @@ async def wait_for(
     raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
-def chat_envelope(user: str, text: str, *, channel: str, domain: str, time_us: int) -> tuple[str, bytes]:
-    """A chatMsg as the bridge publishes it, at `time_us` (CyTube's `time` in ms follows it)."""
+async def caught_up(nc: Client, svc: Service) -> int:
+    """Wait until the service (ingest or replica) reflects the stream's last sequence."""
+    last = await stream_last_seq(nc)
+
+    def at() -> int:
+        code, body = svc.health()
+        seq = body.get("checkpoint_seq", body.get("as_of_seq")) or 0
+        return int(seq) if code == 200 and seq >= last else 0
+
+    seq = int(await wait_for(at, timeout=60, what=f"{svc.module} to reach seq {last}"))
+    if svc.module == "query":
+        # A replica writes what it projected within 50 ms, or at once for a min_seq request:
+        # make the next plain reads see everything.
+        await request(nc, {"command": "system.stats", "min_seq": last})
+    return seq
+
+
+def metric(text: str, name: str) -> float | None:
+    m = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.M)
+    return float(m.group(1)) if m else None
+
+
+async def metric_becomes(svc: Service, name: str, value: float) -> None:
+    """Replica gauges are refreshed once a second after batches land: wait for the value."""
+    await wait_for(lambda: metric(svc.metrics(), name) == value, timeout=10, what=f"{name} == {value}")
+
+
+def envelope(event_name: str, payload: Any, *, channel: str, domain: str, time_us: int) -> tuple[str, bytes]:
+    """(subject, bytes) of an event as the bridge publishes it, stamped `time_us`."""
     env = ev.EnvelopeOut(
-        event_name="chatMsg",
-        payload={"username": user, "msg": text, "time": time_us // 1000, "meta": {}},
+        event_name=event_name,
+        payload=payload,
         channel=channel,
         domain=domain,
         timestamp=ev.iso_from_us(time_us),
         correlation_id="test",
     )
-    return event_subject(channel, "chatMsg"), ev.encode(env)
+    return event_subject(channel, event_name), ev.encode(env)
+
+
+def chat_envelope(user: str, text: str, *, channel: str, domain: str, time_us: int) -> tuple[str, bytes]:
+    """A chatMsg as the bridge publishes it, at `time_us` (CyTube's `time` in ms follows it)."""
+    payload = {"username": user, "msg": text, "time": time_us // 1000, "meta": {}}
+    return envelope("chatMsg", payload, channel=channel, domain=domain, time_us=time_us)

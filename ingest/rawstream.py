@@ -11,7 +11,7 @@ It reads a fixed range once, in order. When the connection or the consumer is lo
 node killed or in lame-duck mode, a cluster electing a new leader), it resumes after the
 last sequence it delivered, through the next server of the list, for as long as it keeps
 making progress. The consumer itself is created and deleted through the caller's nats-py
-connection (which fails over by itself). Authentication mirrors `natsconn`: user/password (also in
+connection (which fails over by itself). Authentication is natsconn's: user/password (also in
 the URL), token, nkey seed file, .creds file, TLS.
 """
 
@@ -32,7 +32,7 @@ from urllib.parse import unquote, urlparse
 
 import nkeys  # type: ignore[import-untyped]
 from nats.js import JetStreamContext, api
-from userstats.shared.natsconn import tls_context
+from userstats.shared import natsconn
 from userstats.shared.settings import NatsSettings
 
 log = logging.getLogger(__name__)
@@ -69,7 +69,11 @@ def _creds(path: str) -> tuple[str, bytes]:
 def connect_fields(
     s: NatsSettings, info: dict[str, Any], url_user: str | None, url_pass: str | None
 ) -> dict[str, Any]:
-    """The CONNECT options with the credentials the settings (or the URL) give."""
+    """The CONNECT options with the credentials the settings (or the URL) give.
+
+    Which credentials apply is natsconn's choice (`connect_options`, what nats-py is given);
+    this only writes them as protocol fields, signing the server's nonce with an nkey."""
+    opts = natsconn.connect_options(s, "userstats-rebuild-reader")
     fields: dict[str, Any] = {
         "verbose": False,
         "pedantic": False,
@@ -78,23 +82,23 @@ def connect_fields(
         "protocol": 1,
         "headers": True,
         "no_responders": True,
-        "name": "userstats-rebuild-reader",
+        "name": opts["name"],
     }
-    user, password = s.user or url_user, s.password if s.user else url_pass
+    user, password = (opts["user"], opts["password"]) if "user" in opts else (url_user, url_pass)
     if user:
         fields["user"], fields["pass"] = user, password or ""
-    if s.token:
-        fields["auth_token"] = s.token
+    if "token" in opts:
+        fields["auth_token"] = opts["token"]
     seed: bytes | None = None
-    if s.creds:
-        fields["jwt"], seed = _creds(s.creds)
-    elif s.nkey_seed:
-        seed = Path(s.nkey_seed).read_bytes().strip()
+    if "user_credentials" in opts:
+        fields["jwt"], seed = _creds(opts["user_credentials"])
+    elif "nkeys_seed" in opts:
+        seed = Path(opts["nkeys_seed"]).read_bytes().strip()
     if seed is not None:
         kp = nkeys.from_seed(bytearray(seed))
         nonce = str(info.get("nonce", ""))
         fields["sig"] = base64.b64encode(kp.sign(nonce.encode())).decode()
-        if not s.creds:
+        if "user_credentials" not in opts:
             fields["nkey"] = kp.public_key.decode()
     return fields
 
@@ -127,7 +131,7 @@ class RawConnection:
             writer.close()
             raise RawConnectError(f"unexpected greeting {line[:40]!r}")
         info = json.loads(line[5:])
-        ctx = tls_context(s)
+        ctx = natsconn.tls_context(s)
         if ctx is None and (url.scheme == "tls" or info.get("tls_required")):
             ctx = ssl.create_default_context()
         if ctx is not None:
