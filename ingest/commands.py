@@ -1,4 +1,4 @@
-"""Write commands (alias.add / alias.delete / alias.update), forwarded here by replicas.
+"""Write commands (alias.add / alias.delete / alias.update / user.forget), forwarded here by replicas.
 
 Serialized by one lock: decide on the live State, append the journal event, wait until it
 is projected, reply with the outcome and the seq it is visible at (read-your-writes).
@@ -14,10 +14,11 @@ from datetime import UTC, datetime
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from userstats.ingest import aliases
+from userstats.ingest.eraser import Eraser
 from userstats.ingest.journal import Journal, JournalError
 from userstats.ingest.projector import ProjectorLoop
+from userstats.shared import forget, requests
 from userstats.shared import messages as m
-from userstats.shared import requests
 from userstats.shared.subjects import INGEST_COMMAND_SUBJECT
 
 log = logging.getLogger(__name__)
@@ -27,9 +28,15 @@ PROJECT_TIMEOUT = 10.0
 
 class WriteCommands:
     def __init__(
-        self, nc: Client, journal: Journal, loop: Callable[[], ProjectorLoop], max_bytes: int
+        self,
+        nc: Client,
+        journal: Journal,
+        loop: Callable[[], ProjectorLoop],
+        max_bytes: int,
+        eraser: Eraser | None = None,
     ) -> None:
         self._nc = nc
+        self._eraser = eraser
         self._journal = journal
         self._loop = loop
         self._max_bytes = max_bytes
@@ -59,7 +66,10 @@ class WriteCommands:
         state = self._loop().projector.state
         now = datetime.now(UTC)
         p = req.params
-        if isinstance(p, m.AliasUpdateParams):
+        outcome: aliases.AliasOutcome | forget.ForgetOutcome
+        if isinstance(p, m.ForgetParams):
+            outcome = forget.decide(state, p, now)
+        elif isinstance(p, m.AliasUpdateParams):
             outcome = aliases.decide_update(state, p, now)
         elif req.command == "alias.add":
             assert isinstance(p, m.AliasPairParams)
@@ -78,5 +88,10 @@ class WriteCommands:
                 f"{req.command} appended at seq {seq} but not projected within {PROJECT_TIMEOUT:.0f} s",
                 req.command,
             )
-        log.info("%s: %s (seq %d)", req.command, outcome.data["message"], seq)
+        if isinstance(outcome, forget.ForgetOutcome):
+            if self._eraser is not None:
+                await self._eraser.start_scan(outcome.event.user_hash, seq)
+            log.info("user.forget: user %s forgotten at seq %d", outcome.event.user_hash[:12], seq)
+        else:
+            log.info("%s: %s (seq %d)", req.command, outcome.data["message"], seq)
         return m.ok(req.command, outcome.data, seq)

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 import duckdb
 from nats.js import JetStreamContext
@@ -35,6 +36,7 @@ class ProjectorLoop:
         batch_max_events: int = 20_000,
         batch_max_seconds: float = 0.5,
         batch_linger_seconds: float = 0.1,
+        on_forgotten: Callable[[list[int]], None] | None = None,
     ) -> None:
         self._js = js
         self._con = con
@@ -43,6 +45,7 @@ class ProjectorLoop:
         self._max_events = batch_max_events
         self._max_seconds = batch_max_seconds
         self._linger = batch_linger_seconds
+        self._on_forgotten = on_forgotten  # seqs of a forgotten user's events, once committed
         cp = apply.read_checkpoint(con)
         self.gate = SequenceGate(cp.seq)
         self.generation = cp.generation
@@ -80,6 +83,8 @@ class ProjectorLoop:
         if dead:
             self._metrics.dead_letters.inc(dead[0])
             log.warning("seq <= %d: %d message(s) recorded as dead letters", seq, dead[0])
+        if delta.forgotten_seqs and self._on_forgotten is not None:
+            self._on_forgotten(delta.forgotten_seqs)
         await self.gate.advance(seq)
 
     async def run(self, stop: asyncio.Event) -> None:

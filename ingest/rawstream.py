@@ -341,8 +341,8 @@ async def _read(
             if seq > end:
                 done = True
                 break
-            if seq > expected:
-                log.warning(
+            if seq > expected:  # deleted (user.forget) or aged out: a normal gap
+                log.debug(
                     "messages %d..%d are no longer in the stream; continuing at %d", expected, seq - 1, seq
                 )
             name = names.get(subject)

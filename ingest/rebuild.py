@@ -2,6 +2,11 @@
 
 The live database is never touched here: a crash (even kill -9) leaves only a partial
 shadow file, which the next attempt deletes. Swapping the result in is `swap.py`'s job.
+
+A stream with a retention (max age, bytes or messages) no longer starts at seq 1. The
+rebuild then starts from a base: the newest snapshot in the Object Store whose tables reach
+at least the seq before the stream's first message (ingest publishes one every few seconds,
+so one is always newer than the oldest event kept), and replays the tail after it.
 """
 
 from __future__ import annotations
@@ -22,10 +27,11 @@ from pathlib import Path
 import duckdb
 import msgspec
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 from userstats.ingest import rawstream
 from userstats.ingest.progress import Progress
 from userstats.ingest.stream_setup import STREAM_SUBJECTS
-from userstats.shared import apply
+from userstats.shared import apply, schema, snapshots, subjects
 from userstats.shared.delta import Delta
 from userstats.shared.projection import DEAD_LETTERS_KEY, Projector
 from userstats.shared.settings import NatsSettings
@@ -54,6 +60,70 @@ class RebuildResult:
     dead_letters: int
     generation: str
     reader: str = "fast"  # which stream reader did it: "fast" (rawstream) or "nats-py"
+    base: Base | None = None  # the snapshot it started from (a stream that lost its beginning)
+
+
+@dataclass(frozen=True)
+class Base:
+    """A snapshot a rebuild starts from instead of seq 1."""
+
+    object: str
+    seq: int
+    projection_version: int
+    path: Path
+
+    def describe(self, first_seq: int) -> str:
+        """What a rebuild from this base recomputes, and what it cannot."""
+        text = (
+            f"the stream starts at seq {first_seq} (its retention removed 1..{first_seq - 1}): starting from "
+            f"snapshot {self.object} (tables at seq {self.seq}, projection version "
+            f"{self.projection_version}) and replaying seq {self.seq + 1} on"
+        )
+        if self.projection_version != schema.PROJECTION_VERSION:
+            text += (
+                f". Projection version {schema.PROJECTION_VERSION} differs from the base's "
+                f"{self.projection_version}: its rules apply to events from seq {self.seq + 1} on only; "
+                f"what events up to seq {self.seq} contributed stays as version {self.projection_version} "
+                "counted it, since those events are gone (keep more history with a larger retention, "
+                "or none, to recompute everything)"
+            )
+        return text
+
+
+async def find_base(js: JetStreamContext, first_seq: int, target: int, workdir: Path) -> Base | None:
+    """Download the newest snapshot with first_seq - 1 <= seq <= target (None if there is none)."""
+    try:
+        obs = await js.object_store(subjects.SNAPSHOT_BUCKET)
+        infos = await obs.list()
+    except Exception as exc:  # no bucket, or an empty one
+        log.debug("listing snapshots: %s", exc)
+        return None
+    candidates = []
+    for info in infos:
+        parts = (info.name or "").split("-")
+        if info.deleted or len(parts) < 3 or parts[0] != "snapshot" or not parts[1].isdigit():
+            continue
+        if first_seq - 1 <= int(parts[1]) <= target:
+            candidates.append((int(parts[1]), info))
+    for _, info in sorted(candidates, key=lambda c: c[0], reverse=True):
+        path = workdir / f"base-{info.name}.duckdb"
+        pointer = snapshots.SnapshotPointer(
+            0, info.name, 0, "", int(info.size or 0), snapshots.digest_hex(info.digest) or "", ""
+        )
+        try:
+            await snapshots.download(js, pointer, path, timeout=60)
+            con = duckdb.connect(str(path), read_only=True)
+            try:
+                row = con.execute(f"SELECT seq, projection_version FROM {schema.CHECKPOINT_TABLE}").fetchone()
+            finally:
+                con.close()
+        except (snapshots.SnapshotError, duckdb.Error, OSError) as exc:
+            log.warning("snapshot %s cannot be a base: %s", info.name, exc)
+            path.unlink(missing_ok=True)
+            continue
+        assert row is not None
+        return Base(info.name, int(row[0]), int(row[1]), path)
+    return None
 
 
 async def build_shadow(
@@ -73,29 +143,64 @@ async def build_shadow(
     """
     info = await js.stream_info(stream)
     first, last = int(info.state.first_seq), int(info.state.last_seq)
-    if first > 1:
-        raise RebuildError(
-            f"stream {stream} starts at seq {first}: messages 1..{first - 1} were removed by its limits "
-            "(max_msgs / max_bytes / max_age), so the tables cannot be rebuilt from the log alone. "
-            "Raise the limits for the future; the current tables and snapshots stay valid."
-        )
     target = last if to_seq is None else min(to_seq, last)
     for leftover in (dest, Path(f"{dest}.wal")):
         leftover.unlink(missing_ok=True)  # a previous attempt that died
-    generation = uuid.uuid4().hex
     started = time.monotonic()
-    progress = progress or Progress(1, target)
+    base = None
+    if first > 1:
+        base = await find_base(js, first, target, dest.parent)
+        if base is None:
+            raise RebuildError(
+                f"stream {stream} starts at seq {first}: messages 1..{first - 1} were removed by its limits "
+                "(max_msgs / max_bytes / max_age), and no snapshot in the Object Store reaches seq "
+                f"{first - 1} (or is at most seq {target}), so the tables cannot be rebuilt from the log "
+                "alone. Raise the limits for the future; the current tables and snapshots stay valid."
+            )
+        log.log(
+            logging.WARNING if base.projection_version != schema.PROJECTION_VERSION else logging.INFO,
+            "%s",
+            base.describe(first),
+        )
+    try:
+        return await _build(
+            js, stream, dest, target, base, progress, threads, nats, max_pending_rows, started
+        )
+    finally:
+        if base is not None:
+            base.path.unlink(missing_ok=True)
+
+
+async def _build(
+    js: JetStreamContext,
+    stream: str,
+    dest: Path,
+    target: int,
+    base: Base | None,
+    progress: Progress | None,
+    threads: int,
+    nats: NatsSettings | None,
+    max_pending_rows: int,
+    started: float,
+) -> RebuildResult:
+    generation = uuid.uuid4().hex
+    start = base.seq + 1 if base is not None else 1
+    progress = progress or Progress(start, target)
+    progress.start = start
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe()
     # Default one DuckDB thread: the two Python processes and nats-server fill two cores.
+    base_path = str(base.path) if base is not None else ""
     worker = ctx.Process(
-        target=_worker, args=(str(dest), generation, threads, child, max_pending_rows), daemon=True
+        target=_worker,
+        args=(str(dest), generation, threads, child, max_pending_rows, base_path, target),
+        daemon=True,
     )
     worker.start()
     child.close()
     try:
         try:
-            reader = await _feed(js, stream, target, parent, progress, nats, worker.is_alive)
+            reader = await _feed(js, stream, start, target, parent, progress, nats, worker.is_alive)
             result = await asyncio.to_thread(parent.recv)
         except (EOFError, BrokenPipeError, _WorkerGone) as exc:
             # it may have said why before it went
@@ -114,7 +219,8 @@ async def build_shadow(
         parent.close()
     if seq != target:
         raise RebuildError(f"the rebuild worker stopped at seq {seq}, expected {target}")
-    return RebuildResult(dest, target, target, time.monotonic() - started, dead, generation, reader)
+    events = target - start + 1
+    return RebuildResult(dest, target, events, time.monotonic() - started, dead, generation, reader, base)
 
 
 class _WorkerGone(Exception):
@@ -124,13 +230,14 @@ class _WorkerGone(Exception):
 async def _feed(
     js: JetStreamContext,
     stream: str,
+    start: int,
     target: int,
     conn: Connection,
     progress: Progress,
     nats: NatsSettings | None,
     worker_alive: Callable[[], bool] = lambda: True,
 ) -> str:
-    """Read seq 1..target and hand it to the worker in batches, a sender thread doing the piping.
+    """Read seq start..target and hand it to the worker in batches, a sender thread doing the piping.
 
     With the connection settings, the fast reader (ingest/rawstream.py) reads; without them,
     or if it cannot connect, the services' StreamReader does (about 3x slower). If the worker
@@ -163,18 +270,18 @@ async def _feed(
         progress.update(batch[0][-1])
 
     sender = asyncio.get_running_loop().run_in_executor(None, send)
-    seq = 0
+    seq = start - 1
     try:
-        if nats is not None:
+        if start <= target and nats is not None:  # start > target: the base is at the target
             try:
-                seq = await rawstream.read_range(js, nats, stream, STREAM_SUBJECTS, 1, target, deliver)
+                seq = await rawstream.read_range(js, nats, stream, STREAM_SUBJECTS, start, target, deliver)
             except rawstream.RawConnectError as exc:
                 log.warning("fast stream reader unavailable (%s); reading through nats-py", exc)
                 nats = None
             except rawstream.RawReadError as exc:
                 raise RebuildError(f"reading the stream failed: {exc}") from exc
-        if nats is None:
-            seq = await _feed_nats_py(js, stream, target, deliver)
+        if nats is None and start <= target:
+            seq = await _feed_nats_py(js, stream, start, target, deliver)
     finally:
         try:
             await asyncio.to_thread(put, None)
@@ -186,18 +293,29 @@ async def _feed(
         await sender
     if failed:
         raise _WorkerGone()
+    if seq < target and not await _present(js, stream, seq + 1, target):
+        seq = target  # the last messages were deleted (user.forget): nothing more to read
     if seq < target:
         raise RebuildError(f"the stream ended at seq {seq}, before the target {target}")
     progress.update(seq, final=True)
     return "fast" if nats is not None else "nats-py"
 
 
+async def _present(js: JetStreamContext, stream: str, first: int, last: int) -> bool:
+    """Whether the stream still holds a message in first..last."""
+    try:
+        msg = await js.get_msg(stream, first, subject=">", next=True)
+    except NotFoundError:
+        return False
+    return int(msg.seq or 0) <= last
+
+
 async def _feed_nats_py(
-    js: JetStreamContext, stream: str, target: int, deliver: Callable[[Columns], Awaitable[None]]
+    js: JetStreamContext, stream: str, start: int, target: int, deliver: Callable[[Columns], Awaitable[None]]
 ) -> int:
-    reader = StreamReader(js, stream, STREAM_SUBJECTS, 1, max_buffer=200_000)
+    reader = StreamReader(js, stream, STREAM_SUBJECTS, start, max_buffer=200_000)
     await reader.start()
-    seq = 0
+    seq = start - 1
     try:
         while seq < target:
             if not await reader.wait(timeout=30):
@@ -214,23 +332,44 @@ async def _feed_nats_py(
     return seq
 
 
-def _worker(dest: str, generation: str, threads: int, conn: Connection, max_pending_rows: int) -> None:
+def _worker(
+    dest: str,
+    generation: str,
+    threads: int,
+    conn: Connection,
+    max_pending_rows: int,
+    base: str = "",
+    target: int = 0,
+) -> None:
     """Project what the parent sends and write it in large batches (a separate process).
 
     Sends (dead letters, last seq) when done, or the error message if it fails.
     """
     try:
-        _work(dest, generation, threads, conn, max_pending_rows)
+        _work(dest, generation, threads, conn, max_pending_rows, base, target)
     except Exception as exc:
         with contextlib.suppress(OSError):
             conn.send(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
         conn.close()
 
 
-def _work(dest: str, generation: str, threads: int, conn: Connection, max_pending_rows: int) -> None:
+def _work(
+    dest: str,
+    generation: str,
+    threads: int,
+    conn: Connection,
+    max_pending_rows: int,
+    base: str = "",
+    target: int = 0,
+) -> None:
     con = duckdb.connect(dest, config={"threads": threads})
     apply.create_schema(con, generation)
-    proj = Projector()
+    if base:
+        load_base(con, Path(base))
+        cp = apply.read_checkpoint(con)
+        proj = Projector(apply.load_state(con), cp.seq, cp.event_time_us)
+    else:
+        proj = Projector()
     dead = 0
     checked = 0
     with ThreadPoolExecutor(1) as writer:
@@ -253,11 +392,44 @@ def _work(dest: str, generation: str, threads: int, conn: Connection, max_pendin
             pending.result()
     delta = proj.take_delta()
     dead += _dead(delta)
+    proj.last_seq = max(proj.last_seq, target)  # the parent read up to it (deleted messages at the end)
     apply.apply_batch(con, delta, proj.last_seq, proj.last_event_us)
     con.execute("CHECKPOINT")
     con.close()
     conn.send((dead, proj.last_seq))
     conn.close()
+
+
+def load_base(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Fill the new, empty tables from a snapshot file and take over its checkpoint (with this
+    version and the new generation). A table the base lacks (added since) starts empty; one
+    whose columns differ cannot be continued from, and the rebuild says so."""
+    con.execute(f"ATTACH '{path}' AS base (READ_ONLY)")
+    try:
+        have: dict[str, list[str]] = {}
+        for table, column in con.execute(
+            "SELECT table_name, column_name FROM duckdb_columns() WHERE database_name = 'base' "
+            "ORDER BY table_name, column_index"
+        ).fetchall():
+            have.setdefault(table, []).append(column)
+        for spec in schema.TABLES:
+            if spec.name not in have:
+                continue
+            want = [c.name for c in spec.columns]
+            if have[spec.name] != want:
+                raise RebuildError(
+                    f"the base snapshot's table {spec.name} has columns {have[spec.name]}, this version "
+                    f"{want}: it cannot be continued from; keep the stream's full history to rebuild"
+                )
+            con.execute(f"INSERT INTO main.{spec.name} SELECT * FROM base.{spec.name}")
+        row = con.execute(f"SELECT seq, event_time_us FROM base.{schema.CHECKPOINT_TABLE}").fetchone()
+        assert row is not None
+        con.execute(
+            f"UPDATE {schema.CHECKPOINT_TABLE} SET seq = ?, event_time_us = ?, projection_version = ?",
+            [int(row[0]), int(row[1]), schema.PROJECTION_VERSION],
+        )
+    finally:
+        con.execute("DETACH base")
 
 
 def _dead(delta: Delta) -> int:

@@ -19,13 +19,14 @@ from nats.js import JetStreamContext
 from userstats.ingest.admin import ADMIN_DECODER, list_dead_letters
 from userstats.ingest.commands import WriteCommands
 from userstats.ingest.db import WriterDatabase
+from userstats.ingest.eraser import Eraser
 from userstats.ingest.journal import Journal
 from userstats.ingest.kvstate import read_channel_state
 from userstats.ingest.metrics import IngestMetrics
 from userstats.ingest.projector import ProjectorLoop
-from userstats.ingest.rebuild import build_shadow
+from userstats.ingest.rebuild import RebuildError, build_shadow
 from userstats.ingest.snapshotter import Snapshotter
-from userstats.ingest.stream_setup import ensure_stream
+from userstats.ingest.stream_setup import STREAM_SUBJECTS, ensure_stream
 from userstats.ingest.swap import shadow_path
 from userstats.shared import apply, jshealth, natsconn, replication, schema, snapshots
 from userstats.shared.http import HttpServer, build_app
@@ -49,6 +50,7 @@ class IngestService:
         self.stores: jshealth.StoreWatch | None = None
         self.live = Path(settings.database.path).expanduser().resolve()
         self.db = WriterDatabase(self.live, settings.userstats.duckdb_threads)
+        self.eraser: Eraser | None = None
 
     def positions(self) -> tuple[int | None, int, int | None]:
         """(checkpoint, stream last seq, lag), the same in /health and /metrics.
@@ -144,24 +146,55 @@ class IngestService:
                 self.metrics.registry,
                 "userstats_ingest",
             )
-            version = apply.read_checkpoint(self.db.con).projection_version
-            if version != schema.PROJECTION_VERSION:
+            if u.stream_max_age_seconds and u.snapshot_interval_seconds >= u.stream_max_age_seconds:
                 log.warning(
-                    "database %s was built by projection version %d, this is %d: rebuilding from the stream "
-                    "(replicas keep serving the old snapshot meanwhile)",
-                    live,
-                    version,
-                    schema.PROJECTION_VERSION,
+                    "stream_max_age_seconds (%g) is not longer than snapshot_interval_seconds (%g): events "
+                    "may age out before a snapshot covers them, and a rebuild then has no base",
+                    u.stream_max_age_seconds,
+                    u.snapshot_interval_seconds,
                 )
+            cp = apply.read_checkpoint(self.db.con)
+            first = int(info.state.first_seq)
+            fresh = cp.seq == 0 and first > 1
+            if cp.seq and cp.seq + 1 < first:
+                log.error(
+                    "the stream's retention removed seq %d..%d before they were projected: those events "
+                    "are lost to the tables (make the retention longer than ingest can be down)",
+                    cp.seq + 1,
+                    first - 1,
+                )
+            if cp.projection_version != schema.PROJECTION_VERSION or fresh:
+                if fresh:
+                    log.warning(
+                        "database %s is new and the stream starts at seq %d (retention): starting from the "
+                        "newest snapshot instead of seq 1",
+                        live,
+                        first,
+                    )
+                else:
+                    log.warning(
+                        "database %s was built by projection version %d, this is %d: rebuilding from the "
+                        "stream (replicas keep serving the old snapshot meanwhile)",
+                        live,
+                        cp.projection_version,
+                        schema.PROJECTION_VERSION,
+                    )
                 self.db.close()
-                result = await build_shadow(js, u.stream, shadow_path(live), nats=self.settings.nats)
-                self.db.swap(result.path)
-                log.info(
-                    "rebuild done: %d events, %d dead letters, %.1f s",
-                    result.events,
-                    result.dead_letters,
-                    result.seconds,
-                )
+                try:
+                    result = await build_shadow(js, u.stream, shadow_path(live), nats=self.settings.nats)
+                except RebuildError as exc:
+                    if not fresh:
+                        raise
+                    log.error("%s; projecting what the stream still holds, from seq %d", exc, first)
+                    self.db.open()
+                else:
+                    self.db.swap(result.path)
+                    log.info(
+                        "rebuild done: %d events, %d dead letters, %.1f s",
+                        result.events,
+                        result.dead_letters,
+                        result.seconds,
+                    )
             m.projected_through = apply.read_checkpoint(self.db.con).seq
             log.info(
                 "database %s at seq %d (projection version %d); stream %s holds %d..%d",
@@ -179,12 +212,14 @@ class IngestService:
                 if event is not None:
                     seq = await journal.append(event)
                     log.info("%s/%s: bridge KV state appended at seq %d", ch.domain, ch.channel, seq)
-            commands = WriteCommands(nc, journal, self._projector, u.request_max_bytes)
+            self.eraser = Eraser(js, u.stream, STREAM_SUBJECTS)
+            commands = WriteCommands(nc, journal, self._projector, u.request_max_bytes, self.eraser)
             await commands.start()
             admin = await nc.subscribe(INGEST_ADMIN_SUBJECT, cb=self._on_admin)
             background = [
                 asyncio.create_task(journal.run_ticks(self.stop, u.tick_interval_seconds), name="ticks"),
                 asyncio.create_task(self._watch_stream(self.stores), name="stream-info"),
+                asyncio.create_task(self.eraser.run(self.stop), name="eraser"),
             ]
             log.info("ingest running (HTTP %d)", http.port)
             try:
@@ -216,6 +251,7 @@ class IngestService:
             u.batch_max_events,
             u.batch_max_seconds,
             u.batch_linger_seconds,
+            self.eraser.delete_later if self.eraser else None,
         )
         snapshotter = Snapshotter(
             js,

@@ -47,6 +47,15 @@ def write_snapshot(con: duckdb.DuckDBPyConnection, dest: Path) -> tuple[int, int
     return int(row[0]), int(row[1]), str(row[2])
 
 
+def _forgotten_count(con: duckdb.DuckDBPyConnection) -> int:
+    cur = con.cursor()
+    try:
+        row = cur.execute(f"SELECT count(*) FROM {schema.FORGOTTEN_USERS.name}").fetchone()
+    finally:
+        cur.close()
+    return int(row[0]) if row else 0
+
+
 class Snapshotter:
     def __init__(
         self,
@@ -69,6 +78,7 @@ class Snapshotter:
         self._retry_at = 0.0
         self._logged_at = -LOG_EVERY  # INFO for the first snapshot, then one line a minute
         self._unlogged = 0
+        self._forgotten: int | None = None  # forgotten_users rows in the last snapshot published
 
     async def publish(self) -> SnapshotPointer:
         """Write, upload and point to a snapshot of the current tables."""
@@ -77,6 +87,7 @@ class Snapshotter:
         path = self._dir / f"snapshot-{uuid.uuid4().hex}.duckdb"
         try:
             seq, event_us, generation = await asyncio.to_thread(write_snapshot, self._con, path)
+            forgotten = await asyncio.to_thread(_forgotten_count, self._con)
             sha = await asyncio.to_thread(snapshots.file_sha256, path)
             name = f"snapshot-{seq:012d}-{uuid.uuid4().hex[:8]}"
             obs, kv = await snapshots.ensure_buckets(self._js, *self._replication)
@@ -96,6 +107,9 @@ class Snapshotter:
         await kv.put(subjects.POINTER_KEY, msgspec.json.encode(pointer))
         self._published.append(name)
         keep = self._published[-self._retention :]
+        if forgotten and forgotten != self._forgotten:
+            keep = [name]  # a user was forgotten: no older snapshot may keep their rows
+        self._forgotten = forgotten
         self._published = keep
         pruned = await snapshots.prune(obs, keep)
         self.last_seq = seq

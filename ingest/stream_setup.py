@@ -28,7 +28,8 @@ def stream_config(s: UserstatsSettings) -> api.StreamConfig:
         max_msgs=s.stream_max_msgs,
         max_bytes=s.stream_max_bytes,
         max_age=s.stream_max_age_seconds,  # 0: no age limit
-        duplicate_window=120,  # journal events carry Nats-Msg-Id; the window dedupes retries
+        # journal events carry Nats-Msg-Id; the window dedupes retries (it cannot exceed max_age)
+        duplicate_window=min(120.0, s.stream_max_age_seconds) if s.stream_max_age_seconds else 120,
         num_replicas=rep.replicas,
         placement=rep.placement,
     )

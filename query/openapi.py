@@ -173,7 +173,7 @@ def document() -> dict[str, Any]:
             "version": __version__,
             "description": "The read commands of the userstats NATS API (kryten.userstats.command) over "
             "HTTP GET, with the same parameters, validation, errors and reply envelope. Writes "
-            "(alias.add, alias.delete, alias.update) are NATS only.",
+            "(alias.add, alias.delete, alias.update, user.forget) are NATS only.",
         },
         "paths": paths,
         "components": {"schemas": components},

@@ -352,6 +352,9 @@ class Replica:
         if proj is None or con is None or proj.last_seq == self.db_seq:
             return
         delta = proj.take_delta()
+        if delta.forget:  # a user was forgotten: no cached reply may still show them
+            self.epoch += 1
+            self.user_changed.clear()
         changed = self.user_changed
         for key in delta.counters.upserts:  # (kind, username, ...): before the tables change
             if key[1]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import duckdb
-from userstats.shared import schema
+from userstats.shared import forget, schema
 from userstats.shared.delta import Delta, TableDelta
 from userstats.shared.schema import TableSpec
 from userstats.shared.state import Media, ProjectionSettings, RecentChat, Session, State
@@ -111,6 +111,8 @@ def apply_batch(con: duckdb.DuckDBPyConnection, delta: Delta, seq: int, event_us
     """Write the batch and move the checkpoint to `seq`, atomically."""
     con.execute("BEGIN TRANSACTION")
     try:
+        if delta.forget:
+            purge_users(con, sorted(delta.forget))
         for td in delta.tables.values():
             _apply_table(con, td)
         con.execute(
@@ -123,6 +125,21 @@ def apply_batch(con: duckdb.DuckDBPyConnection, delta: Delta, seq: int, event_us
         with contextlib.suppress(duckdb.Error):
             con.execute("ROLLBACK")
         raise
+
+
+def purge_users(con: duckdb.DuckDBPyConnection, hashes: list[str]) -> None:
+    """Delete every row naming a user whose forget hash is in `hashes` (any spelling)."""
+    for table, column in schema.USERNAME_COLUMNS:
+        con.execute(
+            f"DELETE FROM {table} WHERE sha256(? || lower({column})) IN (SELECT unnest(?::VARCHAR[]))",
+            [forget.HASH_PREFIX, hashes],
+        )
+    # a dead letter (raw bytes the projection could not read) that contains the name as a word
+    con.execute(
+        "DELETE FROM dead_letters WHERE list_has_any(list_transform(regexp_extract_all("
+        r"lower(CAST(raw AS VARCHAR)), '[\w\-]+'), lambda w: sha256(? || w)), ?::VARCHAR[])",
+        [forget.HASH_PREFIX, hashes],
+    )
 
 
 def load_state(con: duckdb.DuckDBPyConnection) -> State:
@@ -164,6 +181,7 @@ def load_state(con: duckdb.DuckDBPyConnection) -> State:
         st.known.add((domain, channel, part))
     for key, n1, n2 in con.execute("SELECT key, n1, n2 FROM import_baselines").fetchall():
         st.baselines[key] = (int(n1), int(n2))
+    st.forgotten = {h for (h,) in con.execute("SELECT user_hash FROM forgotten_users").fetchall()}
     settings = dict(con.execute("SELECT name, value FROM projection_settings").fetchall())
     defaults = ProjectionSettings()
     st.settings = ProjectionSettings(

@@ -96,11 +96,18 @@ class Delta:
         self.settings = t[schema.PROJECTION_SETTINGS.name]
         self.parts = t[schema.CHANNEL_PARTS.name]
         self.baselines = t[schema.IMPORT_BASELINES.name]
+        self.forgotten = t[schema.FORGOTTEN_USERS.name]
         self.dead_letters = t[schema.DEAD_LETTERS.name]
+        # user.forget: hashes whose rows apply purges from every table before the rest; and
+        # the stream seqs of a forgotten user's events the projection ignored (ingest deletes them)
+        self.forget: set[str] = set()
+        self.forgotten_seqs: list[int] = []
 
     def __len__(self) -> int:
-        return sum(len(t) for t in self.tables.values())
+        return sum(len(t) for t in self.tables.values()) + len(self.forget)
 
     def clear(self) -> None:
         for t in self.tables.values():
             t.clear()
+        self.forget.clear()
+        self.forgotten_seqs.clear()

@@ -170,6 +170,17 @@ class AliasChange(msgspec.Struct, frozen=True, tag="alias"):
     request_id: str = ""
 
 
+class Forget(msgspec.Struct, frozen=True, tag="forget"):
+    """`user.forget`: from here on the projection drops the user's rows and ignores the user.
+
+    It carries only `shared.forget.user_hash(name)`, never the name itself (README "Forgetting
+    a user")."""
+
+    timestamp: datetime
+    user_hash: str
+    request_id: str = ""
+
+
 # --- History imported from a kryten-userstats 0.7.1 SQLite file (ingest/importer.py) ---
 # Rows travel as JSON arrays. Counts are baselines: a later import of the same `source`
 # replaces them (the projection adds the difference), so importing twice never doubles.
@@ -241,7 +252,7 @@ class ImportBatch(msgspec.Struct, frozen=True, tag="import"):
     aliases: list[ImportAlias] = []
 
 
-JournalEvent = Tick | SettingsChanged | KvState | AliasChange | ImportBatch
+JournalEvent = Tick | SettingsChanged | KvState | AliasChange | ImportBatch | Forget
 
 ENVELOPE_DECODER = msgspec.json.Decoder(Envelope)
 JOURNAL_DECODER = msgspec.json.Decoder(JournalEvent)

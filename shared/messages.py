@@ -126,6 +126,10 @@ class AliasPairParams(Params, frozen=True):
     alias: Name
 
 
+class ForgetParams(Params, frozen=True):
+    username: Name
+
+
 class AliasUpdateParams(Params, frozen=True):
     old_alias: Name
     new_alias: Name

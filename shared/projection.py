@@ -8,11 +8,12 @@ and in every replica, so the same log always gives the same tables.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
 import msgspec
-from userstats.shared import detectors
+from userstats.shared import detectors, forget
 from userstats.shared import events as ev
 from userstats.shared.delta import Delta
 from userstats.shared.schema import (
@@ -163,6 +164,8 @@ class Projector:
                 self._population_row(key, t)
         elif isinstance(event, ev.ImportBatch):
             self._import(seq, event)
+        elif isinstance(event, ev.Forget):
+            self._forget(seq, event)
         else:
             self._alias(seq, event)
 
@@ -268,6 +271,8 @@ class Projector:
         if not name:
             self._count("events_without_username")
             return
+        if self._ignored(seq, name):
+            return
         st = self.state
         if p.is_shadow() and not st.settings.count_shadow_muted:
             self._count("chat_shadow_ignored")
@@ -302,7 +307,7 @@ class Projector:
         recent = self.state.recent_chat.get(key)
         if recent is None:
             recent = self.state.recent_chat[key] = RecentChat()
-        line = (name, time_ms, text)
+        line = (name, time_ms, forget.scrub(text, self.state.forgotten) if self.state.forgotten else text)
         if line in recent.keys:
             return True
         recent.keys[line] = seq
@@ -354,6 +359,8 @@ class Projector:
         if not name:
             self._count("events_without_username")
             return
+        if self._ignored(seq, name):
+            return
         self._see_user(seq, name, t)
         self.delta.counters.incr((PMS, name, "", "", "", 0))
 
@@ -362,14 +369,18 @@ class Projector:
         if not name:
             self._count("events_without_username")
             return
+        if self._ignored(seq, name):
+            return
         self._see_user(seq, name, t)
         self._open_session(key, name, t, p.meta_afk())
 
     def _user_leave(self, seq: int, key: ChannelKey, p: ev.UserPayload, t: int) -> None:
-        self._close_session(key, p.user(), t)
+        if not self._ignored(seq, p.user()):
+            self._close_session(key, p.user(), t)
 
     def _set_afk(self, seq: int, key: ChannelKey, p: ev.UserPayload, t: int) -> None:
-        self._apply_afk(key, p.user(), bool(p.afk), t)
+        if not self._ignored(seq, p.user()):
+            self._apply_afk(key, p.user(), bool(p.afk), t)
 
     def _set_user_meta(self, seq: int, key: ChannelKey, p: ev.UserPayload, t: int) -> None:
         """CyTube's current frame for AFK and mute state (it still sends setAFK as well, so
@@ -379,8 +390,11 @@ class Projector:
         if afk is None:
             if not p.user():
                 self._count("events_without_username")
+            else:
+                self._ignored(seq, p.user())
             return
-        self._apply_afk(key, p.user(), afk, t)
+        if not self._ignored(seq, p.user()):
+            self._apply_afk(key, p.user(), afk, t)
 
     def _apply_afk(self, key: ChannelKey, name: str, afk: bool, t: int) -> None:
         if not name:
@@ -392,7 +406,7 @@ class Projector:
 
     def _userlist(self, seq: int, key: ChannelKey, p: list[ev.UserPayload], t: int) -> None:
         self._carried(key, ROSTER)
-        present = {u.user(): u.meta_afk() for u in p if u.user()}
+        present = {u.user(): u.meta_afk() for u in p if u.user() and not self._forgot(u.user())}
         self._reconcile_present(seq, key, present, t)
 
     def _change_media(self, seq: int, key: ChannelKey, p: ev.MediaPayload, t: int) -> None:
@@ -472,7 +486,7 @@ class Projector:
         only opens sessions: it never closes one or changes an AFK state the stream set."""
         if e.users is not None and self._fill(key, ROSTER):
             chan = self.state.sessions.get(key, {})
-            present = {u.user(): u.meta_afk() for u in e.users if u.user()}
+            present = {u.user(): u.meta_afk() for u in e.users if u.user() and not self._forgot(u.user())}
             for name, afk in sorted(present.items()):
                 if name not in chan:
                     self._see_user(seq, name, t)
@@ -494,6 +508,9 @@ class Projector:
 
     def _alias(self, seq: int, e: ev.AliasChange) -> None:
         aliases = self.state.aliases
+        if self.state.forgotten and any(self._forgot(n) for n in (e.username, e.alias, e.new_alias) if n):
+            self._ignored(seq, e.username or e.alias)
+            return
         if e.action == "add":
             alias = e.alias.lower()
             if alias and e.username and self.state.alias_owner(alias) is None:
@@ -519,10 +536,75 @@ class Projector:
                 aliases.setdefault(new, {})[owner] = seq
                 self.delta.aliases.put((owner, new), [seq])
 
+    # --- forgetting a user (user.forget) --------------------------------------------------
+
+    def _forgot(self, name: str) -> bool:
+        forgotten = self.state.forgotten
+        return bool(forgotten) and forget.user_hash(name) in forgotten
+
+    def _ignored(self, seq: int, name: str) -> bool:
+        """True for an event of a forgotten user: not counted, and (in ingest) deleted."""
+        if not self._forgot(name):
+            return False
+        self._count("events_forgotten")
+        self.delta.forgotten_seqs.append(seq)
+        return True
+
+    def _forget(self, seq: int, e: ev.Forget) -> None:
+        """Remove every row naming the user (apply purges the tables by hash, here the State
+        and this batch's pending rows), and from now on ignore the user."""
+        h = e.user_hash
+        st = self.state
+        hashes = {h}
+        hit = forget.user_hash
+        st.forgotten.add(h)
+        self.delta.forgotten.put((h,), [seq])
+        self.delta.forget.add(h)
+        for low in [n for n in st.users_lower if hit(n) == h]:
+            del st.users_lower[low]
+        for alias in list(st.aliases):
+            owners = st.aliases[alias]
+            if hit(alias) == h:
+                del st.aliases[alias]
+                continue
+            for owner in [o for o in owners if hit(o) == h]:
+                del owners[owner]
+            if not owners:
+                del st.aliases[alias]
+        for key, chan in st.sessions.items():
+            for name in [n for n in chan if hit(n) == h]:
+                if chan.pop(name).is_afk:
+                    st.afk_count[key] -= 1
+        for key, recent in st.recent_chat.items():  # the user's lines go, others' lose the name
+            kept = [
+                (s, (line[0], line[1], forget.scrub(line[2], hashes)))
+                for s, line in recent.order
+                if hit(line[0]) != h
+            ]
+            if kept != list(recent.order):
+                recent.order = deque(kept)
+                recent.keys = {line: s for s, line in kept}
+                self._dirty_chat.add(key)
+        for base_key in [k for k in st.baselines if hit(k.split(BASELINE_SEP)[2]) == h]:
+            del st.baselines[base_key]
+            self.delta.baselines.upserts.pop((base_key,), None)
+        for name in [n for n in self._users if hit(n) == h]:
+            del self._users[name]
+        dead = self.delta.dead_letters
+        for k in [k for k, v in dead.upserts.items() if any(hit(w) == h for w in forget.words(v[2]))]:
+            dead.delete(k)
+        for table, positions in _NAME_KEYS.items():
+            td = self.delta.tables[table]
+            for k in [k for k in td.upserts if any(k[i] and hit(k[i]) == h for i in positions)]:
+                td.delete(k)  # a row of this batch; the purge deletes what the tables hold
+        self._count("users_forgotten")
+
     # --- history imported from kryten-userstats 0.7.1 ------------------------------------
 
     def _import(self, seq: int, e: ev.ImportBatch) -> None:
         _validate_import(e)  # before any change, so a bad batch is a dead letter and nothing else
+        if self.state.forgotten:
+            e = _without_forgotten(e, self._forgot)
         d = self.delta
         for u in sorted(e.users, key=lambda u: u.username):  # as load_state orders ties
             row = self._users.get(u.username)
@@ -560,6 +642,27 @@ class Projector:
                 d.aliases.put((a.username, alias), [seq])
         rows = len(e.users) + len(e.counts) + len(e.media) + len(e.population) + len(e.votes) + len(e.aliases)
         self._count("imported_rows", rows)
+
+
+# The key positions holding a username, per table (what a forget removes from a pending batch).
+_NAME_KEYS: dict[str, tuple[int, ...]] = {
+    "users": (0,),
+    "counters": (1,),
+    "movie_votes": (3,),
+    "user_aliases": (0, 1),
+    "open_sessions": (2,),
+}
+
+
+def _without_forgotten(e: ev.ImportBatch, forgot: Callable[[str], bool]) -> ev.ImportBatch:
+    """An import batch without the rows of forgotten users."""
+    return msgspec.structs.replace(
+        e,
+        users=[u for u in e.users if not forgot(u.username)],
+        counts=[c for c in e.counts if not (c.username and forgot(c.username))],
+        votes=[v for v in e.votes if not forgot(v.username)],
+        aliases=[a for a in e.aliases if not forgot(a.username) and not forgot(a.alias)],
+    )
 
 
 def _in_payload(error: str) -> str:

@@ -267,6 +267,17 @@ class AliasUpdated(Data, frozen=True):
     message: str
 
 
+class UserForgotten(Data, frozen=True):
+    """user.forget: the user's rows are gone and the user is no longer counted (README)."""
+
+    username: str
+    forgotten: bool
+    known: bool  # the tables had the user (or had already forgotten them)
+    already_forgotten: bool
+    user_hash: str  # what the journal and the forgotten_users table keep instead of the name
+    message: str
+
+
 class AliasFound(Data, frozen=True):
     alias: str
     username: str | None
@@ -302,4 +313,5 @@ REPLY_TYPES: dict[str, Any] = {
     "alias.delete": AliasDeleted,
     "alias.update": AliasUpdated,
     "alias.find": AliasFound,
+    "user.forget": UserForgotten,
 }

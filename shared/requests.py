@@ -38,8 +38,9 @@ COMMAND_PARAMS: dict[str, type[m.Params]] = {
     "alias.delete": m.AliasPairParams,
     "alias.update": m.AliasUpdateParams,
     "alias.find": m.AliasFindParams,
+    "user.forget": m.ForgetParams,
 }
-WRITE_COMMANDS = frozenset({"alias.add", "alias.delete", "alias.update"})
+WRITE_COMMANDS = frozenset({"alias.add", "alias.delete", "alias.update", "user.forget"})
 
 # The seed's per-subject API: the 12 documented query types and the 4 extra ones.
 SEED_COMMANDS = frozenset(

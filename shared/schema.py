@@ -18,7 +18,9 @@ from typing import Literal
 #    carry yet: channel_parts); setUserMeta applies meta.afk.
 # 4: a population row at each channel's first event; dead-letter paths inside the payload
 #    say `$.payload...`.
-PROJECTION_VERSION = 4
+# 5: user.forget (journal "forget" events, forgotten_users): a forgotten user's rows are
+#    removed and the user is never counted again.
+PROJECTION_VERSION = 5
 
 Merge = Literal["add", "min", "max", "set"]
 
@@ -154,6 +156,20 @@ CHANNEL_PARTS = TableSpec("channel_parts", (_c("domain"), _c("channel"), _c("par
 # rows in a replica). The media rows an import brought have negative seq keys (projection).
 IMPORT_BASELINES = TableSpec("import_baselines", (_c("key"),), (_c("n1", "BIGINT"), _c("n2", "BIGINT")))
 BASELINE_SEP = "\x1f"
+# Users removed by user.forget, by shared.forget.user_hash of the lower-cased name (never the
+# name), with the seq of the forget event.
+FORGOTTEN_USERS = TableSpec("forgotten_users", (_c("user_hash"),), (_c("seq", "BIGINT"),))
+# The columns holding a username, which a forget event purges (import_baselines' key holds it
+# as its third U+001F-separated part; recent_chat is rewritten by the projection).
+USERNAME_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("users", "username"),
+    ("counters", "username"),
+    ("movie_votes", "username"),
+    ("user_aliases", "username"),
+    ("user_aliases", "alias"),
+    ("open_sessions", "username"),
+    ("import_baselines", "string_split(key, chr(31))[3]"),
+)
 DEAD_LETTERS = TableSpec(
     "dead_letters",
     (_c("seq", "BIGINT"),),
@@ -176,6 +192,7 @@ TABLES: tuple[TableSpec, ...] = (
     PROJECTION_SETTINGS,
     CHANNEL_PARTS,
     IMPORT_BASELINES,
+    FORGOTTEN_USERS,
     DEAD_LETTERS,
 )
 

@@ -65,6 +65,8 @@ class State:
     settings: ProjectionSettings = field(default_factory=ProjectionSettings)
     # "source␟kind␟username␟channel␟domain␟item" (schema.IMPORT_BASELINES) -> the (n1, n2) imported
     baselines: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # shared.forget.user_hash of every forgotten user (schema.FORGOTTEN_USERS)
+    forgotten: set[str] = field(default_factory=set)
 
     def alias_owner(self, alias_lower: str) -> str | None:
         owners = self.aliases.get(alias_lower)

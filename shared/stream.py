@@ -37,6 +37,12 @@ def parse_ack_reply(reply: str) -> tuple[int, int, int]:
     return int(t[7]), int(t[9]), int(t[10])
 
 
+def _consumer_seq(reply: str) -> int:
+    """The consumer sequence of a delivery (consecutive for an ordered consumer)."""
+    t = reply.split(".")
+    return int(t[6] if len(t) == 9 else t[8])
+
+
 class StreamReader:
     """Delivers every stored message from `start_seq` on, in sequence order."""
 
@@ -53,7 +59,8 @@ class StreamReader:
         self._subjects = subjects
         self.next_seq = max(1, start_seq)  # the next sequence we need
         self.pending = 0  # messages the server still had after the newest one received
-        self.gaps: list[tuple[int, int]] = []  # ranges the stream no longer had
+        self.gaps = 0  # messages the stream no longer had (deleted, or aged out)
+        self._dseq = 0  # the consumer sequence of the last delivery (consecutive unless dropped)
         self._buf: deque[Item] = deque()
         self._max_buffer = max_buffer
         self._room = asyncio.Event()
@@ -73,6 +80,7 @@ class StreamReader:
             opt_start_seq=self.next_seq,
         )
         self._fresh = True
+        self._dseq = 0
         self._sub = await self._js.subscribe(
             self._subjects[0],
             stream=self._stream,
@@ -96,10 +104,15 @@ class StreamReader:
         if not msg.reply:
             return
         seq, ts_ns, pending = parse_ack_reply(msg.reply)
-        if seq < self.next_seq or self._resubscribing:
-            return  # already have it (a library reset replays), or a resubscribe is under way
+        if self._resubscribing:
+            return  # a resubscribe is under way
+        dseq = _consumer_seq(msg.reply)
+        consecutive = dseq == self._dseq + 1 or dseq == 1  # 1: the library reset its consumer
+        self._dseq = dseq
+        if seq < self.next_seq:
+            return  # already have it (a library reset replays)
         if seq > self.next_seq:
-            if not self._fresh:
+            if not self._fresh and not consecutive:
                 log.warning(
                     "stream %s: got seq %d while expecting %d (client dropped messages); "
                     "resubscribing from %d",
@@ -111,14 +124,17 @@ class StreamReader:
                 self._resubscribing = True
                 asyncio.get_running_loop().create_task(self._resubscribe())
                 return
-            log.warning(
+            # deleted (user.forget) or aged out (the stream's limits): the log goes on. Only a
+            # gap where reading starts can be events never read; one in between is a deletion.
+            log.log(
+                logging.WARNING if self._fresh else logging.DEBUG,
                 "stream %s: messages %d..%d are no longer in the stream; continuing at %d",
                 self._stream,
                 self.next_seq,
                 seq - 1,
                 seq,
             )
-            self.gaps.append((self.next_seq, seq - 1))
+            self.gaps += seq - self.next_seq
         self._fresh = False
         self.next_seq = seq + 1
         self.pending = pending

@@ -377,3 +377,10 @@ class UserstatsClient:
     async def alias_update(self, old_alias: str, new_alias: str) -> r.AliasUpdated:
         result: r.AliasUpdated = await self.request("alias.update", old_alias=old_alias, new_alias=new_alias)
         return result
+
+    async def user_forget(self, username: str) -> r.UserForgotten:
+        """Remove a user's statistics for good (README "Forgetting a user"): every row, in
+        every channel, aliases included; the user is not counted again; their raw events
+        are deleted from the stream in the background."""
+        result: r.UserForgotten = await self.request("user.forget", username=username)
+        return result

@@ -198,9 +198,14 @@ async def test_rebuild_refuses_a_stream_that_lost_its_beginning(stack: Stack, tm
         await publish_all(nc, Simulator(seed=37).events(1_500), wait=False)
         await wait_for(lambda: stream_first_seq(nc), timeout=20, what="the limit to drop old messages")
         ingest.stop()
+        # with a snapshot as a base it rebuilds (tests/integration/test_retention.py); without one
+        obs = await nc.jetstream().object_store("userstats_snapshots")
+        for info in await obs.list():
+            await obs.delete(info.name)
         code, out = finish(cli(stack, "rebuild", USERSTATS_CONFIG=str(cfg)))
         assert code == 1
         assert "cannot be rebuilt from the log alone" in out and "starts at seq" in out
+        assert "no snapshot in the Object Store reaches seq" in out
     finally:
         await nc.close()
 

@@ -198,6 +198,14 @@ async def test_replicas_work_with_least_privilege_and_cannot_write_the_stream(
             assert found["data"]["username"] == "420GUser1"
             stats = (await request(nc, {"command": "system.stats"}))["data"]
             assert stats["total_messages"] > 0
+            forgot = await request(nc, {"command": "user.forget", "username": "420GUser2"}, timeout=15)
+            assert forgot["success"] and forgot["data"]["known"]  # ingest deletes from the stream
+
+            async def scanned() -> bool:
+                kv = await nc.jetstream().key_value("userstats_pointer")
+                return not [k for k in await kv.keys() if k.startswith("forget-scan.")]
+
+            await wait_for(scanned, what="the forget scan to finish")
             for svc in (ingest, query):  # neither tried anything its permissions forbid
                 assert "Permissions Violation" not in svc.log.read_text()
 
@@ -214,22 +222,28 @@ async def test_replicas_work_with_least_privilege_and_cannot_write_the_stream(
                 "userstats.journal.tick", b'{"type": "tick", "timestamp": "2030-01-01T00:00:00Z"}'
             )
             await as_query.publish("kryten.events.cytube.x.chatmsg", b"{}")
+            # nor delete from it (user.forget's deletions are ingest's)
+            await as_query.publish("$JS.API.STREAM.MSG.DELETE.USERSTATS", b'{"seq": 1}', reply="_INBOX.x")
             await as_query.flush()
             refusals = [
                 f'"$G/user:query" - Publish Violation - Subject "{subject}"'
-                for subject in ("userstats.journal.tick", "kryten.events.cytube.x.chatmsg")
+                for subject in (
+                    "userstats.journal.tick",
+                    "kryten.events.cytube.x.chatmsg",
+                    "$JS.API.STREAM.MSG.DELETE.USERSTATS",  # nor delete from it
+                )
             ]
             await wait_for(
                 lambda: all(r in permission_server.log.read_text() for r in refusals),
                 timeout=5,
-                what="the server to log both refusals",
+                what="the server to log the three refusals",
             )
             await as_query.close()
             server_log = permission_server.log.read_text()
             for refusal in refusals:
                 assert refusal in server_log
             assert (
-                (await nc.jetstream().stream_info("USERSTATS")).state.last_seq == added["as_of_seq"] >= last
+                (await nc.jetstream().stream_info("USERSTATS")).state.last_seq == forgot["as_of_seq"] > last
             )
 
             # and the replica never opened the writer's DuckDB file (same USERSTATS_DB_PATH in its env)

@@ -28,8 +28,9 @@ def test_service_system_addresses_any_service_as_with_kryten_robot() -> None:
 
 
 def test_every_command_of_the_spec_is_known() -> None:
-    # the 26 of 0.7.1, plus leaderboard.all (kryten-shell asks for it) and channel.list (the pages)
-    assert len(requests.COMMAND_PARAMS) == 28 and {"leaderboard.all", "channel.list"} <= set(
+    # the 26 of 0.7.1, plus leaderboard.all (kryten-shell asks for it), channel.list (the pages)
+    # and user.forget (issue 20)
+    assert len(requests.COMMAND_PARAMS) == 29 and {"leaderboard.all", "channel.list", "user.forget"} <= set(
         requests.COMMAND_PARAMS
     )
     assert len(requests.SEED_COMMANDS) == 16 and set(requests.COMMAND_PARAMS) >= requests.SEED_COMMANDS
