@@ -8,6 +8,7 @@ from typing import Any
 import duckdb
 from userstats.shared import apply, schema
 from userstats.shared import events as ev
+from userstats.shared.delta import Delta
 from userstats.shared.projection import Projector
 from userstats.shared.subjects import event_subject, journal_subject
 
@@ -118,15 +119,24 @@ def project(log: Log, **kwargs: Any) -> Projection:
     return Projection().run(log, **kwargs)
 
 
-def counters(log: Log) -> dict[str, dict[tuple[Any, ...], list[int]]]:
-    """The counters rows a log projects to, by kind, straight from the projection (no SQL).
-
-    One batch from an empty table: the delta's upserts are the table. Keys are the counters
-    key without its kind: (username, channel, domain, item, bucket); values (n1, n2)."""
+def projected(log: Log) -> Delta:
+    """What a log projects to, straight from the projection (no SQL): one batch from empty
+    tables, so each table's upserts are its rows."""
     projector = Projector()
     for seq, (subject, data, stream_us) in enumerate(log.messages, 1):
         projector.project(seq, subject, data, stream_us)
+    return projector.take_delta()
+
+
+def rows_of(log: Log, table: str) -> list[tuple[Any, ...]]:
+    """A table's rows (key columns, then value columns) as the projection makes them."""
+    return sorted((*key, *values) for key, values in projected(log).tables[table].upserts.items())
+
+
+def counters(log: Log) -> dict[str, dict[tuple[Any, ...], list[int]]]:
+    """The counters rows a log projects to, by kind. Keys are the counters key without its
+    kind: (username, channel, domain, item, bucket); values (n1, n2)."""
     out: dict[str, dict[tuple[Any, ...], list[int]]] = {}
-    for (kind, *key), values in projector.take_delta().counters.upserts.items():
+    for (kind, *key), values in projected(log).counters.upserts.items():
         out.setdefault(kind, {})[tuple(key)] = values
     return out

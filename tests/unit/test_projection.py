@@ -11,7 +11,7 @@ import pytest
 from userstats.shared import events as ev
 from userstats.shared import schema
 
-from tests.projection_helpers import CHANNEL, DOMAIN, T0, Log, Projection, counters, project
+from tests.projection_helpers import CHANNEL, DOMAIN, T0, Log, Projection, counters, project, rows_of
 
 
 def counts(p: Projection, table: str, value: str) -> dict[str, int]:
@@ -491,16 +491,29 @@ def test_numeric_media_id_is_kept() -> None:
     assert p.rows("SELECT media_id FROM media_changes") == [("12345",)]
 
 
-def test_votes_last_one_wins_per_user_and_title() -> None:
-    log = Log().chat("a", "movie++").media("Film.mkv", "9").chat("a", "movie++").chat("b", "film-")
-    log.chat("a", "movie--").chat("c", "movie+-")
-    p = project(log)
-    assert p.rows("SELECT username, vote FROM movie_votes ORDER BY ALL") == [("a", -1), ("b", -1)]
-
-
-def test_votes_are_per_domain_and_channel() -> None:
-    log = Log().media("X.mkv").chat("a", "movie++", channel="Other")
-    assert project(log).table("movie_votes") == []
+@pytest.mark.parametrize(
+    ("log", "expected"),
+    [
+        pytest.param(
+            Log()
+            .chat("a", "movie++")
+            .media("Film.mkv", "9")
+            .chat("a", "movie++")
+            .chat("b", "film-")
+            .chat("a", "movie--")
+            .chat("c", "movie+-"),
+            [("a", -1), ("b", -1)],
+            id="last one wins per user and title",
+        ),
+        pytest.param(
+            Log().media("X.mkv").chat("a", "movie++", channel="Other"), [], id="per domain and channel"
+        ),
+    ],
+)
+def test_votes(log: Log, expected: list[tuple[str, int]]) -> None:
+    """(username, vote) of movie_votes, from the projection itself."""
+    votes = rows_of(log, schema.MOVIE_VOTES.name)
+    assert [(user, vote) for _, _, _, user, _, _, vote, _ in votes] == expected
 
 
 # --- aliases -----------------------------------------------------------------------------------
