@@ -32,6 +32,7 @@ from tests.dockerstack import Compose, docker, free_port
 from tests.integration import test_compose
 from tests.integration.clustertools import FIGURES, STORES, Askers, Bridge, all_current, connect_to, leader
 from tests.integration.streamtools import Oracle, read_stream
+from tests.integration.test_cluster import ELECTION_BOUND_S
 from tests.integration.test_compose import (
     Images,
     assert_exact,
@@ -302,14 +303,16 @@ async def test_cluster_stack_survives_killing_a_nats_container_under_load(
         assert not follower.lost, f"{len(follower.lost)} events lost although the stream kept its leader"
 
         # The stream's leader: what the bridge publishes until a new leader is elected is not
-        # stored (core NATS; README "Running on a NATS cluster"). The kill lands up to 0.5 s
-        # after `docker kill` starts, and nats-server's election timeout is 4 to 9 s (plus
-        # a vote round, slower on a loaded machine): every lost event was published in the
-        # 11 s after the kill, and no more than that many (5,730 in 7.2 s seen).
+        # stored (core NATS; README "Running on a NATS cluster"). The window is the process
+        # test's bound on an election (nats-server's timeout is 4 to 9 s, random, plus a
+        # vote round on a loaded machine), plus up to 0.5 s for `docker kill` to land:
+        # every lost event was published in it, and no more than that many (seen: 3,654 to
+        # 6,657 lost, published +0.03 to +8.75 s from the kill).
+        window = ELECTION_BOUND_S + 0.5
         led, nc = await kill_under_load(c, v, "leader", 2122, tmp_path)
         await nc.close()
-        assert all(-0.5 <= t <= 11.0 for t in led.lost), led.figures()
-        assert len(led.lost) <= RATE * 11.0, led.figures()
+        assert all(-0.5 <= t <= window for t in led.lost), led.figures()
+        assert len(led.lost) <= RATE * window, led.figures()
 
         c("down", "--volumes", timeout=180)
         assert c.leftovers() == {"containers": [], "volumes": [], "networks": []}
