@@ -12,7 +12,7 @@ from typing import Any
 
 import prometheus_client
 from nats.aio.client import Client
-from userstats.query import web
+from userstats.query import health, web
 from userstats.query.endpoints import Endpoints
 from userstats.query.handlers import Dispatcher
 from userstats.query.lifecycle import Lifecycle
@@ -44,27 +44,24 @@ class QueryService:
             bool(self.replica and self.replica.loaded),
         )
 
-    def health(self) -> tuple[bool, dict[str, Any]]:
+    def condition(self) -> health.Condition:
         r = self.replica
         connected = bool(self.nc and self.nc.is_connected)
-        problems = []
-        if not connected:
-            problems.append("not connected to NATS")
-        if r is None or not r.loaded:
-            problems.append(r.problem if r and r.problem else "no snapshot loaded yet")
-        if connected and self.stores is not None:
-            problems += self.stores.problems()
-        warnings = self.stores.warnings() if self.stores and connected else []
-        ok = not problems
-        status = "healthy"
-        if problems:
-            status = "unhealthy: " + "; ".join(problems)
-        elif r is not None and r.problem:
-            status = "degraded: " + r.problem  # serving, but not following the stream
-        elif r is not None and r.snapshot_error:
-            status = "degraded: " + r.snapshot_error  # serving the previous snapshot
-        elif warnings:
-            status = "degraded: " + "; ".join(warnings)  # a store works with fewer replicas
+        return health.Condition(
+            nats_connected=connected,
+            loaded=bool(r and r.loaded),
+            problem=r.problem if r else None,
+            snapshot_error=r.snapshot_error if r else None,
+            store_problems=self.stores.problems() if self.stores else [],
+            store_warnings=self.stores.warnings() if self.stores and connected else [],
+        )
+
+    def health(self) -> tuple[bool, dict[str, Any]]:
+        r = self.replica
+        verdict = health.judge(self.condition())
+        connected = bool(self.nc and self.nc.is_connected)
+        status = verdict.status()
+        ok = verdict.ok
         body: dict[str, Any] = {
             "service": "userstats",
             "status": status,
@@ -136,7 +133,7 @@ class QueryService:
         )
         self.replica = replica = Replica(nc.jetstream(), u.stream, u.replica_dir, u.duckdb_threads)
         replica.gate.listeners.append(self._first_load.set)
-        self.dispatcher = dispatcher = Dispatcher(nc, replica, s, self.metrics)
+        self.dispatcher = dispatcher = Dispatcher(nc, replica, s, self.metrics, self.condition)
         endpoints = Endpoints(nc, dispatcher, s.metrics.port)
         await endpoints.start()
         lifecycle = Lifecycle(nc, s)
