@@ -21,7 +21,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from userstats.query import health, reads
 from userstats.query.metrics import QueryMetrics
 from userstats.query.replica import Replica
-from userstats.shared import __version__, requests
+from userstats.shared import __version__, commands, requests
 from userstats.shared import messages as m
 from userstats.shared import replies as r
 from userstats.shared.settings import Settings
@@ -31,31 +31,9 @@ log = logging.getLogger(__name__)
 
 Read = Callable[[reads.Scope, Any], Any]
 
-READS: dict[str, Read] = {
-    "user.stats": reads.user_stats,
-    "user.profile": reads.user_profile,
-    "user.messages": reads.user_messages,
-    "user.activity": reads.user_activity,
-    "user.kudos": reads.user_kudos,
-    "stats.global": reads.stats_global,
-    "channel.top_users": reads.channel_top_users,
-    "channel.population": reads.channel_population,
-    "channel.media_history": reads.channel_media_history,
-    "channel.watermarks": reads.channel_watermarks,
-    "channel.movie_votes": reads.channel_movie_votes,
-    "channel.list": reads.channel_list,
-    "leaderboard.messages": reads.leaderboard_messages,
-    "leaderboard.kudos": reads.leaderboard_kudos,
-    "leaderboard.emotes": reads.leaderboard_emotes,
-    "leaderboard.all": reads.leaderboard_all,
-    "timeseries.messages": reads.timeseries_messages,
-    "timeseries.kudos": reads.timeseries_kudos,
-    "alias.list": reads.alias_list,
-    "alias.get": reads.alias_get,
-    "alias.find": reads.alias_find,
-}
-# Replies that depend only on one user's rows (counters and users, any case of the name).
-USER_COMMANDS = frozenset({"user.stats", "user.profile", "user.messages", "user.activity", "user.kudos"})
+# Each table read's function, by the naming rule of shared/commands.py (user.stats ->
+# reads.user_stats); a declared read without its function fails here, at import.
+READS: dict[str, Read] = {name: getattr(reads, name.replace(".", "_")) for name in commands.TABLE_READS}
 WRITE_TIMEOUT = 15.0
 CACHE_MAX = 10_000
 
@@ -188,7 +166,7 @@ class Dispatcher:
         rep = self._replica
         if epoch != rep.epoch:
             return False
-        if req.command in USER_COMMANDS:
+        if req.command in commands.USER_COMMANDS:
             user = getattr(req.params, "username", None)
             return isinstance(user, str) and rep.user_changed.get(user.lower(), 0) <= seq
         return seq == rep.db_seq

@@ -17,8 +17,7 @@ from typing import Any
 import msgspec
 from msgspec import inspect as mi
 
-from userstats.shared import replies as r
-from userstats.shared.requests import COMMAND_PARAMS, SEED_COMMANDS, WRITE_COMMANDS
+from userstats.shared.commands import COMMANDS
 from userstats.shared.subjects import COMMAND_SUBJECT, SEED_PREFIX
 
 # The document beside the package in a source checkout (or an editable install); a wheel has none.
@@ -80,14 +79,15 @@ def _reply(t: Any, structs: set[type]) -> str:
 def generate() -> str:
     structs: set[type] = set()
     out = [BEGIN, "", "## Commands", ""]
-    for command, params in COMMAND_PARAMS.items():
+    for c in COMMANDS:
+        command, params = c.name, c.params
         out.append(f"### `{command}`")
         out.append("")
         where = [f'`{COMMAND_SUBJECT}` with `"command": "{command}"`']
-        if command in SEED_COMMANDS:
+        if c.seed:
             where.append(f"`{SEED_PREFIX}.<domain>.{command}` (domain from the subject)")
         out.append("Subjects: " + "; ".join(where) + ".")
-        if command in WRITE_COMMANDS:
+        if c.write:
             out.append("")
             out.append("A write: the replica forwards it to ingest, which answers once it is projected.")
         out.append("")
@@ -98,7 +98,7 @@ def generate() -> str:
         else:
             out.append("No parameters.")
         out.append("")
-        out.append(f"Reply `data`: {_reply(r.REPLY_TYPES[command], structs)}.")
+        out.append(f"Reply `data`: {_reply(c.reply, structs)}.")
         out.append("")
     out += ["## Types", ""]
     done: set[type] = set()

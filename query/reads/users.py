@@ -130,7 +130,7 @@ def user_profile(sc: Scope, p: m.UserParams) -> r.UserProfile:
     )
 
 
-def user_messages(sc: Scope, p: m.UserParams) -> r.UserMessages:
+def user_messages(sc: Scope, p: m.UserMessagesParams) -> r.UserMessages:
     d = domain_of(sc, p.domain)
     user = user_spelling(sc, p.username)
     f = UserFigures(sc, user)
