@@ -49,16 +49,6 @@ class Outcome(NamedTuple):
     kind: str  # "ok", "invalid" (bad request), "unavailable" (Unavailable) or "internal"
 
 
-class AllStatsTables(NamedTuple):
-    """The parts of channel.all_stats that change only with the tables, read at `seq`."""
-
-    seq: int
-    note: str | None
-    domain: str
-    leaderboards: r.AllStatsLeaderboards
-    channel: r.AllStatsChannel
-
-
 class Dispatcher:
     def __init__(
         self,
@@ -78,7 +68,7 @@ class Dispatcher:
         self.started = time.monotonic()
         self._cache: dict[bytes, tuple[int, int, bytes]] = {}  # epoch, seq, reply
         self._totals: tuple[int, dict[str, int]] = (-1, {})
-        self._all_cache: dict[bytes, AllStatsTables] = {}
+        self._all_cache: dict[bytes, reads.AllStatsTables] = {}
         self._hostname = socket.gethostname()
         self._seen_default: tuple[int, int, str] = (-1, -1, "")  # epoch, seq, domain
 
@@ -226,53 +216,12 @@ class Dispatcher:
         return reads.dashboard(self._scope())
 
     def _stats(self, t: dict[str, int]) -> r.SystemStats:
-        return r.SystemStats(
-            total_users=t["total_users"],
-            total_messages=t["total_messages"],
-            total_pms=t["total_pms"],
-            total_kudos=t["total_kudos_plusplus"],  # ++ only, as 0.7.1
-            total_emotes=t["total_emotes"],
-            total_media_changes=t["total_media_changes"],
-            events_processed=t["events_processed"],
-            commands_processed=self.commands_processed,
-            active_sessions=t["active_sessions"],
-        )
+        return reads.system_stats(t, self.commands_processed)
 
-    def _all_stats_tables(self, p: m.AllStatsParams) -> AllStatsTables:
+    def _all_stats_tables(self, p: m.AllStatsParams) -> reads.AllStatsTables:
         """The parts of channel.all_stats that change only with the tables (database thread)."""
-        sc = self._scope()
-        d = reads.domain_of(sc, p.domain)
-        channel = p.channel or self._settings.default_channel
-        if not channel:
-            seen = reads.busiest_channel(sc.con, d)
-            if seen is None:
-                raise m.RequestError(
-                    f"channel required (no channel is configured, and the stream has none of domain {d})",
-                    "channel.all_stats",
-                )
-            channel = seen[1]
-        lim = p.limits
-        self.totals_now()
-        return AllStatsTables(
-            seq=self._replica.db_seq,
-            note=reads.channel_note(sc, channel, d),
-            domain=d,
-            leaderboards=r.AllStatsLeaderboards(
-                messages=reads.top_users(sc, channel, d, lim.leaderboards),
-                kudos=reads.kudos_leaderboard(sc, d, lim.leaderboards),
-                emotes=reads.emote_leaderboard(sc, d, lim.leaderboards),
-            ),
-            channel=r.AllStatsChannel(
-                top_users=reads.top_users(sc, channel, d, lim.top_users),
-                population=r.AllStatsPopulation(
-                    current=reads.current_snapshot(sc, channel, d),
-                    history_24h=reads.snapshot_rows(sc, channel, d, reads.as_of_minus(sc, 86400)),
-                ),
-                watermarks=reads.watermarks(sc, channel, d, None),
-                media_history=reads.media_history(sc, channel, d, lim.media_history),
-                movie_votes=reads.movie_votes(sc, channel, d),
-            ),
-        )
+        self.totals_now()  # system.stats' part of the reply, fresh at this seq too
+        return reads.all_stats_tables(self._scope(), p, self._settings.default_channel, self._replica.db_seq)
 
     async def _totals_current(self, need: int) -> dict[str, int]:
         if self._totals[0] != self._replica.db_seq or self._totals[0] < need:

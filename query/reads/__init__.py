@@ -27,6 +27,7 @@ from userstats.query.reads.leaderboards import (
     leaderboard_kudos,
     leaderboard_messages,
 )
+from userstats.query.reads.overview import AllStatsTables, all_stats_tables, system_stats
 from userstats.query.reads.scope import Scope, as_of_minus, busiest_channel, channel_note, domain_of, iso
 from userstats.query.reads.system import dashboard, totals
 from userstats.query.reads.timeseries import parse_time, timeseries_kudos, timeseries_messages
@@ -42,10 +43,12 @@ from userstats.query.reads.users import (
 )
 
 __all__ = [
+    "AllStatsTables",
     "Scope",
     "alias_find",
     "alias_get",
     "alias_list",
+    "all_stats_tables",
     "as_of_minus",
     "busiest_channel",
     "channel_list",
@@ -70,6 +73,7 @@ __all__ = [
     "parse_time",
     "snapshot_rows",
     "stats_global",
+    "system_stats",
     "timeseries_kudos",
     "timeseries_messages",
     "top_users",
