@@ -34,12 +34,13 @@ from userstats.query.handlers import Dispatcher, Outcome
 from userstats.query.replica import Replica
 from userstats.shared import messages as m
 from userstats.shared import requests
+from userstats.shared.commands import COMMANDS
 from userstats.shared.subjects import COMMAND_SUBJECT
 
 PREFIX = "/api/v1"
 READ_COMMANDS = tuple(c for c in requests.COMMAND_PARAMS if c not in requests.WRITE_COMMANDS)
 # Their replies hold uptime, request counters or the time of day: never the same twice.
-LIVE_COMMANDS = frozenset({"system.ping", "system.health", "system.stats", "channel.all_stats"})
+LIVE_COMMANDS = frozenset(c.name for c in COMMANDS if c.cache == "live")
 NUMBER_FIELDS = frozenset({"min_seq", "timeout"})  # envelope fields parse() reads as JSON numbers
 STATUS = {"ok": 200, "invalid": 400, "unavailable": 503, "internal": 500}
 JSON = "application/json"

@@ -4,7 +4,8 @@ endpoints, in the queue group `userstats-query`, hand each request to a task of 
 nats.micro awaits a handler before taking the next message of its subscription, so a
 handler that waited on the database or on `min_seq` would hold up every other request:
 the handler only starts a task, and the task records its real duration and outcome in the
-endpoint's statistics when it is done.
+endpoint's statistics when it is done (through query/microstats.py, the one module that touches
+nats-py's private fields).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from nats import micro
 from nats.aio.client import Client
 from nats.micro.request import Handler, Request
 from nats.micro.service import Endpoint, Service
+from userstats.query import microstats
 from userstats.query.handlers import Dispatcher
 from userstats.shared import __version__, subjects
 
@@ -36,6 +38,7 @@ class Endpoints:
         self.service: Service | None = None
 
     async def start(self) -> None:
+        microstats.check_nats_py()
         self.service = await micro.add_service(
             self._nc,
             name="userstats",
@@ -46,15 +49,16 @@ class Endpoints:
         )
         for name, subject in (("command", subjects.COMMAND_SUBJECT), ("seed", subjects.SEED_WILDCARD)):
             await self.service.add_endpoint(name=name, subject=subject, handler=self._handler())
+        microstats.check_endpoints(self.service)
         await self._nc.flush()
 
     def _handler(self) -> Handler:
         assert self.service is not None
         service = self.service
-        index = len(service._endpoints)  # the endpoint add_endpoint is about to create
+        index = microstats.next_endpoint(service)
 
         async def handle(request: Request) -> None:
-            task = asyncio.create_task(self._answer(service._endpoints[index], request))
+            task = asyncio.create_task(self._answer(microstats.endpoint_at(service, index), request))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
@@ -70,12 +74,7 @@ class Endpoints:
                 pass  # a plain publish: no one to answer (0.7.1 ran the command anyway)
             except Exception as exc:  # the requester went away or NATS is reconnecting
                 log.debug("reply on %s not sent: %s", request.subject, exc)
-            endpoint._processing_time += time.perf_counter_ns() - started
-            if endpoint._num_requests:
-                endpoint._average_processing_time = endpoint._processing_time // endpoint._num_requests
-            if problem is not None:
-                endpoint._num_errors += 1
-                endpoint._last_error = problem  # type: ignore[assignment]
+            microstats.record(endpoint, time.perf_counter_ns() - started, problem)
 
     async def stop(self, timeout: float = 5) -> None:
         if self.service is not None:

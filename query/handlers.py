@@ -18,11 +18,12 @@ import msgspec
 from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
-from userstats.query import reads
+from userstats.query import health, reads
 from userstats.query.metrics import QueryMetrics
 from userstats.query.replica import Replica
-from userstats.shared import __version__, requests
+from userstats.shared import __version__, commands, requests
 from userstats.shared import messages as m
+from userstats.shared import replies as r
 from userstats.shared.settings import Settings
 from userstats.shared.subjects import INGEST_COMMAND_SUBJECT, SEED_PREFIX
 
@@ -30,31 +31,9 @@ log = logging.getLogger(__name__)
 
 Read = Callable[[reads.Scope, Any], Any]
 
-READS: dict[str, Read] = {
-    "user.stats": reads.user_stats,
-    "user.profile": reads.user_profile,
-    "user.messages": reads.user_messages,
-    "user.activity": reads.user_activity,
-    "user.kudos": reads.user_kudos,
-    "stats.global": reads.stats_global,
-    "channel.top_users": reads.channel_top_users,
-    "channel.population": reads.channel_population,
-    "channel.media_history": reads.channel_media_history,
-    "channel.watermarks": reads.channel_watermarks,
-    "channel.movie_votes": reads.channel_movie_votes,
-    "channel.list": reads.channel_list,
-    "leaderboard.messages": reads.leaderboard_messages,
-    "leaderboard.kudos": reads.leaderboard_kudos,
-    "leaderboard.emotes": reads.leaderboard_emotes,
-    "leaderboard.all": reads.leaderboard_all,
-    "timeseries.messages": reads.timeseries_messages,
-    "timeseries.kudos": reads.timeseries_kudos,
-    "alias.list": reads.alias_list,
-    "alias.get": reads.alias_get,
-    "alias.find": reads.alias_find,
-}
-# Replies that depend only on one user's rows (counters and users, any case of the name).
-USER_COMMANDS = frozenset({"user.stats", "user.profile", "user.messages", "user.activity", "user.kudos"})
+# Each table read's function, by the naming rule of shared/commands.py (user.stats ->
+# reads.user_stats); a declared read without its function fails here, at import.
+READS: dict[str, Read] = {name: getattr(reads, name.replace(".", "_")) for name in commands.TABLE_READS}
 WRITE_TIMEOUT = 15.0
 CACHE_MAX = 10_000
 
@@ -71,8 +50,16 @@ class Outcome(NamedTuple):
 
 
 class Dispatcher:
-    def __init__(self, nc: Client, replica: Replica, settings: Settings, metrics: QueryMetrics) -> None:
+    def __init__(
+        self,
+        nc: Client,
+        replica: Replica,
+        settings: Settings,
+        metrics: QueryMetrics,
+        condition: Callable[[], health.Condition],
+    ) -> None:
         self._nc = nc
+        self._condition = condition
         self._replica = replica
         self._settings = settings
         self._metrics = metrics
@@ -81,7 +68,7 @@ class Dispatcher:
         self.started = time.monotonic()
         self._cache: dict[bytes, tuple[int, int, bytes]] = {}  # epoch, seq, reply
         self._totals: tuple[int, dict[str, int]] = (-1, {})
-        self._all_cache: dict[bytes, tuple[int, dict[str, Any]]] = {}
+        self._all_cache: dict[bytes, reads.AllStatsTables] = {}
         self._hostname = socket.gethostname()
         self._seen_default: tuple[int, int, str] = (-1, -1, "")  # epoch, seq, domain
 
@@ -166,13 +153,13 @@ class Dispatcher:
         """A reply computed at `seq` holds while the tables it read are unchanged: any write
         for most commands; for the user.* ones, only a write that touched that user's rows
         (with writes every 50 ms under traffic, the other users' replies stay cached)."""
-        r = self._replica
-        if epoch != r.epoch:
+        rep = self._replica
+        if epoch != rep.epoch:
             return False
-        if req.command in USER_COMMANDS:
+        if req.command in commands.USER_COMMANDS:
             user = getattr(req.params, "username", None)
-            return isinstance(user, str) and r.user_changed.get(user.lower(), 0) <= seq
-        return seq == r.db_seq
+            return isinstance(user, str) and rep.user_changed.get(user.lower(), 0) <= seq
+        return seq == rep.db_seq
 
     async def _wait_for(self, req: requests.Request) -> None:
         timeout = self._settings.userstats.min_seq_timeout_seconds
@@ -199,12 +186,12 @@ class Dispatcher:
         busiest channel in the stream (so a bare replica answers for what it has seen)."""
         if self._settings.channels:
             return self._settings.default_domain
-        r = self._replica
+        rep = self._replica
         epoch, seq, domain = self._seen_default
-        if (epoch, seq) != (r.epoch, r.db_seq):
+        if (epoch, seq) != (rep.epoch, rep.db_seq):
             seen = reads.busiest_channel(con)
             domain = seen[0] if seen else self._settings.default_domain
-            self._seen_default = (r.epoch, r.db_seq, domain)
+            self._seen_default = (rep.epoch, rep.db_seq, domain)
         return domain
 
     def _read(self, command: str, params: Any, key: bytes) -> bytes:
@@ -228,53 +215,13 @@ class Dispatcher:
         """Labelled figures for /metrics (database thread)."""
         return reads.dashboard(self._scope())
 
-    def _stats(self, t: dict[str, int]) -> dict[str, Any]:
-        return {
-            "total_users": t["total_users"],
-            "total_messages": t["total_messages"],
-            "total_pms": t["total_pms"],
-            "total_kudos": t["total_kudos_plusplus"],  # ++ only, as 0.7.1
-            "total_emotes": t["total_emotes"],
-            "total_media_changes": t["total_media_changes"],
-            "events_processed": t["events_processed"],
-            "commands_processed": self.commands_processed,
-            "active_sessions": t["active_sessions"],
-        }
+    def _stats(self, t: dict[str, int]) -> r.SystemStats:
+        return reads.system_stats(t, self.commands_processed)
 
-    def _all_stats_tables(self, p: m.AllStatsParams) -> tuple[int, dict[str, Any]]:
+    def _all_stats_tables(self, p: m.AllStatsParams) -> reads.AllStatsTables:
         """The parts of channel.all_stats that change only with the tables (database thread)."""
-        sc = self._scope()
-        d = reads.domain_of(sc, p.domain)
-        channel = p.channel or self._settings.default_channel
-        if not channel:
-            seen = reads.busiest_channel(sc.con, d)
-            if seen is None:
-                raise m.RequestError(
-                    f"channel required (no channel is configured, and the stream has none of domain {d})",
-                    "channel.all_stats",
-                )
-            channel = seen[1]
-        lim = p.limits
-        self.totals_now()
-        return self._replica.db_seq, {
-            "note": reads.channel_note(sc, channel, d),
-            "domain": d,
-            "leaderboards": {
-                "messages": reads.top_users(sc, channel, d, lim.leaderboards),
-                "kudos": reads.kudos_leaderboard(sc, d, lim.leaderboards),
-                "emotes": reads.emote_leaderboard(sc, d, lim.leaderboards),
-            },
-            "channel": {
-                "top_users": reads.top_users(sc, channel, d, lim.top_users),
-                "population": {
-                    "current": reads.current_snapshot(sc, channel, d),
-                    "history_24h": reads.snapshot_rows(sc, channel, d, reads.as_of_minus(sc, 86400)),
-                },
-                "watermarks": reads.watermarks(sc, channel, d, None),
-                "media_history": reads.media_history(sc, channel, d, lim.media_history),
-                "movie_votes": reads.movie_votes(sc, channel, d),
-            },
-        }
+        self.totals_now()  # system.stats' part of the reply, fresh at this seq too
+        return reads.all_stats_tables(self._scope(), p, self._settings.default_channel, self._replica.db_seq)
 
     async def _totals_current(self, need: int) -> dict[str, int]:
         if self._totals[0] != self._replica.db_seq or self._totals[0] < need:
@@ -288,52 +235,49 @@ class Dispatcher:
     async def _all_stats(self, p: m.AllStatsParams, key: bytes, need: int) -> bytes:
         """Tables part cached per sequence; the system part (uptime, commands) is always fresh."""
         cached = self._all_cache.get(key)
-        if cached is None or cached[0] != self._replica.db_seq or cached[0] < need:
+        if cached is None or cached.seq != self._replica.db_seq or cached.seq < need:
             cached = await self._replica.read(self._all_stats_tables, p, need_seq=need)
             if len(self._all_cache) >= 1000:
                 self._all_cache.clear()
             self._all_cache[key] = cached
         else:
             self._metrics.cache_hits.inc()
-        seq, tables = cached
-        data = {
-            "domain": tables["domain"],
-            "system": {"health": self._health(), "stats": self._stats(self._totals[1])},
-            "leaderboards": tables["leaderboards"],
-            "channel": tables["channel"],
-        }
-        return m.ok("channel.all_stats", data, seq, tables["note"])
+        data = r.AllStats(
+            domain=cached.domain,
+            system=r.AllStatsSystem(health=self._health(), stats=self._stats(self._totals[1])),
+            leaderboards=cached.leaderboards,
+            channel=cached.channel,
+        )
+        return m.ok("channel.all_stats", data, cached.seq, cached.note)
 
     # --- system commands -------------------------------------------------------------------
 
     def uptime(self) -> float:
         return round(time.monotonic() - self.started, 3)
 
-    def _ping(self) -> dict[str, Any]:
-        return {
-            "pong": True,
-            "service": m.SERVICE,
-            "version": __version__,
-            "uptime_seconds": self.uptime(),
-            "timestamp": datetime.now(UTC).isoformat(),
-            "metrics_endpoint": f"http://{self._hostname}:{self._settings.metrics.port}/metrics",
-        }
+    def _ping(self) -> r.Ping:
+        return r.Ping(
+            pong=True,
+            service=m.SERVICE,
+            version=__version__,
+            uptime_seconds=self.uptime(),
+            timestamp=datetime.now(UTC).isoformat(),
+            metrics_endpoint=f"http://{self._hostname}:{self._settings.metrics.port}/metrics",
+        )
 
-    def _health(self) -> dict[str, Any]:
-        r = self._replica
-        healthy = r.loaded and self._nc.is_connected
-        return {
-            "service": m.SERVICE,
-            "status": "healthy"
-            if healthy and r.problem is None
-            else ("degraded" if healthy else "unhealthy"),
-            "uptime_seconds": self.uptime(),
-            "database_connected": r.loaded,
-            "nats_connected": self._nc.is_connected,
-            "following": r.following,
-            "snapshot_seq": r.pointer.seq if r.pointer else None,
-            "problem": r.problem,
-        }
+    def _health(self) -> r.Health:
+        """system.health: the level of the one health rule (query/health.py) with its inputs."""
+        replica = self._replica
+        return r.Health(
+            service=m.SERVICE,
+            status=health.judge(self._condition()).level,
+            uptime_seconds=self.uptime(),
+            database_connected=replica.loaded,
+            nats_connected=self._nc.is_connected,
+            following=replica.following,
+            snapshot_seq=replica.pointer.seq if replica.pointer else None,
+            problem=replica.problem,
+        )
 
     # --- writes ---------------------------------------------------------------------------
 

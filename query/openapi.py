@@ -1,10 +1,9 @@
 """The HTTP API's OpenAPI 3.1 document, derived from the command table and the Structs.
 
-Parameters come from each command's parameter Struct (`shared.requests.COMMAND_PARAMS`),
-reply schemas from `shared.replies.REPLY_TYPES`, both through msgspec's JSON Schema, so
-the document cannot drift from what the dispatcher accepts and answers. `/docs` renders it
-as a plain HTML page (no CDN, no script: a replica may have no internet) with a form per
-command; `/openapi.json` serves it for tools.
+Parameters and reply schemas come from each command's declaration (shared/commands.py),
+both through msgspec's JSON Schema, so the document cannot drift from what the dispatcher
+accepts and answers. `/docs` renders it as a plain HTML page (no CDN, no script: a replica
+may have no internet) with a form per command; `/openapi.json` serves it for tools.
 """
 
 from __future__ import annotations
@@ -17,9 +16,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from userstats.query.api import CORS, LIVE_COMMANDS, PREFIX, READ_COMMANDS
-from userstats.shared import __version__, requests
+from userstats.shared import __version__
 from userstats.shared import messages as m
-from userstats.shared import replies as r
+from userstats.shared.commands import BY_NAME
 
 REF = "#/components/schemas/{name}"
 
@@ -127,8 +126,8 @@ def _error(description: str) -> dict[str, Any]:
 
 def document() -> dict[str, Any]:
     """The OpenAPI 3.1 document of every read command."""
-    params = [requests.COMMAND_PARAMS[c] for c in READ_COMMANDS]
-    replies = [r.REPLY_TYPES[c] for c in READ_COMMANDS]
+    params = [BY_NAME[c].params for c in READ_COMMANDS]
+    replies = [BY_NAME[c].reply for c in READ_COMMANDS]
     schemas, components = msgspec.json.schema_components([*params, *replies], ref_template=REF)
     reply_schemas = schemas[len(params) :]
     paths: dict[str, Any] = {}

@@ -12,12 +12,13 @@ from typing import Any
 
 import prometheus_client
 from nats.aio.client import Client
-from userstats.query import web
+from userstats.query import health, web
 from userstats.query.endpoints import Endpoints
 from userstats.query.handlers import Dispatcher
 from userstats.query.lifecycle import Lifecycle
 from userstats.query.metrics import QueryMetrics, spec_totals
 from userstats.query.replica import Replica
+from userstats.query.status import ReplicaStatus
 from userstats.shared import jshealth, natsconn, snapshots, subjects
 from userstats.shared.http import HttpServer, build_app
 from userstats.shared.settings import Settings
@@ -44,28 +45,24 @@ class QueryService:
             bool(self.replica and self.replica.loaded),
         )
 
+    def condition(self, st: ReplicaStatus | None) -> health.Condition:
+        connected = bool(self.nc and self.nc.is_connected)
+        return health.Condition(
+            nats_connected=connected,
+            loaded=bool(st and st.loaded),
+            problem=st.problem if st else None,
+            snapshot_error=st.snapshot_error if st else None,
+            store_problems=self.stores.problems() if self.stores else [],
+            store_warnings=self.stores.warnings() if self.stores and connected else [],
+        )
+
     def health(self) -> tuple[bool, dict[str, Any]]:
         r = self.replica
         st = r.status if r is not None else None  # one reading: a consistent status
+        verdict = health.judge(self.condition(st))
         connected = bool(self.nc and self.nc.is_connected)
-        problems = []
-        if not connected:
-            problems.append("not connected to NATS")
-        if st is None or not st.loaded:
-            problems.append(st.problem if st and st.problem else "no snapshot loaded yet")
-        if connected and self.stores is not None:
-            problems += self.stores.problems()
-        warnings = self.stores.warnings() if self.stores and connected else []
-        ok = not problems
-        status = "healthy"
-        if problems:
-            status = "unhealthy: " + "; ".join(problems)
-        elif st is not None and st.problem:
-            status = "degraded: " + st.problem  # serving, but not following the stream
-        elif st is not None and st.snapshot_error:
-            status = "degraded: " + st.snapshot_error  # serving the previous snapshot
-        elif warnings:
-            status = "degraded: " + "; ".join(warnings)  # a store works with fewer replicas
+        status = verdict.status()
+        ok = verdict.ok
         body: dict[str, Any] = {
             "service": "userstats",
             "status": status,
@@ -138,7 +135,9 @@ class QueryService:
         )
         self.replica = replica = Replica(nc.jetstream(), u.stream, u.replica_dir, u.duckdb_threads)
         replica.gate.listeners.append(self._first_load.set)
-        self.dispatcher = dispatcher = Dispatcher(nc, replica, s, self.metrics)
+        self.dispatcher = dispatcher = Dispatcher(
+            nc, replica, s, self.metrics, lambda: self.condition(replica.status)
+        )
         endpoints = Endpoints(nc, dispatcher, s.metrics.port)
         await endpoints.start()
         lifecycle = Lifecycle(nc, s)

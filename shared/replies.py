@@ -1,11 +1,10 @@
 """The `data` of every command's reply, as msgspec Structs: the contract the typed client
 decodes with, the API reference is generated from, and the tests hold the server to
-(every reply of the integration tests must decode strictly into its Struct).
+(every reply of the integration tests must decode strictly into its Struct). Which command
+answers with which is declared in shared/commands.py.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import msgspec
 from msgspec import UNSET, UnsetType
@@ -21,7 +20,6 @@ from userstats.shared.messages import (
     SnapshotRow,
     TopRow,
     VoteRow,
-    VoteSummary,
 )
 
 
@@ -282,36 +280,3 @@ class AliasFound(Data, frozen=True):
     alias: str
     username: str | None
     found: bool
-
-
-REPLY_TYPES: dict[str, Any] = {
-    "user.stats": UserStats,
-    "user.profile": UserProfile,
-    "user.messages": UserMessages,
-    "user.activity": UserActivity,
-    "user.kudos": UserKudos,
-    "stats.global": StatsGlobal,
-    "channel.top_users": ChannelTopUsers,
-    "channel.population": ChannelPopulation,
-    "channel.media_history": ChannelMediaHistory,
-    "channel.watermarks": Watermarks,
-    "channel.movie_votes": list[VoteRow] | VoteSummary | None,
-    "channel.all_stats": AllStats,
-    "channel.list": ChannelList,
-    "leaderboard.messages": MessagesLeaderboard,
-    "leaderboard.kudos": KudosLeaderboard,
-    "leaderboard.emotes": EmotesLeaderboard,
-    "leaderboard.all": LeaderboardAll,
-    "timeseries.messages": MessagesSeries,
-    "timeseries.kudos": KudosSeries,
-    "system.ping": Ping,
-    "system.health": Health,
-    "system.stats": SystemStats,
-    "alias.list": AliasList,
-    "alias.get": AliasGet,
-    "alias.add": AliasAdded,
-    "alias.delete": AliasDeleted,
-    "alias.update": AliasUpdated,
-    "alias.find": AliasFound,
-    "user.forget": UserForgotten,
-}

@@ -8,61 +8,19 @@ from typing import Any, NamedTuple
 
 import msgspec
 from userstats.shared import messages as m
+from userstats.shared.commands import COMMAND_PARAMS, SEED_COMMANDS, WRITE_COMMANDS
 
-COMMAND_PARAMS: dict[str, type[m.Params]] = {
-    "user.stats": m.UserParams,
-    "user.profile": m.UserParams,
-    "user.messages": m.UserMessagesParams,
-    "user.activity": m.UserParams,
-    "user.kudos": m.UserDomainParams,
-    "stats.global": m.ChannelParams,
-    "channel.top_users": m.TopUsersParams,
-    "channel.population": m.PopulationParams,
-    "channel.media_history": m.MediaHistoryParams,
-    "channel.watermarks": m.WatermarksParams,
-    "channel.movie_votes": m.MovieVotesParams,
-    "channel.all_stats": m.AllStatsParams,
-    "channel.list": m.ChannelListParams,
-    "leaderboard.messages": m.LeaderboardMessagesParams,
-    "leaderboard.kudos": m.LeaderboardParams,
-    "leaderboard.emotes": m.LeaderboardParams,
-    "leaderboard.all": m.LeaderboardAllParams,
-    "timeseries.messages": m.TimeseriesParams,
-    "timeseries.kudos": m.TimeseriesKudosParams,
-    "system.ping": m.NoParams,
-    "system.health": m.NoParams,
-    "system.stats": m.NoParams,
-    "alias.list": m.NoParams,
-    "alias.get": m.AliasUserParams,
-    "alias.add": m.AliasPairParams,
-    "alias.delete": m.AliasPairParams,
-    "alias.update": m.AliasUpdateParams,
-    "alias.find": m.AliasFindParams,
-    "user.forget": m.ForgetParams,
-}
-WRITE_COMMANDS = frozenset({"alias.add", "alias.delete", "alias.update", "user.forget"})
+# What each command takes, is and answers is declared once, in shared/commands.py.
 
-# The seed's per-subject API: the 12 documented query types and the 4 extra ones.
-SEED_COMMANDS = frozenset(
-    {
-        "user.stats",
-        "user.messages",
-        "user.activity",
-        "user.kudos",
-        "channel.top_users",
-        "channel.population",
-        "channel.media_history",
-        "leaderboard.messages",
-        "leaderboard.kudos",
-        "leaderboard.emotes",
-        "system.health",
-        "system.stats",
-        "channel.watermarks",
-        "channel.movie_votes",
-        "timeseries.messages",
-        "timeseries.kudos",
-    }
-)
+__all__ = [
+    "COMMAND_PARAMS",
+    "SEED_COMMANDS",
+    "WRITE_COMMANDS",
+    "Request",
+    "decode_object",
+    "parse",
+    "seed_route",
+]
 
 # Keys any request may carry besides its command's parameters: the envelope (spec 4.2),
 # read-your-writes, tracing ids some clients add, and `domain`, which every seed subject

@@ -30,6 +30,7 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from userstats.shared import messages as m
 from userstats.shared import natsconn
 from userstats.shared import replies as r
+from userstats.shared.commands import REPLY_TYPES
 from userstats.shared.subjects import COMMAND_SUBJECT
 
 T = TypeVar("T")
@@ -64,9 +65,7 @@ class _Envelope(msgspec.Struct, frozen=True):
 
 
 _ENVELOPE = msgspec.json.Decoder(_Envelope)
-_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {
-    c: msgspec.json.Decoder(t) for c, t in r.REPLY_TYPES.items()
-}
+_DECODERS: dict[str, msgspec.json.Decoder[Any]] = {c: msgspec.json.Decoder(t) for c, t in REPLY_TYPES.items()}
 
 
 class UserstatsClient:

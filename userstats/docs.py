@@ -2,6 +2,9 @@
 
 .venv/bin/python -m userstats.docs           rewrite the generated part of QUERY_ENDPOINTS.md
 .venv/bin/python -m userstats.docs --check   exit 1 if it is stale (the tests do this too)
+python -m userstats.docs --stdout            print the generated reference (what an installed wheel,
+                                             which has no QUERY_ENDPOINTS.md beside it, does by default)
+python -m userstats.docs --file PATH         rewrite (or --check) another copy of the document
 """
 
 from __future__ import annotations
@@ -14,10 +17,10 @@ from typing import Any
 import msgspec
 from msgspec import inspect as mi
 
-from userstats.shared import replies as r
-from userstats.shared.requests import COMMAND_PARAMS, SEED_COMMANDS, WRITE_COMMANDS
+from userstats.shared.commands import COMMANDS
 from userstats.shared.subjects import COMMAND_SUBJECT, SEED_PREFIX
 
+# The document beside the package in a source checkout (or an editable install); a wheel has none.
 DOC = Path(__file__).resolve().parents[1] / "QUERY_ENDPOINTS.md"
 BEGIN = "<!-- BEGIN GENERATED: python -m userstats.docs -->"
 END = "<!-- END GENERATED -->"
@@ -76,14 +79,15 @@ def _reply(t: Any, structs: set[type]) -> str:
 def generate() -> str:
     structs: set[type] = set()
     out = [BEGIN, "", "## Commands", ""]
-    for command, params in COMMAND_PARAMS.items():
+    for c in COMMANDS:
+        command, params = c.name, c.params
         out.append(f"### `{command}`")
         out.append("")
         where = [f'`{COMMAND_SUBJECT}` with `"command": "{command}"`']
-        if command in SEED_COMMANDS:
+        if c.seed:
             where.append(f"`{SEED_PREFIX}.<domain>.{command}` (domain from the subject)")
         out.append("Subjects: " + "; ".join(where) + ".")
-        if command in WRITE_COMMANDS:
+        if c.write:
             out.append("")
             out.append("A write: the replica forwards it to ingest, which answers once it is projected.")
         out.append("")
@@ -94,7 +98,7 @@ def generate() -> str:
         else:
             out.append("No parameters.")
         out.append("")
-        out.append(f"Reply `data`: {_reply(r.REPLY_TYPES[command], structs)}.")
+        out.append(f"Reply `data`: {_reply(c.reply, structs)}.")
         out.append("")
     out += ["## Types", ""]
     done: set[type] = set()
@@ -121,14 +125,24 @@ def render(existing: str) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m userstats.docs", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if QUERY_ENDPOINTS.md is stale")
+    parser.add_argument(
+        "--file", type=Path, help="the document to rewrite or check (default: the checkout's)"
+    )
+    parser.add_argument("--stdout", action="store_true", help="print the generated reference instead")
     args = parser.parse_args(argv)
-    current = DOC.read_text(encoding="utf-8")
+    doc: Path | None = args.file or (DOC if DOC.is_file() else None)
+    if args.stdout or doc is None:
+        if args.check:
+            parser.error("--check needs QUERY_ENDPOINTS.md: run it in a source checkout or pass --file")
+        sys.stdout.write(generate())
+        return
+    current = doc.read_text(encoding="utf-8")
     wanted = render(current)
     if args.check:
         if wanted != current:
-            sys.exit("QUERY_ENDPOINTS.md is stale: run .venv/bin/python -m userstats.docs")
+            sys.exit(f"{doc.name} is stale: run .venv/bin/python -m userstats.docs")
         return
-    DOC.write_text(wanted, encoding="utf-8")
+    doc.write_text(wanted, encoding="utf-8")
 
 
 if __name__ == "__main__":

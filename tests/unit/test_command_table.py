@@ -1,0 +1,35 @@
+"""The one table of commands (shared/commands.py) and what is derived from it."""
+
+from __future__ import annotations
+
+import typing
+
+from userstats.query import reads
+from userstats.query.handlers import READS
+from userstats.shared import commands
+
+
+def test_every_command_is_declared_once_with_its_structs() -> None:
+    names = [c.name for c in commands.COMMANDS]
+    assert len(names) == len(set(names))
+    assert (
+        len(commands.SEED_COMMANDS) == 16
+        and {
+            "alias.add",
+            "alias.delete",
+            "alias.update",
+        }
+        == commands.WRITE_COMMANDS
+    )
+    assert {c for c in names if c.startswith("user.")} == commands.USER_COMMANDS
+
+
+def test_every_table_read_has_its_read_function_taking_the_declared_parameters() -> None:
+    assert set(READS) == set(commands.TABLE_READS)
+    for name in commands.TABLE_READS:
+        c = commands.BY_NAME[name]
+        hints = typing.get_type_hints(READS[name])
+        assert hints["p"] is c.params, name
+        assert READS[name] is getattr(reads, name.replace(".", "_"))
+        if isinstance(c.reply, type):
+            assert hints["return"] is c.reply, name
