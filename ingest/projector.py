@@ -3,6 +3,13 @@
 Projecting batch N+1 overlaps with writing batch N (DuckDB releases the GIL). If a write
 fails, the DuckDB transaction rolls back, so the tables still match the checkpoint: we
 drop the in-memory State, reload it from the tables and read the stream again from there.
+
+Private messages: a batch's raw PMs land in pm_erase_queue in the batch's own transaction.
+Right after that commit, and before the next batch commits, each one gets its "pm" journal
+event (user and time, no text; that event is what counts it) and the raw message is deleted
+from the stream. A kill -9 anywhere in between leaves the queue rows committed (the journal
+event that removes a row cannot be committed before the delete), so the sweep at start
+finishes the job: the event appended twice counts once, a message already gone is fine.
 """
 
 from __future__ import annotations
@@ -14,15 +21,19 @@ import time
 
 import duckdb
 from nats.js import JetStreamContext
+from nats.js.errors import APIError, NotFoundError
+from userstats.ingest.journal import Journal
 from userstats.ingest.metrics import IngestMetrics
-from userstats.ingest.stream_setup import STREAM_SUBJECTS
 from userstats.shared import apply
+from userstats.shared import events as ev
 from userstats.shared.delta import Delta
-from userstats.shared.projection import DEAD_LETTERS_KEY, Projector
+from userstats.shared.projection import DEAD_LETTERS_KEY, STREAM_SUBJECTS, Projector
 from userstats.shared.seqgate import SequenceGate
 from userstats.shared.stream import StreamReader
 
 log = logging.getLogger(__name__)
+
+NO_MESSAGE = 10037  # JetStream's "no message found" error code (the raw PM is already gone)
 
 
 class ProjectorLoop:
@@ -48,10 +59,15 @@ class ProjectorLoop:
         self.generation = cp.generation
         self.projector = Projector(apply.load_state(con), cp.seq, cp.event_time_us)
         self.write_error: str | None = None  # the last failed write, until one succeeds
+        self._journal = Journal(js, stream)
+        # raw PMs to erase (seq -> username, event time): committed in pm_erase_queue
+        self._erase: dict[int, tuple[str, int]] = _erase_queue(con)
+        self.pms_erased = 0
 
     def _reload(self) -> Projector:
         """A Projector at the tables' checkpoint, after a failed write (worker thread)."""
         cp = apply.read_checkpoint(self._con)
+        self._erase.update(_erase_queue(self._con))
         return Projector(apply.load_state(self._con), cp.seq, cp.event_time_us)
 
     @property
@@ -91,6 +107,7 @@ class ProjectorLoop:
             try:
                 if self.write_error is not None:
                     self.projector = await asyncio.to_thread(self._reload)
+                await self.erase_pms()  # what a previous run committed but did not finish
                 await self._run_once(stop)
                 return
             except (duckdb.Error, OSError) as exc:
@@ -153,4 +170,40 @@ class ProjectorLoop:
 
     async def _commit(self, delta: Delta, seq: int, event_us: int, n: int) -> None:
         await asyncio.to_thread(self._write, delta, seq, event_us, n)
+        for (pm_seq,), (username, time_us) in delta.pm_erase.upserts.items():
+            self._erase[int(pm_seq)] = (str(username), int(time_us))
         await self._committed(delta, seq, n)
+        if self._erase:
+            await self.erase_pms()
+
+    async def erase_pms(self) -> None:
+        """For each committed raw PM, oldest first: append its "pm" journal event, then delete
+        the raw message. One that fails stays queued for the next batch (or the next start)."""
+        for pm_seq in sorted(self._erase):
+            username, time_us = self._erase[pm_seq]
+            event = ev.PmRedacted(timestamp=ev.from_us(time_us), seq=pm_seq, username=username)
+            try:
+                await self._journal.append(event, msg_id=f"userstats-pm-{pm_seq}")
+                await self._delete(pm_seq)
+            except Exception as exc:  # NATS unavailable: the queue keeps it
+                log.warning(
+                    "raw PM at seq %d not erased yet (%s); retrying after the next batch", pm_seq, exc
+                )
+                return
+            del self._erase[pm_seq]
+            self.pms_erased += 1
+            self._metrics.pms_erased.inc()
+
+    async def _delete(self, seq: int) -> None:
+        try:
+            await self._js.delete_msg(self._stream, seq)
+        except NotFoundError:
+            pass
+        except APIError as exc:
+            if exc.err_code != NO_MESSAGE:
+                raise
+
+
+def _erase_queue(con: duckdb.DuckDBPyConnection) -> dict[int, tuple[str, int]]:
+    rows = con.execute("SELECT seq, username, time_us FROM pm_erase_queue ORDER BY seq").fetchall()
+    return {int(seq): (str(user), int(t)) for seq, user, t in rows}

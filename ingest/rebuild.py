@@ -22,11 +22,13 @@ from pathlib import Path
 import duckdb
 import msgspec
 from nats.js import JetStreamContext
+from nats.js.errors import NotFoundError
 from userstats.ingest.progress import Progress
 from userstats.ingest.stream_setup import STREAM_SUBJECTS
-from userstats.shared import apply, rawstream
+from userstats.shared import apply, rawstream, subjects
+from userstats.shared import events as ev
 from userstats.shared.delta import Delta
-from userstats.shared.projection import DEAD_LETTERS_KEY, Projector
+from userstats.shared.projection import DEAD_LETTERS_KEY, PM_EVENT, Projector
 from userstats.shared.settings import NatsSettings
 from userstats.shared.stream import StreamReader
 
@@ -72,7 +74,7 @@ async def build_shadow(
     """
     info = await js.stream_info(stream)
     first, last = int(info.state.first_seq), int(info.state.last_seq)
-    if first > 1:
+    if first > 1 and not await _head_was_erased(js, stream, first):
         raise RebuildError(
             f"stream {stream} starts at seq {first}: messages 1..{first - 1} were removed by its limits "
             "(max_msgs / max_bytes / max_age), so the tables cannot be rebuilt from the log alone. "
@@ -114,6 +116,29 @@ async def build_shadow(
     if seq != target:
         raise RebuildError(f"the rebuild worker stopped at seq {seq}, expected {target}")
     return RebuildResult(dest, target, target, time.monotonic() - started, dead, generation, reader)
+
+
+async def _head_was_erased(js: JetStreamContext, stream: str, first: int) -> bool:
+    """Whether messages 1..first-1 are all raw PMs that ingest erased (each "pm" journal event
+    names the raw seq it replaces; they come after their raw ones, in seq order), rather than
+    messages the stream's limits removed."""
+    want, at = 1, first
+    while want < first:
+        try:
+            msg = await js.get_msg(stream, seq=at, subject=subjects.journal_subject(PM_EVENT), next=True)
+        except NotFoundError:
+            return False
+        at = int(msg.seq or 0) + 1
+        try:
+            event = ev.JOURNAL_DECODER.decode(msg.data or b"")
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue
+        if not isinstance(event, ev.PmRedacted) or event.seq < want:
+            continue
+        if event.seq > want:
+            return False
+        want += 1
+    return True
 
 
 class _WorkerGone(Exception):

@@ -96,6 +96,7 @@ class Delta:
         self.settings = t[schema.PROJECTION_SETTINGS.name]
         self.parts = t[schema.CHANNEL_PARTS.name]
         self.baselines = t[schema.IMPORT_BASELINES.name]
+        self.pm_erase = t[schema.PM_ERASE_QUEUE.name]
         self.dead_letters = t[schema.DEAD_LETTERS.name]
 
     def __len__(self) -> int:

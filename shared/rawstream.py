@@ -337,10 +337,8 @@ async def _read(
             if seq > end:
                 done = True
                 break
-            if seq > expected:
-                log.warning(
-                    "messages %d..%d are no longer in the stream; continuing at %d", expected, seq - 1, seq
-                )
+            if seq > expected:  # deleted (erased raw PMs) or removed by the stream's limits
+                log.debug("messages %d..%d are not in the stream; continuing at %d", expected, seq - 1, seq)
             name = names.get(subject)
             if name is None:
                 name = names[subject] = subject.decode()

@@ -18,7 +18,10 @@ from typing import Literal
 #    carry yet: channel_parts); setUserMeta applies meta.afk.
 # 4: a population row at each channel's first event; dead-letter paths inside the payload
 #    say `$.payload...`.
-PROJECTION_VERSION = 4
+# 5: private messages are counted from ingest's "pm" journal event (the raw PM is only held in
+#    pm_erase_queue until then, and deleted from the stream); recent_chat keeps a digest of each
+#    line's text instead of the text.
+PROJECTION_VERSION = 5
 
 Merge = Literal["add", "min", "max", "set"]
 
@@ -140,7 +143,7 @@ OPEN_SESSIONS = TableSpec(
     ),
 )
 # The channel's last chat lines for backlog dedupe, one JSON row per channel:
-# [[seq, username, time_ms, msg], ...] oldest first.
+# [[seq, username, time_ms, digest of the text], ...] oldest first (no chat text at rest).
 RECENT_CHAT = TableSpec("recent_chat", (_c("domain"), _c("channel")), (_c("lines"),))
 CHANNEL_CLOCK = TableSpec("channel_clock", (_c("domain"), _c("channel")), (_c("last_boundary_us", "BIGINT"),))
 PROJECTION_SETTINGS = TableSpec("projection_settings", (_c("name"),), (_c("value"),))
@@ -154,6 +157,13 @@ CHANNEL_PARTS = TableSpec("channel_parts", (_c("domain"), _c("channel"), _c("par
 # rows in a replica). The media rows an import brought have negative seq keys (projection).
 IMPORT_BASELINES = TableSpec("import_baselines", (_c("key"),), (_c("n1", "BIGINT"), _c("n2", "BIGINT")))
 BASELINE_SEP = "\x1f"
+# Raw private messages projected but not yet counted: ingest appends a "pm" journal event for
+# each (which counts it and removes the row) and deletes the raw message from the stream. No
+# text: the user (empty when the PM could not be decoded) and the PM's event time.
+PM_ERASE_QUEUE = TableSpec(
+    "pm_erase_queue", (_c("seq", "BIGINT"),), (_c("username"), _c("time_us", "BIGINT"))
+)
+PM_COUNTED_THROUGH = "pm_counted_through"  # projection_settings: State.pm_counted_through
 DEAD_LETTERS = TableSpec(
     "dead_letters",
     (_c("seq", "BIGINT"),),
@@ -176,6 +186,7 @@ TABLES: tuple[TableSpec, ...] = (
     PROJECTION_SETTINGS,
     CHANNEL_PARTS,
     IMPORT_BASELINES,
+    PM_ERASE_QUEUE,
     DEAD_LETTERS,
 )
 

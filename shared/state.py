@@ -65,6 +65,8 @@ class State:
     settings: ProjectionSettings = field(default_factory=ProjectionSettings)
     # "source␟kind␟username␟channel␟domain␟item" (schema.IMPORT_BASELINES) -> the (n1, n2) imported
     baselines: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # the newest raw PM seq a "pm" journal event counted (a repeat at or below it counts nothing)
+    pm_counted_through: int = 0
 
     def alias_owner(self, alias_lower: str) -> str | None:
         owners = self.aliases.get(alias_lower)
