@@ -33,7 +33,8 @@ from userstats.shared.stream import StreamReader
 
 log = logging.getLogger(__name__)
 
-NO_MESSAGE = 10037  # JetStream's "no message found" error code (the raw PM is already gone)
+# JetStream's "no message found" and "sequence not found" (the raw PM is already gone)
+GONE = (10037, 10043)
 
 
 class ProjectorLoop:
@@ -60,8 +61,8 @@ class ProjectorLoop:
         self.projector = Projector(apply.load_state(con), cp.seq, cp.event_time_us)
         self.write_error: str | None = None  # the last failed write, until one succeeds
         self._journal = Journal(js, stream)
-        # raw PMs to erase (seq -> username, event time): committed in pm_erase_queue
-        self._erase: dict[int, tuple[str, int]] = _erase_queue(con)
+        # raw PMs to erase (seq -> username, event time, subject, error): as in pm_erase_queue
+        self._erase: dict[int, tuple[str, int, str, str]] = _erase_queue(con)
         self.pms_erased = 0
 
     def _reload(self) -> Projector:
@@ -170,18 +171,18 @@ class ProjectorLoop:
 
     async def _commit(self, delta: Delta, seq: int, event_us: int, n: int) -> None:
         await asyncio.to_thread(self._write, delta, seq, event_us, n)
-        for (pm_seq,), (username, time_us) in delta.pm_erase.upserts.items():
-            self._erase[int(pm_seq)] = (str(username), int(time_us))
-        await self._committed(delta, seq, n)
-        if self._erase:
+        for (pm_seq,), (username, time_us, subject, error) in delta.pm_erase.upserts.items():
+            self._erase[int(pm_seq)] = (str(username), int(time_us), str(subject), str(error))
+        if self._erase:  # before the checkpoint is announced: whoever sees it sees their events
             await self.erase_pms()
+        await self._committed(delta, seq, n)
 
     async def erase_pms(self) -> None:
         """For each committed raw PM, oldest first: append its "pm" journal event, then delete
         the raw message. One that fails stays queued for the next batch (or the next start)."""
         for pm_seq in sorted(self._erase):
-            username, time_us = self._erase[pm_seq]
-            event = ev.PmRedacted(timestamp=ev.from_us(time_us), seq=pm_seq, username=username)
+            username, time_us, subject, error = self._erase[pm_seq]
+            event = ev.PmRedacted(ev.from_us(time_us), pm_seq, username, subject, error)
             try:
                 await self._journal.append(event, msg_id=f"userstats-pm-{pm_seq}")
                 await self._delete(pm_seq)
@@ -200,10 +201,10 @@ class ProjectorLoop:
         except NotFoundError:
             pass
         except APIError as exc:
-            if exc.err_code != NO_MESSAGE:
+            if exc.err_code not in GONE:
                 raise
 
 
-def _erase_queue(con: duckdb.DuckDBPyConnection) -> dict[int, tuple[str, int]]:
-    rows = con.execute("SELECT seq, username, time_us FROM pm_erase_queue ORDER BY seq").fetchall()
-    return {int(seq): (str(user), int(t)) for seq, user, t in rows}
+def _erase_queue(con: duckdb.DuckDBPyConnection) -> dict[int, tuple[str, int, str, str]]:
+    rows = con.execute("SELECT seq, username, time_us, subject, error FROM pm_erase_queue").fetchall()
+    return {int(seq): (str(user), int(t), str(subject), str(error)) for seq, user, t, subject, error in rows}

@@ -176,6 +176,8 @@ class PmRedacted(msgspec.Struct, frozen=True, tag="pm"):
     timestamp: datetime  # the PM's own event time
     seq: int
     username: str = ""
+    subject: str = ""  # with `error`: the raw PM could not be projected (a dead letter, no bytes)
+    error: str = ""
 
 
 # --- History imported from a kryten-userstats 0.7.1 SQLite file (ingest/importer.py) ---

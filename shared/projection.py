@@ -147,9 +147,9 @@ class Projector:
             self._dead_letter(seq, subject, f"{type(exc).__name__}: {exc}", data, stream_us)
 
     def _dead_letter(self, seq: int, subject: str, error: str, data: bytes, stream_us: int) -> None:
-        if is_pm_subject(subject):  # keep no PM text; erase it from the stream like any PM
-            data = b""
-            self.delta.pm_erase.put((seq,), ["", stream_us])
+        if is_pm_subject(subject):  # no PM text kept: the dead letter comes with its journal event
+            self.delta.pm_erase.put((seq,), ["", stream_us, subject, error[:1000]])
+            return
         self.delta.dead_letters.put((seq,), [subject, error[:1000], data, stream_us])
         self._count("dead_letters")
 
@@ -391,7 +391,7 @@ class Projector:
         (user and time, no text) and deletes the raw message from the stream. Only that event
         counts, so a replay counts the PM once whether it meets the raw message, the journal
         event or both. The raw one advances no clock and no counter for the same reason."""
-        self.delta.pm_erase.put((seq,), [p.sender(), t])
+        self.delta.pm_erase.put((seq,), [p.sender(), t, "", ""])
 
     def _pm_redacted(self, e: ev.PmRedacted, t: int) -> None:
         self.delta.pm_erase.delete((e.seq,))
@@ -401,6 +401,10 @@ class Projector:
             return
         st.pm_counted_through = e.seq
         self.delta.settings.put((PM_COUNTED_THROUGH,), [str(e.seq)])
+        if e.error:  # the raw PM was undecodable or failed: a dead letter without its bytes
+            self.delta.dead_letters.put((e.seq,), [e.subject, e.error, b"", t])
+            self._count("dead_letters")
+            return
         if not e.username:  # a PM without a sender, or one that was a dead letter
             return
         self._see_user(e.seq, e.username, t)

@@ -159,9 +159,12 @@ IMPORT_BASELINES = TableSpec("import_baselines", (_c("key"),), (_c("n1", "BIGINT
 BASELINE_SEP = "\x1f"
 # Raw private messages projected but not yet counted: ingest appends a "pm" journal event for
 # each (which counts it and removes the row) and deletes the raw message from the stream. No
-# text: the user (empty when the PM could not be decoded) and the PM's event time.
+# text: the sender and the PM's event time; for one that could not be projected, its subject
+# and error (it becomes a dead letter, without its bytes, when its journal event is projected).
 PM_ERASE_QUEUE = TableSpec(
-    "pm_erase_queue", (_c("seq", "BIGINT"),), (_c("username"), _c("time_us", "BIGINT"))
+    "pm_erase_queue",
+    (_c("seq", "BIGINT"),),
+    (_c("username"), _c("time_us", "BIGINT"), _c("subject"), _c("error")),
 )
 PM_COUNTED_THROUGH = "pm_counted_through"  # projection_settings: State.pm_counted_through
 DEAD_LETTERS = TableSpec(

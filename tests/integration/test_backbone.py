@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import json
 import re
 
@@ -14,16 +16,35 @@ from tests.harness import Service, Stack, connect, publish_all, request, stream_
 from tests.integration.streamtools import Oracle, dump, dump_file, read_stream, rebuild
 
 
-async def caught_up(nc: Client, svc: Service) -> int:
-    """Wait until the service (ingest or replica) reflects the stream's last sequence."""
-    last = await stream_last_seq(nc)
+async def raw_pms(nc: Client) -> int:
+    """Raw private messages still in the stream (ingest erases each once it is counted)."""
+    info = await nc.jetstream().stream_info("USERSTATS", subjects_filter="kryten.events.cytube.*.pm")
+    return sum((info.state.subjects or {}).values())
 
-    def at() -> int:
+
+async def caught_up(nc: Client, svc: Service, pm_wait: float = 15.0) -> int:
+    """Wait until the service (ingest or replica) reflects the stream's last sequence.
+
+    Ingest appends a "pm" journal event for each raw PM before it deletes the raw one (and
+    before it announces the batch's checkpoint), so this also waits (at most `pm_wait`
+    seconds, ingest may not be running) until no raw PM is left, then for the events after."""
+    last, seq = await stream_last_seq(nc), -1
+
+    def at(target: int) -> int:
         code, body = svc.health()
         seq = body.get("checkpoint_seq", body.get("as_of_seq")) or 0
-        return int(seq) if code == 200 and seq >= last else 0
+        return int(seq) if code == 200 and seq >= target else 0
 
-    seq = int(await wait_for(at, timeout=60, what=f"{svc.module} to reach seq {last}"))
+    async def no_raw_pm() -> bool:
+        return await raw_pms(nc) == 0
+
+    while seq < last:
+        seq = int(
+            await wait_for(functools.partial(at, last), timeout=60, what=f"{svc.module} to reach seq {last}")
+        )
+        with contextlib.suppress(AssertionError):
+            await wait_for(no_raw_pm, timeout=pm_wait, interval=0.02, what="no raw PM left")
+        last = await stream_last_seq(nc)
     if svc.module == "query":
         # A replica writes what it projected within 50 ms, or at once for a min_seq request:
         # make the next plain reads see everything.

@@ -64,7 +64,7 @@ def test_raw_pms_wait_in_the_erase_queue_without_text_and_count_nothing() -> Non
     log = Log().pm({"username": "alice", "msg": f"secret {MARKER}"})
     raw_only = seqd(log)[:1]
     tables = run(raw_only)
-    assert [r[1:] for r in tables["pm_erase_queue"]] == [("alice", raw_only[0][3])]
+    assert [r[1:] for r in tables["pm_erase_queue"]] == [("alice", raw_only[0][3], "", "")]
     assert not [r for r in tables["counters"] if r[0] == "pm"]
     assert tables["users"] == []
     assert not has_marker(tables)
@@ -81,13 +81,22 @@ def test_a_journal_event_appended_twice_counts_once() -> None:
     assert ("counter", "", "", "", "pm_repeats", 0, 2, 0) in tables["counters"]
 
 
-def test_a_pm_dead_letter_keeps_no_text_and_is_erased_too() -> None:
+def test_a_pm_dead_letter_keeps_no_text_and_comes_with_its_journal_event() -> None:
     subject = event_subject("420Grindhouse", "pm")
-    tables = run([(1, subject, f'{{"event_name": "pm", "payload": "{MARKER}"'.encode(), 5)])
-    assert len(tables["dead_letters"]) == 1
-    assert tables["dead_letters"][0][3] == b""
-    assert [r[0] for r in tables["pm_erase_queue"]] == [1]
-    assert not has_marker(tables)
+    raw = (1, subject, f'{{"event_name": "pm", "payload": "{MARKER}"'.encode(), 5)
+    held = run([raw])
+    assert held["dead_letters"] == []
+    (queued,) = held["pm_erase_queue"]
+    assert queued[0] == 1 and queued[1] == "" and queued[3] == subject and queued[4]
+    assert not has_marker(held)
+    pm = ev.PmRedacted(ev.from_us(5), 1, "", subject, queued[4])
+    journal = (2, "userstats.journal.pm", ev.encode(pm), 6)
+    live, erased = run([raw, journal]), run([journal])
+    assert live == erased
+    assert [(r[0], r[1], r[3]) for r in live["dead_letters"]] == [(1, subject, b"")]
+    assert ("counter", "", "", "", "dead_letters", 0, 1, 0) in live["counters"]
+    assert live["pm_erase_queue"] == []
+    assert not has_marker(live)
 
 
 def test_recent_chat_keeps_a_digest_not_the_text_and_still_drops_the_backlog() -> None:
