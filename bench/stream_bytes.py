@@ -35,7 +35,7 @@ from typing import Any
 
 from nats.js import api
 from userstats.shared import events as ev
-from userstats.shared.projection import STREAM_SUBJECTS
+from userstats.shared.projection import STREAM_SUBJECTS, is_captured
 from userstats.shared.subjects import event_subject
 
 from bench.common import report, stack
@@ -195,7 +195,7 @@ async def fill(
                     compression=api.StoreCompression.S2 if compression else api.StoreCompression.NONE,
                 )
             )
-        captured = [e for e in events if any(_match(pat, e[0]) for pat in (subjects or STREAM_SUBJECTS))]
+        captured = [e for e in events if subjects == OLD_SUBJECTS or is_captured(e[0])]
         before = int((await js.stream_info("USERSTATS")).state.messages)
         for subject, data in events:  # the uncaptured ones are not stored: publish all, wait for ours
             await nc.publish(subject, data)
@@ -218,16 +218,6 @@ async def fill(
 
 async def _messages(js: Any, at_least: int) -> bool:
     return int((await js.stream_info("USERSTATS")).state.messages) >= at_least
-
-
-def _match(pattern: str, subject: str) -> bool:
-    p, s = pattern.split("."), subject.split(".")
-    for i, tok in enumerate(p):
-        if tok == ">":
-            return len(s) > i
-        if i >= len(s) or (tok != "*" and tok != s[i]):
-            return False
-    return len(p) == len(s)
 
 
 def measure(name: str, events: list[tuple[str, bytes]], hours: float, mode: str) -> dict[str, Any]:

@@ -82,6 +82,16 @@ STREAM_SUBJECTS: list[str] = [
     JOURNAL_WILDCARD,
 ]
 _PM_SUFFIX = "." + PM_EVENT
+_HANDLED = frozenset(HANDLED_EVENTS)
+_EVENT_TOKENS = EVENTS_PREFIX.count(".") + 3  # kryten.events.cytube.<channel>.<event>
+
+
+def is_captured(subject: str) -> bool:
+    """Whether the stream stores a message published on `subject` (STREAM_SUBJECTS)."""
+    if subject.startswith(_JOURNAL_DOT):
+        return True
+    tokens = subject.split(".")
+    return len(tokens) == _EVENT_TOKENS and subject.startswith(_EVENTS_DOT) and tokens[-1] in _HANDLED
 
 
 def is_pm_subject(subject: str) -> bool:

@@ -23,6 +23,7 @@ import httpx
 import nats
 from nats.aio.client import Client
 from userstats.shared import events as ev
+from userstats.shared.projection import is_captured
 from userstats.shared.subjects import event_subject
 
 NATS_BIN = str(Path(sys.executable).parent / "nats-server")
@@ -285,11 +286,11 @@ async def publish_all(
     most 50k unstored messages in flight, which a real bridge (channel event rates) never nears.
     """
     before = int((await nc.jetstream().stream_info("USERSTATS")).state.messages)
-    n = 0
-    for subject, data in events:
+    n = 0  # the ones the stream captures (mediaUpdate, usercount and the like it does not)
+    for sent, (subject, data) in enumerate(events, 1):
         await nc.publish(subject, data)
-        n += 1
-        if n % flush_every == 0:
+        n += is_captured(subject)
+        if sent % flush_every == 0:
             await nc.flush()
             if wait and n > 50_000:
                 await stored(nc, before + n - 50_000)
