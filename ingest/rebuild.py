@@ -90,7 +90,7 @@ async def build_shadow(
     parent, child = ctx.Pipe()
     # Default one DuckDB thread: the two Python processes and nats-server fill two cores.
     worker = ctx.Process(
-        target=_worker, args=(str(dest), generation, threads, child, max_pending_rows), daemon=True
+        target=_worker, args=(str(dest), generation, threads, child, max_pending_rows, target), daemon=True
     )
     worker.start()
     child.close()
@@ -227,31 +227,40 @@ async def _feed_nats_py(
             if not await reader.wait(timeout=30):
                 raise RebuildError(f"the stream stopped delivering at seq {seq} (target {target})")
             items = reader.take(10_000)
-            if items and items[-1].seq > target:
+            past = bool(items) and items[-1].seq > target  # the target itself may be a deleted message
+            if past:
                 items = [it for it in items if it.seq <= target]
             if items:
                 seq = items[-1].seq
                 seqs, subjects, data, times = (list(col) for col in zip(*items, strict=True))
                 await deliver((seqs, subjects, data, times))
+            if past or (reader.pending == 0 and not reader.buffered()):  # the rest was deleted
+                seq = target
     finally:
         await reader.stop()
     return seq
 
 
-def _worker(dest: str, generation: str, threads: int, conn: Connection, max_pending_rows: int) -> None:
+def _worker(
+    dest: str, generation: str, threads: int, conn: Connection, max_pending_rows: int, target: int
+) -> None:
     """Project what the parent sends and write it in large batches (a separate process).
 
     Sends (dead letters, last seq) when done, or the error message if it fails.
     """
     try:
-        _work(dest, generation, threads, conn, max_pending_rows)
+        _work(dest, generation, threads, conn, max_pending_rows, target)
     except Exception as exc:
         with contextlib.suppress(OSError):
             conn.send(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
         conn.close()
 
 
-def _work(dest: str, generation: str, threads: int, conn: Connection, max_pending_rows: int) -> None:
+def _work(
+    dest: str, generation: str, threads: int, conn: Connection, max_pending_rows: int, target: int
+) -> None:
+    """The tables end at `target` even when its message was deleted (an erased raw PM): the
+    reader has seen everything up to it by then."""
     con = duckdb.connect(dest, config={"threads": threads})
     apply.create_schema(con, generation)
     proj = Projector()
@@ -277,10 +286,11 @@ def _work(dest: str, generation: str, threads: int, conn: Connection, max_pendin
             pending.result()
     delta = proj.take_delta()
     dead += _dead(delta)
-    apply.apply_batch(con, delta, proj.last_seq, proj.last_event_us)
+    last = max(proj.last_seq, target)
+    apply.apply_batch(con, delta, last, proj.last_event_us)
     con.execute("CHECKPOINT")
     con.close()
-    conn.send((dead, proj.last_seq))
+    conn.send((dead, last))
     conn.close()
 
 

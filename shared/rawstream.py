@@ -334,7 +334,8 @@ async def _read(
             seq, ts_ns, pending = _ack_seq_time(reply)
             if seq < expected:
                 continue
-            if seq > end:
+            if seq > end:  # `end` itself may be a deleted message: everything up to it is read
+                expected = end + 1
                 done = True
                 break
             if seq > expected:  # deleted (erased raw PMs) or removed by the stream's limits
@@ -347,7 +348,8 @@ async def _read(
             data.append(payload)
             times.append(ts_ns // 1000)
             expected = seq + 1
-            if seq == end or pending == 0:
+            if seq == end or pending == 0:  # nothing more up to `end`: the rest was deleted
+                expected = end + 1
                 done = True
             elif len(seqs) >= batch:
                 await deliver((seqs, subs, data, times))
