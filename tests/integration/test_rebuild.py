@@ -271,8 +271,10 @@ async def test_a_replica_never_goes_back_in_time(stack: Stack, tmp_path: Path) -
     nc = await connect(stack.nats.url)
     js = nc.jetstream()
     try:
-        last = await publish_all(nc, Simulator(seed=38).events(6_000))
+        await publish_all(nc, Simulator(seed=38).events(6_000))
         query.wait_healthy()
+        await caught_up(nc, ingest)  # the PMs' journal events too
+        last = await caught_up(nc, query)
         before = await request(nc, {"command": "system.stats", "min_seq": last})
         ingest.stop()
         behind = await build_shadow(js, "USERSTATS", tmp_path / "behind.duckdb", to_seq=last // 2)
@@ -328,8 +330,8 @@ async def test_rebuild_output_never_replaces_the_live_database(stack: Stack, tmp
         code, out = finish(cli(stack, "rebuild", "--to-seq", "200", "--output", str(dest), "--force"))
         assert code == 0 and "as of seq 200" in out, out
         # the live tables are the ones ingest keeps writing
-        after = await publish_all(nc, Simulator(seed=40, start_us=1_765_000_000_000_000).events(100))
-        await caught_up(nc, ingest)
+        await publish_all(nc, Simulator(seed=40, start_us=1_765_000_000_000_000).events(100))
+        after = await caught_up(nc, ingest)
         assert after > last and live.stat().st_ino == inode
         assert ingest.health()[1]["checkpoint_seq"] == after
         # and if something else moves the file away, /health says so instead of "healthy"
