@@ -178,19 +178,24 @@ class ProjectorLoop:
         await self._committed(delta, seq, n)
 
     async def erase_pms(self) -> None:
-        """For each committed raw PM, oldest first: append its "pm" journal event, then delete
-        the raw message. One that fails stays queued for the next batch (or the next start)."""
+        """For the committed raw PMs, oldest first: append each one's "pm" journal event (one
+        after the other: they must be stored in seq order, see PmRedacted), then delete the raw
+        messages (together). What fails stays queued for the next batch (or the next start)."""
+        appended: list[int] = []
         for pm_seq in sorted(self._erase):
             username, time_us, subject, error = self._erase[pm_seq]
             event = ev.PmRedacted(ev.from_us(time_us), pm_seq, username, subject, error)
             try:
                 await self._journal.append(event, msg_id=f"userstats-pm-{pm_seq}")
-                await self._delete(pm_seq)
             except Exception as exc:  # NATS unavailable: the queue keeps it
-                log.warning(
-                    "raw PM at seq %d not erased yet (%s); retrying after the next batch", pm_seq, exc
-                )
-                return
+                log.warning("PM at seq %d: journal event not appended yet (%s); retrying later", pm_seq, exc)
+                break
+            appended.append(pm_seq)
+        results = await asyncio.gather(*(self._delete(s) for s in appended), return_exceptions=True)
+        for pm_seq, result in zip(appended, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("raw PM at seq %d not deleted yet (%s); retrying later", pm_seq, result)
+                continue
             del self._erase[pm_seq]
             self.pms_erased += 1
             self._metrics.pms_erased.inc()
