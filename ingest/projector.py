@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 # JetStream's "no message found" and "sequence not found" (the raw PM is already gone)
 GONE = (10037, 10043)
+DELETES_AT_ONCE = 32
 
 
 class ProjectorLoop:
@@ -191,7 +192,10 @@ class ProjectorLoop:
                 log.warning("PM at seq %d: journal event not appended yet (%s); retrying later", pm_seq, exc)
                 break
             appended.append(pm_seq)
-        results = await asyncio.gather(*(self._delete(s) for s in appended), return_exceptions=True)
+        results: list[BaseException | None] = []
+        for i in range(0, len(appended), DELETES_AT_ONCE):  # a flood of deletes times out
+            chunk = appended[i : i + DELETES_AT_ONCE]
+            results += await asyncio.gather(*(self._delete(s) for s in chunk), return_exceptions=True)
         for pm_seq, result in zip(appended, results, strict=True):
             if isinstance(result, BaseException):
                 log.warning("raw PM at seq %d not deleted yet (%s); retrying later", pm_seq, result)
