@@ -8,8 +8,8 @@ and in every replica, so the same log always gives the same tables.
 
 from __future__ import annotations
 
-from collections import deque
 import hashlib
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 

@@ -6,8 +6,8 @@ Every process is started with its own free ports and temp dirs, and stopped by i
 from __future__ import annotations
 
 import asyncio
-import functools
 import contextlib
+import functools
 import json
 import os
 import re
