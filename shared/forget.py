@@ -74,8 +74,9 @@ def decide(state: State, p: m.ForgetParams, now: datetime, request_id: str = "")
 
 def event_names(subject: str, data: bytes) -> list[str]:
     """The names a stored message belongs to: a chat line's or PM's sender, the user of an
-    addUser / userLeave / setAFK / setUserMeta, an alias change's user and aliases, a "pm" journal event's sender. Rosters
-    (userlist, KV state) and imports name many users: they belong to none of them."""
+    addUser / userLeave / setAFK / setUserMeta, an alias change's user and aliases, a "pm"
+    journal event's sender. Rosters (userlist, KV state) and imports name many users: they
+    belong to none of them."""
     try:
         if subject.startswith(_JOURNAL_DOT):
             e = ev.JOURNAL_DECODER.decode(data)
