@@ -423,6 +423,7 @@ class Projector:
             self.delta.dead_letters.put((e.seq,), [e.subject, e.error, b"", t])
             self._count("dead_letters")
             return
+        self._count("events_processed")  # the raw PM's, counted here once (see _pm)
         if not e.username:  # a PM without a sender, or one that was a dead letter
             return
         if self._ignored(seq, e.username):  # forgotten: not counted; ingest deletes this event

@@ -311,7 +311,8 @@ async def stored(nc: Client, at_least: int, stream: str = "USERSTATS") -> int:
         info = await nc.jetstream().stream_info(stream)
         return int(info.state.last_seq) if info.state.messages >= at_least else 0
 
-    return int(await wait_for(count, timeout=60, interval=0.005, what=f"{at_least} messages in the stream"))
+    # S2 compression and the erasure of raw PMs beside a loaded machine: allow two minutes
+    return int(await wait_for(count, timeout=120, interval=0.005, what=f"{at_least} messages in the stream"))
 
 
 async def request(
