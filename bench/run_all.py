@@ -15,7 +15,6 @@ BENCHMARKS = [
     "bench.memory",
     "bench.import_rate",
     "bench.http_rate",
-    "bench.stream_bytes",
 ]
 
 
