@@ -13,7 +13,7 @@ import socket
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import msgspec
 from nats.aio.client import Client
@@ -38,6 +38,8 @@ Read = Callable[[reads.Scope, Any], Any]
 # reads.user_stats); a declared read without its function fails here, at import.
 READS: dict[str, Read] = {name: getattr(reads, name.replace(".", "_")) for name in commands.TABLE_READS}
 WRITE_TIMEOUT = 15.0
+# channel.all_stats is cached as the bytes around its system part (fresh in every reply)
+_SYSTEM_KEY, _SYSTEM_MARK = b'"system":', b"@@SYSTEM@@"
 
 
 class Unavailable(m.RequestError):
@@ -266,33 +268,38 @@ class Dispatcher:
         return m.ok("system.stats", self._stats(totals), self._totals[0])
 
     async def _all_stats(self, p: m.AllStatsParams, key: bytes, need: int) -> bytes:
-        """Tables part cached per sequence; the system part (uptime, commands) is always fresh.
-        While a newer tables part is being read, a plain request (no `min_seq`) gets the one
-        before it, unless a `min_seq` request has already asked for a later sequence."""
+        """Tables part cached per sequence, as the reply's bytes around the system part (uptime,
+        commands), which is always fresh. While a newer tables part is being read, a plain
+        request (no `min_seq`) gets the one before it, unless a `min_seq` request has already
+        asked for a later sequence."""
         rep = self._replica
         e = self._cache.get(key)
-        fresh = e is not None and e.epoch == rep.epoch and e.seq >= need
         if (
             e is not None
-            and fresh
+            and e.epoch == rep.epoch
+            and e.seq >= need
             and (e.seq == rep.db_seq or (need == 0 and e.seq >= self._floor and self._cache.refreshing(key)))
         ):
-            cached: reads.AllStatsTables = self._cache.hit(e)
+            head, tail = self._cache.hit(e)
         else:
 
             async def compute() -> Entry:
                 epoch = rep.epoch
-                tables = await rep.read(self._all_stats_tables, p, need_seq=need)
-                return Entry(epoch, tables.seq, tables)
+                t = await rep.read(self._all_stats_tables, p, need_seq=need)
+                data = r.AllStats(
+                    domain=t.domain,
+                    system=cast(r.AllStatsSystem, msgspec.Raw(_SYSTEM_MARK)),
+                    leaderboards=t.leaderboards,
+                    channel=t.channel,
+                )
+                head, tail = m.ok("channel.all_stats", data, t.seq, t.note).split(
+                    _SYSTEM_KEY + _SYSTEM_MARK, 1
+                )
+                return Entry(epoch, t.seq, (head + _SYSTEM_KEY, tail))
 
-            cached = (await self._cache.shared(key, max(need, rep.db_seq), compute)).value
-        data = r.AllStats(
-            domain=cached.domain,
-            system=r.AllStatsSystem(health=self._health(), stats=self._stats(self._totals[1])),
-            leaderboards=cached.leaderboards,
-            channel=cached.channel,
-        )
-        return m.ok("channel.all_stats", data, cached.seq, cached.note)
+            head, tail = (await self._cache.shared(key, max(need, rep.db_seq), compute)).value
+        system = r.AllStatsSystem(health=self._health(), stats=self._stats(self._totals[1]))
+        return b"".join((head, msgspec.json.encode(system), tail))
 
     # --- system commands -------------------------------------------------------------------
 

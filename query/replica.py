@@ -479,14 +479,12 @@ class Replica:
         self._write_task = asyncio.create_task(self._write(tables, batches), name="write")
 
     async def _write_now(self) -> None:
-        """Wait for the write under way, then write what is pending (and wait for it)."""
-        for _ in range(2):
-            task = self._write_task
-            if task is not None and not task.done():
-                await asyncio.shield(task)
-            if not self._pending:
-                return
-            self._start_write()
+        """Wait for the write under way, then hand over what is pending: projection goes on
+        while it is written, with at most two writes' worth of events in memory."""
+        task = self._write_task
+        if task is not None and not task.done():
+            await asyncio.shield(task)
+        self._start_write()
 
     async def _write(self, tables: _Tables, batches: list[Batch]) -> None:
         _, seq, event_us = batches[-1]
