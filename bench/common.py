@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from testbed.harness import NatsCluster, NatsServer, Stack
+from testbed.harness import NatsCluster, NatsServer, Service, Stack
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -67,6 +67,19 @@ def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     k = min(len(ordered) - 1, max(0, round(p / 100 * (len(ordered) - 1))))
     return ordered[k]
+
+
+def status_mb(svc: Service, field: str = "VmHWM") -> float:
+    """A memory figure of the service's /proc status (VmHWM: peak resident; VmRSS: now), in MB."""
+    assert svc.proc is not None
+    for line in Path(f"/proc/{svc.proc.pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field}")
+
+
+def peak_mb(svc: Service) -> float:
+    return status_mb(svc, "VmHWM")
 
 
 def machine() -> dict[str, Any]:
