@@ -16,7 +16,8 @@ from typing import Any
 
 from testbed.harness import NatsCluster, NatsServer, Service, Stack
 
-RESULTS = Path(__file__).parent / "results"
+# BENCH_RESULTS_DIR: write the JSON elsewhere (smoke runs at small sizes keep bench/results/ as measured)
+RESULTS = Path(os.environ.get("BENCH_RESULTS_DIR") or Path(__file__).parent / "results")
 
 
 TOPOLOGIES = ("single", "cluster")
@@ -98,7 +99,7 @@ def report(name: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
     print("|" + "|".join("-" * (widths[c] + 2) for c in columns) + "|")
     for r in rows:
         print("| " + " | ".join(fmt(r.get(c)).ljust(widths[c]) for c in columns) + " |")
-    RESULTS.mkdir(exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     out = {"benchmark": name, "machine": machine(), "rows": rows}
     (RESULTS / f"{name}.json").write_text(json.dumps(out, indent=2) + "\n")
 
