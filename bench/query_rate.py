@@ -130,6 +130,7 @@ def load(
     ms = [x * 1000 for r in results for x in r[0]]
     ratio = hit_ratio(before, after) if replicas else None
     return {
+        "requests": len(ms),
         "requests_per_s": len(ms) / seconds,
         "p50_ms": percentile(ms, 50),
         "p99_ms": percentile(ms, 99),
