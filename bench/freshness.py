@@ -132,26 +132,38 @@ async def plain_probes(
     return latencies
 
 
-async def plain_floor(nc: Any, js: Any, seconds: float, poll_s: float) -> list[float]:
-    """The plain probe against a trivial responder that counts the lines of `floorprobe`
-    it receives from the stream (ordered consumer, new messages only), polled the same way."""
-    seen = 0
+class PlainFloor:
+    """The plain probe's trivial responder: it counts the lines of `floorprobe` it receives
+    from the stream (an ordered consumer of the probe subject, new messages only) and answers
+    polls with that count. Subscribed before the background traffic starts (creating a
+    consumer under 10,000 events/s on two busy cores can outlast the JetStream API timeout)."""
 
-    async def count(msg: Any) -> None:
-        nonlocal seen
-        if b'"floorprobe"' in msg.data:
-            seen += 1
+    SUBJECT = "bench.floor.plain"
 
-    async def answer(msg: Any) -> None:
-        await msg.respond(json.dumps({"success": True, "data": {"messages": seen}}).encode())
+    def __init__(self) -> None:
+        self.seen = 0
+        self.subs: list[Any] = []
 
-    stream_sub = await js.subscribe(CHAT_SUBJECT, cb=count, ordered_consumer=True, deliver_policy="new")
-    sub = await nc.subscribe("bench.floor.plain", cb=answer)
-    try:
-        return await plain_probes(nc, js, seconds, poll_s, user="floorprobe", subject="bench.floor.plain")
-    finally:
-        await sub.unsubscribe()
-        await stream_sub.unsubscribe()
+    async def start(self, nc: Any, js: Any) -> None:
+        async def count(msg: Any) -> None:
+            if b'"floorprobe"' in msg.data:
+                self.seen += 1
+
+        async def answer(msg: Any) -> None:
+            await msg.respond(json.dumps({"success": True, "data": {"messages": self.seen}}).encode())
+
+        self.subs = [
+            await js.subscribe(CHAT_SUBJECT, cb=count, ordered_consumer=True, deliver_policy="new"),
+            await nc.subscribe(self.SUBJECT, cb=answer),
+        ]
+
+    async def probes(self, nc: Any, js: Any, seconds: float, poll_s: float) -> list[float]:
+        """The plain probe, polled the same way, against this responder."""
+        return await plain_probes(nc, js, seconds, poll_s, user="floorprobe", subject=self.SUBJECT)
+
+    async def stop(self) -> None:
+        for sub in self.subs:
+            await sub.unsubscribe()
 
 
 def row(topology: str, probe: str, rate: float, ms: list[float], floor_ms: list[float]) -> dict[str, object]:
@@ -184,15 +196,18 @@ async def measure(
                 b'{"event_name":"usercount","payload":1,"channel":"bench","domain":"d"}',
             )
             query.wait_healthy()
+            floor_responder = PlainFloor()
+            await floor_responder.start(nc, js)
             stop = asyncio.Event()
             bg = asyncio.create_task(background(nc, rate, stop))
             await asyncio.sleep(2)  # warm up
             latencies = await min_seq_probes(nc, js, seconds)
             floor = await transport_floor(nc, js, len(latencies))
             plain = await plain_probes(nc, js, seconds, poll_ms / 1000)
-            plain_fl = await plain_floor(nc, js, seconds, poll_ms / 1000)
+            plain_fl = await floor_responder.probes(nc, js, seconds, poll_ms / 1000)
             stop.set()
             sent = await bg
+            await floor_responder.stop()
         finally:
             await nc.close()
     ms = [x * 1000 for x in latencies]
