@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import time
 
+import httpx
 from userstats.sim.generator import Simulator
 
 from bench.common import TOPOLOGY_NAMES, Timer, ready, replication, report, stack, topologies
@@ -29,7 +30,10 @@ from testbed.harness import Service, connect, publish_all, request
 def wait_seq(svc: Service, key: str, target: int, timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        code, body = svc.health()
+        try:
+            code, body = svc.health()
+        except httpx.TimeoutException:  # a busy process answers /health late: keep waiting
+            continue
         if code == 200 and (body.get(key) or 0) >= target:
             return
         time.sleep(0.01)
