@@ -10,7 +10,7 @@ from userstats.shared import events as ev
 from userstats.shared import forget
 from userstats.shared.keys import KEY_TYPES, BaselineKey, ForgottenKey, key_fields
 from userstats.shared.projection.base import Rules
-from userstats.shared.schema import BASELINE_SEP, USERNAME_COLUMNS
+from userstats.shared.schema import BASELINE_SEP, DEAD_LETTERS, USERNAME_COLUMNS
 
 
 def _username_positions() -> dict[str, tuple[int, ...]]:
@@ -27,6 +27,7 @@ def _username_positions() -> dict[str, tuple[int, ...]]:
 
 _NAME_KEYS = _username_positions()
 _BASELINE_USERNAME = 2  # the part of an import_baselines key holding the username
+_DEAD_RAW = [c.name for c in DEAD_LETTERS.values].index("raw")  # a dead letter's raw bytes
 
 
 class ForgetRules(Rules):
@@ -71,7 +72,7 @@ class ForgetRules(Rules):
         for name in [n for n in self._users if hit(n) == h]:
             del self._users[name]
         dead = self.delta.dead_letters
-        for k in [k for k, v in dead.upserts.items() if any(hit(w) == h for w in forget.words(v[2]))]:
+        for k in [k for k, v in dead.upserts.items() if any(hit(w) == h for w in forget.words(v[_DEAD_RAW]))]:
             dead.delete(k)
         for table, positions in _NAME_KEYS.items():
             td = self.delta.tables[table]
