@@ -58,9 +58,9 @@ class ForgetRules(Rules):
                     st.afk_count[key] -= 1
         for key, recent in st.recent_chat.items():  # the user's lines go, others' lose the name
             kept = [
-                (s, (line[0], line[1], forget.scrub(line[2], hashes)))
-                for s, line in recent.order
-                if hit(line[0]) != h
+                (s, (name, time_ms, forget.scrub(text, hashes)))
+                for s, (name, time_ms, text) in recent.order
+                if hit(name) != h
             ]
             if kept != list(recent.order):
                 recent.order = deque(kept)
