@@ -53,7 +53,8 @@ class Fields:
         assert isinstance(info, mi.StructType)
         self.names: tuple[str, ...] = tuple(f.name for f in info.fields)
         self.known = frozenset(self.names)
-        self.required = frozenset(f.name for f in info.fields if f.required)
+        # in declaration order: an error names the first one missing or empty
+        self.required = tuple(f.name for f in info.fields if f.required)
         self.types: dict[str, Any] = typing.get_type_hints(struct, include_extras=True)
         self.nested = {f.name: Fields(f.type.cls) for f in info.fields if isinstance(f.type, mi.StructType)}
 
@@ -88,7 +89,7 @@ class Fields:
                 msgspec.convert(value, t, strict=False)
             except msgspec.ValidationError as exc:
                 return f"invalid parameter {prefix}{key}: {exc}"
-        missing = [name for name in self.names if name in self.required and name not in obj]
+        missing = [name for name in self.required if name not in obj]
         return f"{prefix}{missing[0]} required" if missing else None
 
 
