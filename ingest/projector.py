@@ -66,6 +66,7 @@ class ProjectorLoop:
         self.generation = cp.generation
         self.runner = BatchRunner(Projector(apply.load_state(con), cp.seq, cp.event_time_us), self._policy)
         self.write_error: str | None = None  # the last failed write, until one succeeds
+        self.reader: StreamReader | None = None  # the one reading now
 
     @property
     def projector(self) -> Projector:
@@ -131,7 +132,7 @@ class ProjectorLoop:
                 backoff = min(backoff * 2, 30.0)
 
     async def _run_once(self, stop: asyncio.Event) -> None:
-        reader = StreamReader(self._js, self._stream, STREAM_SUBJECTS, self.applied_seq + 1)
+        self.reader = reader = StreamReader(self._js, self._stream, STREAM_SUBJECTS, self.applied_seq + 1)
         await reader.start()
         log.info("projecting from seq %d", self.applied_seq + 1)
         pending: asyncio.Task[None] | None = None
@@ -144,7 +145,7 @@ class ProjectorLoop:
                         if pending is not None:
                             await pending  # the tables then match the runner's State
                             pending = None
-                        reader = await self._restart(reader, stalled)
+                        self.reader = reader = await self._restart(reader, stalled)
                         stalled = True
                         delivered = time.monotonic()
                     continue
