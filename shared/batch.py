@@ -11,9 +11,10 @@ A runner is used from one thread at a time, except that a Batch it handed out ma
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import islice
 from typing import NamedTuple, Protocol
 
@@ -85,10 +86,16 @@ class BatchResult:
     event_us: int
     events: int
     dead_letters: int
-    users: frozenset[str]  # lower-cased names whose rows changed (users_touched)
     forgot: bool  # a user was forgotten: every cached reply may name them
     forgotten_seqs: tuple[int, ...]  # stream seqs of a forgotten user's events (ingest deletes them)
     write_seconds: float  # the DuckDB transaction
+    delta: Delta = field(repr=False, compare=False)
+
+    @functools.cached_property
+    def users(self) -> frozenset[str]:
+        """Lower-cased names whose rows changed (users_touched), worked out when first asked:
+        ingest and the rebuild do not need them."""
+        return users_touched(self.delta)
 
 
 class Source(Protocol):
@@ -189,11 +196,19 @@ class BatchRunner:
     def write(con: duckdb.DuckDBPyConnection, batch: Batch) -> BatchResult:
         """Write a batch with its checkpoint in one transaction (any thread)."""
         delta = batch.delta
-        result = (dead_letters(delta), users_touched(delta), bool(delta.forget), tuple(delta.forgotten_seqs))
         started = time.perf_counter()
         apply.apply_batch(con, delta, batch.seq, batch.event_us)
         seconds = time.perf_counter() - started
-        return BatchResult(batch.seq, batch.event_us, batch.events, *result, seconds)
+        return BatchResult(
+            batch.seq,
+            batch.event_us,
+            batch.events,
+            dead_letters(delta),
+            bool(delta.forget),
+            tuple(delta.forgotten_seqs),
+            seconds,
+            delta,
+        )
 
     def flush(self, con: duckdb.DuckDBPyConnection) -> BatchResult:
         """Take the pending batch and write it, here and now."""
