@@ -7,13 +7,12 @@ import logging
 
 from nats.js import JetStreamContext, api
 from nats.js.errors import APIError, NotFoundError
-from userstats.shared import replication, subjects
+from userstats.shared import replication
 from userstats.shared.replication import ReplicationError
 from userstats.shared.settings import UserstatsSettings
+from userstats.shared.subjects import STREAM_SUBJECTS
 
 log = logging.getLogger(__name__)
-
-STREAM_SUBJECTS = [subjects.EVENTS_WILDCARD, subjects.JOURNAL_WILDCARD]
 
 
 def stream_config(s: UserstatsSettings) -> api.StreamConfig:

@@ -36,7 +36,8 @@ from nats.js.errors import BucketNotFoundError, NotFoundError
 from userstats.query.model import ReadModel
 from userstats.query.status import WAITING, Phase, ReplicaStatus
 from userstats.shared import apply, schema, snapshots, subjects
-from userstats.shared.delta import Delta
+from userstats.shared import batch as batches
+from userstats.shared.batch import Batch, BatchRunner
 from userstats.shared.projection import Projector
 from userstats.shared.seqgate import SequenceGate
 from userstats.shared.snapshots import SnapshotError, SnapshotPointer
@@ -46,11 +47,12 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 STREAM_SUBJECTS = [subjects.EVENTS_WILDCARD, subjects.JOURNAL_WILDCARD]
-# Projected events are written at the latest this long after arriving... Reads of the read
-# model see them at once; a write costs DuckDB about 25-35 ms of CPU whatever its size (six or
-# so keyed upserts), so writing every 50 ms took half a core at 1,000 events/s.
-LINGER_SECONDS = 0.5
-FLUSH_EVENTS = 20_000  # ...or once this many are pending, or for a min_seq read not yet written
+# Projected events are written at the latest this long after arriving, or once this many are
+# pending, or for a min_seq read not yet written (shared/batch.REPLICA). Reads of the read model
+# see them at once; a write costs DuckDB about 25-35 ms of CPU whatever its size (six or so
+# keyed upserts), so writing every 50 ms took half a core at 1,000 events/s.
+LINGER_SECONDS = batches.REPLICA.linger_seconds or 0.5
+FLUSH_EVENTS = batches.REPLICA.max_events or 20_000
 CHUNK_EVENTS = 2_000  # projected per step: the read model sees each chunk at once
 CHUNK_SECONDS = 0.004  # at most one chunk per this long: a trickle of events comes in a few
 INLINE_EVENTS = 200  # chunks this small are projected on the event loop, larger ones in a thread
@@ -94,27 +96,24 @@ class _Tables:
             self.con.close()
 
 
-Batch = tuple[Delta, int, int]  # a projected chunk's Delta, its last seq and newest event time
-
-
-def merge_deltas(batches: list[Batch]) -> list[Batch]:
-    """Consecutive batches as few as can be applied one after another with the same result: a
+def merge_batches(taken: list[Batch]) -> list[Batch]:
+    """Consecutive batches as few as can be written one after another with the same result: a
     Delta is merged into the one before it unless it forgets a user (its purge must run
     after the earlier rows are written and before its own)."""
     out: list[Batch] = []
-    for d, seq, event_us in batches:
-        if not out or d.forget:
-            out.append((d, seq, event_us))
+    for b in taken:
+        if not out or b.delta.forget:
+            out.append(b)
             continue
-        into, _, into_us = out[-1]
-        for name, src in d.tables.items():
-            dst = into.tables[name]
+        into = out[-1]
+        for name, src in b.delta.tables.items():
+            dst = into.delta.tables[name]
             for key in src.deletes:
                 dst.delete(key)
             for key, values in src.upserts.items():
                 dst.put(key, values, new=key in src.fresh)
-        into.forgotten_seqs.extend(d.forgotten_seqs)
-        out[-1] = (into, seq, max(into_us, event_us))
+        into.delta.forgotten_seqs.extend(b.delta.forgotten_seqs)
+        out[-1] = Batch(into.delta, b.seq, max(into.event_us, b.event_us), into.events + b.events)
     return out
 
 
@@ -165,6 +164,7 @@ class Replica:
         self.con: duckdb.DuckDBPyConnection | None = None
         self._tables: _Tables | None = None
         self.projector: Projector | None = None
+        self._runner: BatchRunner | None = None  # projects into `projector` chunk by chunk
         self.model: ReadModel | None = None  # None when the tables cannot be followed
         self.pointer: SnapshotPointer | None = None
         self.gate = SequenceGate()  # projected: what a read will reflect (min_seq waits on it)
@@ -388,6 +388,7 @@ class Replica:
         """On the event loop, between two reads: no read sees a half-switched replica."""
         self.epoch += 1
         self.con, self._tables, self.projector, self.model = con, _Tables(con), projector, model
+        self._runner = BatchRunner(projector, batches.REPLICA) if projector is not None else None
         self.db_seq, self.event_time_us = seq, event_us
         self._pending, self._pending_events = [], 0
         if self.status.phase is Phase.WAITING:  # loaded from now on: there are tables to read
@@ -405,12 +406,13 @@ class Replica:
     ) -> None:
         """Project the stream into a copy not yet served until it reaches `target`."""
 
+        runner = BatchRunner(projector, batches.REPLICA)
+
         def apply_items(items: list[Item]) -> None:
-            for item in items:
-                projector.project(item.seq, item.subject, item.data, item.stream_us)
-            delta = projector.take_delta()
-            model.apply(delta, projector.last_seq, projector.last_event_us)  # not served yet
-            apply.apply_batch(con, delta, projector.last_seq, projector.last_event_us)
+            runner.project(items)
+            b = runner.take()
+            model.apply(b.delta, b.seq, b.event_us)  # not served yet
+            BatchRunner.write(con, b)
 
         while projector.last_seq < target:
             if not await reader.wait(timeout=30):
@@ -442,13 +444,12 @@ class Replica:
             with contextlib.suppress(Exception):
                 await asyncio.shield(write)
 
-    def _project(self, items: list[Item]) -> tuple[Delta, int, int]:
-        """Project a chunk (projection thread): its Delta, sequence and newest event time."""
-        proj = self.projector
-        assert proj is not None
-        for item in items:
-            proj.project(item.seq, item.subject, item.data, item.stream_us)
-        return proj.take_delta(), proj.last_seq, proj.last_event_us
+    def _project(self, items: list[Item]) -> Batch:
+        """Project a chunk and take it (projection thread, or the loop for a small one)."""
+        runner = self._runner
+        assert runner is not None
+        runner.project(items)
+        return runner.take()
 
     @property
     def pending(self) -> bool:
@@ -469,18 +470,18 @@ class Replica:
                 last_chunk = time.monotonic()
                 items = reader.take(CHUNK_EVENTS)
                 if len(items) <= INLINE_EVENTS:  # a millisecond or so: cheaper than a thread hop
-                    delta, seq, event_us = self._project(items)
+                    b = self._project(items)
                 else:
-                    delta, seq, event_us = await loop.run_in_executor(self._projecting, self._project, items)
+                    b = await loop.run_in_executor(self._projecting, self._project, items)
                 if self._stalled():  # a write failed meanwhile
                     break
                 if self.model is not None:
-                    self.model.apply(delta, seq, event_us)  # on the loop: reads see one sequence
+                    self.model.apply(b.delta, b.seq, b.event_us)  # on the loop: reads see one sequence
                 if not self._pending:
                     self._pending_since = time.monotonic()
-                self._pending.append((delta, seq, event_us))
-                self._pending_events += len(items)
-                await self.gate.advance(seq)
+                self._pending.append(b)
+                self._pending_events += b.events
+                await self.gate.advance(b.seq)
             if self._pending_events >= FLUSH_EVENTS:  # behind: let the writer keep up
                 await self._write_now()
             elif self._pending and time.monotonic() - self._pending_since >= LINGER_SECONDS:
@@ -496,8 +497,8 @@ class Replica:
             return
         tables = self._tables
         assert tables is not None
-        batches, self._pending, self._pending_events = self._pending, [], 0
-        self._write_task = asyncio.create_task(self._write(tables, batches), name="write")
+        taken, self._pending, self._pending_events = self._pending, [], 0
+        self._write_task = asyncio.create_task(self._write(tables, taken), name="write")
 
     async def _write_now(self) -> None:
         """Wait for the write under way, then hand over what is pending: projection goes on
@@ -507,11 +508,10 @@ class Replica:
             await asyncio.shield(task)
         self._start_write()
 
-    async def _write(self, tables: _Tables, batches: list[Batch]) -> None:
-        _, seq, event_us = batches[-1]
-        event_us = max(us for _, _, us in batches)
+    async def _write(self, tables: _Tables, taken: list[Batch]) -> None:
+        seq, event_us = taken[-1].seq, max(b.event_us for b in taken)
         try:
-            await self.db(self._write_batches, tables.con, batches)
+            await self.db(self._write_batches, tables.con, taken)
         except duckdb.Error as exc:
             if tables is not self._tables:
                 return  # replaced meanwhile
@@ -526,11 +526,11 @@ class Replica:
             self.event_time_us = max(self.event_time_us, event_us)
 
     @staticmethod
-    def _write_batches(con: duckdb.DuckDBPyConnection, batches: list[Batch]) -> None:
+    def _write_batches(con: duckdb.DuckDBPyConnection, taken: list[Batch]) -> None:
         """Write pending batches (database thread), merged: each transaction moves the
         checkpoint to the last sequence it holds, so a read sees one applied sequence."""
-        for delta, seq, event_us in merge_deltas(batches):
-            apply.apply_batch(con, delta, seq, event_us)
+        for b in merge_batches(taken):
+            BatchRunner.write(con, b)
 
     async def flush_to(self, seq: int) -> None:
         """Make the tables reflect at least `seq` (already projected): write what is pending."""

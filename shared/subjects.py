@@ -10,6 +10,8 @@ EVENTS_WILDCARD = f"{EVENTS_PREFIX}.>"
 JOURNAL_PREFIX = "userstats.journal"
 JOURNAL_WILDCARD = f"{JOURNAL_PREFIX}.>"
 
+# The stream captures both, and every reader of it filters on both.
+STREAM_SUBJECTS = [EVENTS_WILDCARD, JOURNAL_WILDCARD]
 DEFAULT_STREAM = "USERSTATS"
 
 # Query side: the kryten-userstats 0.7.1 unified command subject and the seed's per-domain API.
@@ -18,8 +20,9 @@ SEED_PREFIX = "cytube.query.userstats"
 SEED_WILDCARD = f"{SEED_PREFIX}.>"
 QUERY_QUEUE_GROUP = "userstats-query"
 
-# Ingest's private command subject (alias writes forwarded by replicas).
+# Ingest's private command subject (alias writes forwarded by replicas), and its queue group.
 INGEST_COMMAND_SUBJECT = "userstats.ingest.command"
+INGEST_QUEUE_GROUP = "userstats-ingest"
 # Maintenance (rebuild swap, dead letters) from the ingest CLI on the same host.
 INGEST_ADMIN_SUBJECT = "userstats.ingest.admin"
 

@@ -18,11 +18,12 @@ import httpx
 import nats
 from nats.aio.client import Client
 from userstats.shared.snapshots import POINTER_STREAM, SNAPSHOT_STREAM
+from userstats.shared.subjects import DEFAULT_STREAM
 from userstats.sim.generator import Simulator
 
 from testbed.harness import NatsCluster, NatsServer, Service, wait_for
 
-STORES = ("USERSTATS", POINTER_STREAM, SNAPSHOT_STREAM)
+STORES = (DEFAULT_STREAM, POINTER_STREAM, SNAPSHOT_STREAM)
 FIGURES: list[str] = []  # measurements the cluster tests report (printed in the terminal summary)
 
 
@@ -192,7 +193,7 @@ class HealthLog:
         return any(line in text.splitlines() for t, text in self.metrics[name] if t >= after)
 
 
-async def leader(nc: Client, stream: str = "USERSTATS") -> str:
+async def leader(nc: Client, stream: str = DEFAULT_STREAM) -> str:
     info = await nc.jetstream(timeout=2).stream_info(stream)
     assert info.cluster is not None and info.cluster.leader, info.cluster
     return info.cluster.leader

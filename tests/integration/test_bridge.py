@@ -30,6 +30,7 @@ from userstats.query.handlers import READS
 from userstats.shared import events as ev
 from userstats.shared import requests
 from userstats.shared.stream import Item
+from userstats.shared.subjects import DEFAULT_STREAM
 
 from testbed.harness import Service, Stack, caught_up, connect, request, wait_for
 from tests.bridge import Bridge
@@ -76,7 +77,7 @@ class Run:
         n = await self.published()
 
         async def in_stream() -> bool:
-            msg = await self.nc.jetstream().get_last_msg("USERSTATS", f"{SUBJECT}.mediaupdate")
+            msg = await self.nc.jetstream().get_last_msg(DEFAULT_STREAM, f"{SUBJECT}.mediaupdate")
             return bool(json.loads(msg.data or b"{}")["payload"]["currentTime"] == n)
 
         await wait_for(in_stream, timeout=20, what=f"mark {n} in the stream")

@@ -18,7 +18,7 @@ import msgspec
 import pytest
 from nats.aio.client import Client
 from userstats.shared import snapshots
-from userstats.shared.subjects import POINTER_KEY
+from userstats.shared.subjects import DEFAULT_STREAM, POINTER_KEY
 from userstats.sim.generator import Simulator
 
 from testbed.harness import Service, Stack, caught_up, connect, metric, publish_all, request, wait_for
@@ -210,7 +210,7 @@ async def test_ten_thousand_poison_envelopes_are_dead_lettered_and_valid_totals_
 
 async def journal_events_before(nc: Client, published: int) -> int:
     """Messages in the stream that the test did not publish (ingest's settings event etc.)."""
-    info = await nc.jetstream().stream_info("USERSTATS")
+    info = await nc.jetstream().stream_info(DEFAULT_STREAM)
     return int(info.state.messages) - published
 
 
