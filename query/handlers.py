@@ -363,4 +363,6 @@ class Dispatcher:
             seq = 0
         if seq > self._replica.applied_seq:
             await self._replica.wait_applied(seq, 2.0)
+        if self._replica.applied_seq >= seq > self._replica.db_seq:
+            await self._replica.flush_to(seq)  # every read after the reply sees the write
         return bytes(msg.data)

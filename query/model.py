@@ -53,7 +53,7 @@ class ReadModel:
         self.event_us = event_us
         self.users: dict[str, UserEntry] = {}
         self.changed: dict[str, int] = {}  # lower-cased name -> the last seq that changed its rows
-        self.clock: dict[tuple[str, str], str] = {}  # (domain, channel) lower -> the first spelling seen
+        self.clock: dict[tuple[str, str], str] = {}  # (domain, channel) lower -> the smallest spelling
         self._clock_keys: set[tuple[str, str]] = set()
         self.channel_messages: dict[tuple[str, str], int] = {}  # (domain, channel) -> chat lines
         self._busiest: tuple[int, str | None, tuple[str, str] | None] = (-1, None, None)
@@ -115,7 +115,10 @@ class ReadModel:
 
     def _add_clock(self, domain: str, channel: str) -> None:
         self._clock_keys.add((domain, channel))
-        self.clock.setdefault((domain.lower(), channel.lower()), channel)
+        key = (domain.lower(), channel.lower())
+        seen = self.clock.get(key)
+        if seen is None or channel < seen:  # the smallest spelling, as reads.channel_spelling
+            self.clock[key] = channel
 
     def apply(self, delta: Delta, seq: int, event_us: int) -> None:
         """Apply one batch's delta, as apply_batch applies it to the tables."""

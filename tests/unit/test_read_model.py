@@ -33,8 +33,17 @@ def random_log(seed: int, n: int) -> Log:
     log = Log()
     sim = Simulator(seed=seed, users_per_channel=10, step_us=100_000)
     names = [f"user{i}" for i in range(12)]
+    added: dict[str, list[str]] = {}  # aliases each name asked for: deletes and updates name them
     for i, (subject, data) in enumerate(sim.events(n)):
         log.messages.append((subject, data, 0))
+        if i in (n // 4, n // 2):  # aliases added, then deleted and renamed (a batch later or not)
+            for w in names[:4]:
+                action = "add" if i == n // 4 else ("delete" if w < "user2" else "update")
+                log.journal(
+                    ev.AliasChange(
+                        timestamp=log.now, action=action, username=w, alias=w + "x", new_alias=w + "y"
+                    )
+                )
         if rnd.random() < 0.25:  # hand-written events between the simulator's
             log.at(i * 0.1)
             who = rnd.choice(names)
@@ -49,17 +58,24 @@ def random_log(seed: int, n: int) -> Log:
                 log.leave(who, channel=rnd.choice([CHANNEL, "other"]))
             elif pick < 0.85:
                 action = rnd.choice(["add", "add", "delete", "update"])
+                mine = added.setdefault(who, [])
+                alias = (
+                    rnd.choice(mine)
+                    if mine and action != "add"
+                    else rnd.choice(["zed", who + "a", who + "b"])
+                )
+                new_alias = rnd.choice(["zed", who + "c"])
+                if action == "add":
+                    mine.append(alias)
+                elif action == "update":
+                    mine.append(new_alias)
                 log.journal(
                     ev.AliasChange(
-                        timestamp=log.now,
-                        action=action,
-                        username=who,
-                        alias=rnd.choice(["al", "bo", "cy", who + "x"]),
-                        new_alias=rnd.choice(["zed", "yo", ""]),
+                        timestamp=log.now, action=action, username=who, alias=alias, new_alias=new_alias
                     )
                 )
             elif pick < 0.9:
-                log.journal(ev.Forget(timestamp=log.now, user_hash=forget.user_hash(rnd.choice(names))))
+                log.journal(ev.Forget(timestamp=log.now, user_hash=forget.user_hash(rnd.choice(names[9:]))))
             else:
                 log.tick()
     return log
