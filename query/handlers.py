@@ -8,6 +8,7 @@ cached in one ReplyCache (query/replycache.py) with what each was computed from.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import time
@@ -43,6 +44,12 @@ Live = Callable[[Any, bytes, int], Awaitable[bytes]]
 WRITE_TIMEOUT = 15.0
 # channel.all_stats is cached as the bytes around its system part (fresh in every reply)
 _SYSTEM_KEY, _SYSTEM_MARK = b'"system":', b"@@SYSTEM@@"
+
+
+def _quiet(f: asyncio.Future[Any]) -> None:
+    """A background refresh's failure: the next request reads again (and sees the error)."""
+    if not f.cancelled() and f.exception() is not None:
+        log.warning("background refresh failed: %s", f.exception())
 
 
 class Unavailable(m.RequestError):
@@ -287,30 +294,30 @@ class Dispatcher:
         request (no `min_seq`) gets the one before it, unless a `min_seq` request has already
         asked for a later sequence."""
         rep = self._replica
+
+        async def compute() -> Entry:
+            epoch = rep.epoch
+            t = await rep.read(self._all_stats_tables, p, need_seq=need)
+            data = r.AllStats(
+                domain=t.domain,
+                system=cast(r.AllStatsSystem, msgspec.Raw(_SYSTEM_MARK)),
+                leaderboards=t.leaderboards,
+                channel=t.channel,
+            )
+            head, tail = m.ok("channel.all_stats", data, t.seq, t.note).split(_SYSTEM_KEY + _SYSTEM_MARK, 1)
+            return Entry(epoch, t.seq, (head + _SYSTEM_KEY, tail))
+
         e = self._cache.get(key)
-        if (
-            e is not None
-            and e.epoch == rep.epoch
-            and e.seq >= need
-            and (e.seq == rep.db_seq or (need == 0 and e.seq >= self._floor and self._cache.refreshing(key)))
-        ):
+        usable = e is not None and e.epoch == rep.epoch and e.seq >= need
+        if e is not None and usable and e.seq == rep.db_seq:
+            head, tail = self._cache.hit(e)
+        elif e is not None and usable and need == 0 and e.seq >= self._floor:
+            # newer tables: read them in the background, answer from the previous ones meanwhile
+            if not self._cache.refreshing(key):
+                refresh = asyncio.ensure_future(self._cache.shared(key, rep.db_seq, compute))
+                refresh.add_done_callback(_quiet)
             head, tail = self._cache.hit(e)
         else:
-
-            async def compute() -> Entry:
-                epoch = rep.epoch
-                t = await rep.read(self._all_stats_tables, p, need_seq=need)
-                data = r.AllStats(
-                    domain=t.domain,
-                    system=cast(r.AllStatsSystem, msgspec.Raw(_SYSTEM_MARK)),
-                    leaderboards=t.leaderboards,
-                    channel=t.channel,
-                )
-                head, tail = m.ok("channel.all_stats", data, t.seq, t.note).split(
-                    _SYSTEM_KEY + _SYSTEM_MARK, 1
-                )
-                return Entry(epoch, t.seq, (head + _SYSTEM_KEY, tail))
-
             head, tail = (await self._cache.shared(key, max(need, rep.db_seq), compute)).value
         system = r.AllStatsSystem(health=self._health(), stats=self._stats(self._totals[1]))
         return b"".join((head, msgspec.json.encode(system), tail))
