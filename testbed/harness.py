@@ -340,12 +340,19 @@ async def caught_up(nc: Client, svc: Service) -> int:
     """Wait until the service (ingest or replica) reflects the stream's last sequence."""
     last = await stream_last_seq(nc)
 
+    seen: list[Any] = []
+
     def at() -> int:
         code, body = svc.health()
+        seen[:] = [code, body]
         seq = body.get("checkpoint_seq", body.get("as_of_seq")) or 0
         return int(seq) if code == 200 and seq >= last else 0
 
-    seq = int(await wait_for(at, timeout=60, what=f"{svc.module} to reach seq {last}"))
+    try:
+        seq = int(await wait_for(at, timeout=60, what=f"{svc.module} to reach seq {last}"))
+    except AssertionError as exc:  # say where it stood, and what it logged
+        tail = svc.log.read_text(errors="replace")[-4000:] if svc.log.exists() else "(no log)"
+        raise AssertionError(f"{exc}; last /health {seen}; log tail:\n{tail}") from None
     if svc.module == "query":
         # A replica writes what it projected within 50 ms, or at once for a min_seq request:
         # make the next plain reads see everything.
