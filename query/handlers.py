@@ -1,18 +1,20 @@
 """From request bytes to reply bytes: decode, route, wait for min_seq, read or forward.
 
 Bad input of any kind becomes the spec's error envelope; nothing raises out of `handle`.
-Replies to reads are cached per (command, parameters) and valid only for the sequence they
-were computed at: the tables change only when a batch is applied.
+The user.* reads (and alias.get) are answered from the replica's read model, on the event
+loop; every other read from the tables, on a reader thread (query/replica.py). Replies are
+cached in one ReplyCache (query/replycache.py) with what each was computed from.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import msgspec
 from nats.aio.client import Client
@@ -20,7 +22,9 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from userstats.query import health, reads
 from userstats.query.metrics import QueryMetrics
-from userstats.query.replica import Replica
+from userstats.query.model import ModelUsers, ReadModel
+from userstats.query.replica import Committed, Replica
+from userstats.query.replycache import Entry, ReplyCache
 from userstats.shared import __version__, commands, requests
 from userstats.shared import messages as m
 from userstats.shared import replies as r
@@ -38,7 +42,14 @@ LIVE = frozenset(c.name for c in commands.COMMANDS if c.cache == "live" and not 
 # A live command's reply from (its parameters, its cache key, the seq it must reflect).
 Live = Callable[[Any, bytes, int], Awaitable[bytes]]
 WRITE_TIMEOUT = 15.0
-CACHE_MAX = 10_000
+# channel.all_stats is cached as the bytes around its system part (fresh in every reply)
+_SYSTEM_KEY, _SYSTEM_MARK = b'"system":', b"@@SYSTEM@@"
+
+
+def _quiet(f: asyncio.Future[Any]) -> None:
+    """A background refresh's failure: the next request reads again (and sees the error)."""
+    if not f.cancelled() and f.exception() is not None:
+        log.warning("background refresh failed: %s", f.exception())
 
 
 class Unavailable(m.RequestError):
@@ -69,9 +80,9 @@ class Dispatcher:
         self._max_bytes = settings.userstats.request_max_bytes
         self.commands_processed = 0
         self.started = time.monotonic()
-        self._cache: dict[bytes, tuple[int, int, bytes]] = {}  # epoch, seq, reply
+        self._cache = ReplyCache(metrics.cache_hits.inc)
         self._totals: tuple[int, dict[str, int]] = (-1, {})
-        self._all_cache: dict[bytes, reads.AllStatsTables] = {}
+        self._floor = 0  # the highest min_seq asked: no reply older than it is served stale
         self._hostname = socket.gethostname()
         self._seen_default: tuple[int, int, str] = (-1, -1, "")  # epoch, seq, domain
         # the commands whose reply is built here, fresh each time (cache "live" in the table)
@@ -148,26 +159,66 @@ class Dispatcher:
             if req.min_seq is not None and req.min_seq > self._replica.applied_seq:
                 await self._wait_for(req)
         need = req.min_seq or 0
+        self._floor = max(self._floor, need)
         key = req.command.encode() + b"\0" + msgspec.json.encode(req.params)
         if command.cache == "live":
             return await self._live[req.command](req.params, key, need)
-        cached = self._cache.get(key)
-        if cached is not None and cached[1] >= need and self._still_valid(req, cached[0], cached[1]):
-            self._metrics.cache_hits.inc()
-            return cached[2]
-        return await self._replica.read(self._read, req.command, req.params, key, need_seq=need)
+        model = self._replica.model
+        if model is not None and req.command in reads.SOURCE_READS:
+            reply = self._from_model(model, req, key, need)
+            if reply is not None:
+                return reply
+        return await self._from_tables(req, key, need)
 
-    def _still_valid(self, req: requests.Request, epoch: int, seq: int) -> bool:
-        """A reply computed at `seq` holds while the tables it read are unchanged: any write
-        for most commands; for the user.* ones, only a write that touched that user's rows
-        (with writes every 50 ms under traffic, the other users' replies stay cached)."""
+    # --- from the read model (event loop) ---------------------------------------------------
+
+    def _model_domain(self, model: ReadModel) -> str:
+        if self._settings.channels:
+            return self._settings.default_domain
+        seen = model.busiest_channel()
+        return seen[0] if seen else self._settings.default_domain
+
+    def _from_model(self, model: ReadModel, req: requests.Request, key: bytes, need: int) -> bytes | None:
+        """A user.* reply from the model at its sequence, or None when the reply needs the
+        tables (a channel the log has not seen there: the note explaining it reads them)."""
+        p = req.params
+        domain = getattr(p, "domain", None) or self._model_domain(model)
+        channel = getattr(p, "channel", None)
+        if channel and not model.has_channel(domain, channel):
+            return None
+        user: str = p.username  # type: ignore[attr-defined]
+        e = self._cache.get(key)
+        if (
+            e is not None
+            and e.epoch == -model.epoch  # apart from the tables epochs
+            and e.seq >= need
+            and e.domain == domain
+            and model.changed.get(user.lower(), 0) <= e.seq
+        ):
+            reply: bytes = self._cache.hit(e)
+            return reply
+        data = reads.SOURCE_READS[req.command](ModelUsers(model, domain), p)
+        reply = m.ok(req.command, data, model.seq)
+        self._cache.put(key, Entry(-model.epoch, model.seq, reply, domain))
+        return reply
+
+    # --- from the tables (reader threads) ---------------------------------------------------
+
+    async def _from_tables(self, req: requests.Request, key: bytes, need: int) -> bytes:
         rep = self._replica
-        if epoch != rep.epoch:
-            return False
-        if req.command in commands.USER_COMMANDS:
-            user = getattr(req.params, "username", None)
-            return isinstance(user, str) and rep.user_changed.get(user.lower(), 0) <= seq
-        return seq == rep.db_seq
+        e = self._cache.get(key)
+        if e is not None and e.epoch == rep.epoch and e.seq >= need and e.seq == rep.db_seq:
+            reply: bytes = self._cache.hit(e)
+            return reply
+
+        async def compute() -> Entry:
+            epoch = rep.epoch
+            seq, reply = await rep.read(self._read, req.command, req.params, need_seq=need)
+            return Entry(epoch, seq, reply)
+
+        entry = await self._cache.shared(key, max(need, rep.db_seq), compute)
+        value: bytes = entry.value
+        return value
 
     async def _wait_for(self, req: requests.Request) -> None:
         timeout = self._settings.userstats.min_seq_timeout_seconds
@@ -182,54 +233,45 @@ class Dispatcher:
                 req.command,
             )
 
-    # --- on the database thread ----------------------------------------------------------
+    # --- on a reader thread -----------------------------------------------------------------
 
-    def _scope(self) -> reads.Scope:
-        con = self._replica.con
-        assert con is not None
-        return reads.Scope(con, self._default_domain(con), self._replica.event_time_us)
+    def _scope(self, view: Committed) -> reads.Scope:
+        return reads.Scope(view.con, self._default_domain(view), view.event_us)
 
-    def _default_domain(self, con: Any) -> str:
+    def _default_domain(self, view: Committed) -> str:
         """The first configured channel's domain; with none configured, the domain of the
         busiest channel in the stream (so a bare replica answers for what it has seen)."""
         if self._settings.channels:
             return self._settings.default_domain
-        rep = self._replica
         epoch, seq, domain = self._seen_default
-        if (epoch, seq) != (rep.epoch, rep.db_seq):
-            seen = reads.busiest_channel(con)
+        if (epoch, seq) != (self._replica.epoch, view.seq):
+            seen = reads.busiest_channel(view.con)
             domain = seen[0] if seen else self._settings.default_domain
-            self._seen_default = (rep.epoch, rep.db_seq, domain)
+            self._seen_default = (self._replica.epoch, view.seq, domain)
         return domain
 
-    def _read(self, command: str, params: Any, key: bytes) -> bytes:
-        seq = self._replica.db_seq
-        sc = self._scope()
+    def _read(self, view: Committed, command: str, params: Any) -> tuple[int, bytes]:
+        sc = self._scope(view)
         data = READS[command](sc, params)
         note = reads.channel_note(sc, getattr(params, "channel", None), getattr(params, "domain", None))
-        reply = m.ok(command, data, seq, note)
-        if len(self._cache) >= CACHE_MAX:
-            self._cache.clear()
-        self._cache[key] = (self._replica.epoch, seq, reply)
-        return reply
+        return view.seq, m.ok(command, data, view.seq, note)
 
-    def totals_now(self) -> dict[str, int]:
-        seq = self._replica.db_seq
-        if self._totals[0] != seq:
-            self._totals = (seq, reads.totals(self._scope()))
+    def totals_now(self, view: Committed) -> dict[str, int]:
+        if self._totals[0] != view.seq:
+            self._totals = (view.seq, reads.totals(self._scope(view)))
         return self._totals[1]
 
-    def dashboard_now(self) -> dict[str, list[tuple[Any, ...]]]:
-        """Labelled figures for /metrics (database thread)."""
-        return reads.dashboard(self._scope())
+    def dashboard_now(self, view: Committed) -> dict[str, list[tuple[Any, ...]]]:
+        """Labelled figures for /metrics."""
+        return reads.dashboard(self._scope(view))
 
     def _stats(self, t: dict[str, int]) -> r.SystemStats:
         return reads.system_stats(t, self.commands_processed)
 
-    def _all_stats_tables(self, p: m.AllStatsParams) -> reads.AllStatsTables:
-        """The parts of channel.all_stats that change only with the tables (database thread)."""
-        self.totals_now()  # system.stats' part of the reply, fresh at this seq too
-        return reads.all_stats_tables(self._scope(), p, self._settings.default_channel, self._replica.db_seq)
+    def _all_stats_tables(self, view: Committed, p: m.AllStatsParams) -> reads.AllStatsTables:
+        """The parts of channel.all_stats that change only with the tables."""
+        self.totals_now(view)  # system.stats' part of the reply, fresh at this seq too
+        return reads.all_stats_tables(self._scope(view), p, self._settings.default_channel, view.seq)
 
     async def _totals_current(self, need: int) -> dict[str, int]:
         if self._totals[0] != self._replica.db_seq or self._totals[0] < need:
@@ -247,22 +289,38 @@ class Dispatcher:
         return m.ok("system.stats", self._stats(totals), self._totals[0])
 
     async def _all_stats(self, p: m.AllStatsParams, key: bytes, need: int) -> bytes:
-        """Tables part cached per sequence; the system part (uptime, commands) is always fresh."""
-        cached = self._all_cache.get(key)
-        if cached is None or cached.seq != self._replica.db_seq or cached.seq < need:
-            cached = await self._replica.read(self._all_stats_tables, p, need_seq=need)
-            if len(self._all_cache) >= 1000:
-                self._all_cache.clear()
-            self._all_cache[key] = cached
+        """Tables part cached per sequence, as the reply's bytes around the system part (uptime,
+        commands), which is always fresh. While a newer tables part is being read, a plain
+        request (no `min_seq`) gets the one before it, unless a `min_seq` request has already
+        asked for a later sequence."""
+        rep = self._replica
+
+        async def compute() -> Entry:
+            epoch = rep.epoch
+            t = await rep.read(self._all_stats_tables, p, need_seq=need)
+            data = r.AllStats(
+                domain=t.domain,
+                system=cast(r.AllStatsSystem, msgspec.Raw(_SYSTEM_MARK)),
+                leaderboards=t.leaderboards,
+                channel=t.channel,
+            )
+            head, tail = m.ok("channel.all_stats", data, t.seq, t.note).split(_SYSTEM_KEY + _SYSTEM_MARK, 1)
+            return Entry(epoch, t.seq, (head + _SYSTEM_KEY, tail))
+
+        e = self._cache.get(key)
+        usable = e is not None and e.epoch == rep.epoch and e.seq >= need
+        if e is not None and usable and e.seq == rep.db_seq:
+            head, tail = self._cache.hit(e)
+        elif e is not None and usable and need == 0 and e.seq >= self._floor:
+            # newer tables: read them in the background, answer from the previous ones meanwhile
+            if not self._cache.refreshing(key):
+                refresh = asyncio.ensure_future(self._cache.shared(key, rep.db_seq, compute))
+                refresh.add_done_callback(_quiet)
+            head, tail = self._cache.hit(e)
         else:
-            self._metrics.cache_hits.inc()
-        data = r.AllStats(
-            domain=cached.domain,
-            system=r.AllStatsSystem(health=self._health(), stats=self._stats(self._totals[1])),
-            leaderboards=cached.leaderboards,
-            channel=cached.channel,
-        )
-        return m.ok("channel.all_stats", data, cached.seq, cached.note)
+            head, tail = (await self._cache.shared(key, max(need, rep.db_seq), compute)).value
+        system = r.AllStatsSystem(health=self._health(), stats=self._stats(self._totals[1]))
+        return b"".join((head, msgspec.json.encode(system), tail))
 
     # --- system commands -------------------------------------------------------------------
 
@@ -312,4 +370,6 @@ class Dispatcher:
             seq = 0
         if seq > self._replica.applied_seq:
             await self._replica.wait_applied(seq, 2.0)
+        if self._replica.applied_seq >= seq > self._replica.db_seq:
+            await self._replica.flush_to(seq)  # every read after the reply sees the write
         return bytes(msg.data)

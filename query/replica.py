@@ -1,8 +1,18 @@
 """A replica's private copy: load the newest snapshot, then follow the stream.
 
-The copy is an in-memory DuckDB owned by one worker thread; applying batches and running
-queries are serialized on it, so every answer reflects exactly one applied sequence. The
-replica never opens the writer's file and never publishes to the stream's subjects.
+Three kinds of work, none waiting for another:
+- projection (one thread): each chunk of stream messages becomes a Delta, which the event
+  loop applies at once to the read model (query/model.py: the user.* reads, answered there
+  without DuckDB) and queues for the tables;
+- the writer (one thread): writes the queued Deltas to the in-memory DuckDB, coalesced
+  (at the latest LINGER_SECONDS after they arrived, or once FLUSH_EVENTS are queued, or at
+  once for a read whose `min_seq` is not written yet), each in one transaction with the
+  checkpoint;
+- readers (a small pool): every other read runs in a transaction on its own cursor, so it
+  sees one committed sequence (DuckDB's MVCC) and never waits for a write.
+Every answer reflects exactly one applied sequence: the model's, or the checkpoint the
+reader's transaction sees. The replica never opens the writer's file and never publishes to
+the stream's subjects.
 """
 
 from __future__ import annotations
@@ -10,19 +20,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import duckdb
 from nats.js import JetStreamContext
 from nats.js.errors import BucketNotFoundError, NotFoundError
+from userstats.query.model import ReadModel
 from userstats.query.status import WAITING, Phase, ReplicaStatus
 from userstats.shared import apply, schema, snapshots, subjects
+from userstats.shared import batch as batches
+from userstats.shared.batch import Batch, BatchRunner
 from userstats.shared.projection import Projector
 from userstats.shared.seqgate import SequenceGate
 from userstats.shared.snapshots import SnapshotError, SnapshotPointer
@@ -32,8 +47,74 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 STREAM_SUBJECTS = [subjects.EVENTS_WILDCARD, subjects.JOURNAL_WILDCARD]
-LINGER_SECONDS = 0.05  # projected events are written at the latest this long after arriving...
-FLUSH_EVENTS = 20_000  # ...or once this many are pending, or before any read
+# Projected events are written at the latest this long after arriving, or once this many are
+# pending, or for a min_seq read not yet written (shared/batch.REPLICA). Reads of the read model
+# see them at once; a write costs DuckDB about 25-35 ms of CPU whatever its size (six or so
+# keyed upserts), so writing every 50 ms took half a core at 1,000 events/s.
+LINGER_SECONDS = batches.REPLICA.linger_seconds or 0.5
+FLUSH_EVENTS = batches.REPLICA.max_events or 20_000
+CHUNK_EVENTS = 2_000  # projected per step: the read model sees each chunk at once
+CHUNK_SECONDS = 0.004  # at most one chunk per this long: a trickle of events comes in a few
+INLINE_EVENTS = 200  # chunks this small are projected on the event loop, larger ones in a thread
+READERS = 2  # threads running reads on committed state
+
+
+@dataclass(frozen=True)
+class Committed:
+    """What a read on the tables sees: a cursor in a transaction, at one checkpoint."""
+
+    con: duckdb.DuckDBPyConnection
+    seq: int
+    event_us: int
+
+
+class _Tables:
+    """A loaded copy and how many reads use it: a replaced copy closes after its last read."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
+        self.users = 0
+        self.retired = False
+        self.lock = threading.Lock()
+
+    def enter(self) -> None:
+        with self.lock:
+            self.users += 1
+
+    def leave(self) -> None:
+        with self.lock:
+            self.users -= 1
+            last = self.retired and self.users == 0
+        if last:
+            self.con.close()
+
+    def retire(self) -> None:
+        with self.lock:
+            self.retired = True
+            last = self.users == 0
+        if last:
+            self.con.close()
+
+
+def merge_batches(taken: list[Batch]) -> list[Batch]:
+    """Consecutive batches as few as can be written one after another with the same result: a
+    Delta is merged into the one before it unless it forgets a user (its purge must run
+    after the earlier rows are written and before its own)."""
+    out: list[Batch] = []
+    for b in taken:
+        if not out or b.delta.forget:
+            out.append(b)
+            continue
+        into = out[-1]
+        for name, src in b.delta.tables.items():
+            dst = into.delta.tables[name]
+            for key in src.deletes:
+                dst.delete(key)
+            for key, values in src.upserts.items():
+                dst.put(key, values, new=key in src.fresh)
+        into.delta.forgotten_seqs.extend(b.delta.forgotten_seqs)
+        out[-1] = Batch(into.delta, b.seq, max(into.event_us, b.event_us), into.events + b.events)
+    return out
 
 
 def open_snapshot(
@@ -62,25 +143,37 @@ def open_snapshot(
     return con, projector, seq, event_us
 
 
+# Projection and the writer's Python parts run in threads beside the event loop that answers
+# requests; with the default 5 ms switch interval the loop waits up to 5 ms for the GIL each
+# time one of them holds it (p50 11 ms with 1,000 events/s arriving). 0.5 ms bounds that wait.
+SWITCH_INTERVAL = 0.0005
+
+
 class Replica:
     def __init__(self, js: JetStreamContext, stream: str, workdir: str = "", threads: int = 2) -> None:
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         self._js = js
         self._stream = stream
         self._threads = threads
         self._tmp = tempfile.TemporaryDirectory(prefix="userstats-replica-") if not workdir else None
         self._dir = Path(workdir) if workdir else Path(self._tmp.name if self._tmp else ".")
         self._dir.mkdir(parents=True, exist_ok=True)  # a configured replica_dir need not exist yet
-        self._executor = ThreadPoolExecutor(1, thread_name_prefix="replica-db")
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="replica-db")  # loads, writes
+        self._projecting = ThreadPoolExecutor(1, thread_name_prefix="replica-project")
+        self._readers = ThreadPoolExecutor(READERS, thread_name_prefix="replica-read")
         self.con: duckdb.DuckDBPyConnection | None = None
+        self._tables: _Tables | None = None
         self.projector: Projector | None = None
+        self._runner: BatchRunner | None = None  # projects into `projector` chunk by chunk
+        self.model: ReadModel | None = None  # None when the tables cannot be followed
         self.pointer: SnapshotPointer | None = None
         self.gate = SequenceGate()  # projected: what a read will reflect (min_seq waits on it)
-        self.db_seq = 0  # written to the tables (database thread); reads flush up to applied_seq
-        # For the reply cache: bumped when a snapshot replaces the tables, and per lower-cased
-        # username the last db_seq whose write changed that user's rows (database thread).
-        self.epoch = 0
-        self.user_changed: dict[str, int] = {}
+        self.db_seq = 0  # written to the tables; a read on them writes first if it needs more
+        self.epoch = 0  # bumped when a snapshot replaces the tables (for the reply cache)
+        self._pending: list[Batch] = []  # projected, not yet written
+        self._pending_events = 0
         self._pending_since = 0.0
+        self._write_task: asyncio.Task[None] | None = None
         self.event_time_us = 0
         self.loaded_at = 0.0
         self.status: ReplicaStatus = WAITING
@@ -234,6 +327,7 @@ class Replica:
         try:
             await snapshots.download(self._js, pointer, path)
             con, projector, seq, event_us = await self.db(open_snapshot, path, follow, self._threads)
+            model = await self.db(ReadModel.load, con) if follow else None
         finally:
             path.unlink(missing_ok=True)
         if self._older_of_same_tables(pointer, seq):
@@ -246,9 +340,10 @@ class Replica:
                 reader = StreamReader(self._js, self._stream, STREAM_SUBJECTS, seq + 1, max_buffer=20_000)
                 await reader.start()
                 log.info("bringing the new tables from seq %d up to seq %d first", seq, self.applied_seq)
-                await self._catch_up(projector, con, reader, self.applied_seq)
+                assert model is not None
+                await self._catch_up(projector, con, model, reader, self.applied_seq)
                 await self._stop_following()
-                await self._catch_up(projector, con, reader, self.applied_seq)  # what came meanwhile
+                await self._catch_up(projector, con, model, reader, self.applied_seq)  # what came meanwhile
                 seq, event_us = projector.last_seq, max(event_us, projector.last_event_us)
             else:
                 await self._stop_following()
@@ -257,12 +352,12 @@ class Replica:
                 await reader.stop()
             con.close()
             raise
-        old = self.con
-        await self.db(self._swap, con, projector, seq, event_us)
+        old = self._tables
+        self._swap(con, projector, model, seq, event_us)
         # lower only when a version mismatch leaves a snapshot that cannot be followed
         self.gate.seq, self.pointer, self.loaded_at = seq, pointer, time.time()
         if old is not None:
-            await self.db(old.close)
+            await self.db(old.retire)  # closed once the reads still on it are done
         log.info(
             "snapshot %s loaded: seq %d, %.1f MB, %.2f s",
             pointer.object,
@@ -283,26 +378,41 @@ class Replica:
         await self.gate.advance(seq)
 
     def _swap(
-        self, con: duckdb.DuckDBPyConnection, projector: Projector | None, seq: int, event_us: int
+        self,
+        con: duckdb.DuckDBPyConnection,
+        projector: Projector | None,
+        model: ReadModel | None,
+        seq: int,
+        event_us: int,
     ) -> None:
-        """On the database thread, so no query sees a half-switched replica."""
+        """On the event loop, between two reads: no read sees a half-switched replica."""
         self.epoch += 1
-        self.user_changed.clear()
-        self.con, self.projector, self.db_seq, self.event_time_us = con, projector, seq, event_us
+        self.con, self._tables, self.projector, self.model = con, _Tables(con), projector, model
+        self._runner = BatchRunner(projector, batches.REPLICA) if projector is not None else None
+        self.db_seq, self.event_time_us = seq, event_us
+        self._pending, self._pending_events = [], 0
         if self.status.phase is Phase.WAITING:  # loaded from now on: there are tables to read
             self.status = replace(self.status, phase=Phase.SERVING)
 
     # --- following the stream ----------------------------------------------------------
 
     async def _catch_up(
-        self, projector: Projector, con: duckdb.DuckDBPyConnection, reader: StreamReader, target: int
+        self,
+        projector: Projector,
+        con: duckdb.DuckDBPyConnection,
+        model: ReadModel,
+        reader: StreamReader,
+        target: int,
     ) -> None:
         """Project the stream into a copy not yet served until it reaches `target`."""
 
+        runner = BatchRunner(projector, batches.REPLICA)
+
         def apply_items(items: list[Item]) -> None:
-            for item in items:
-                projector.project(item.seq, item.subject, item.data, item.stream_us)
-            apply.apply_batch(con, projector.take_delta(), projector.last_seq, projector.last_event_us)
+            runner.project(items)
+            b = runner.take()
+            model.apply(b.delta, b.seq, b.event_us)  # not served yet
+            BatchRunner.write(con, b)
 
         while projector.last_seq < target:
             if not await reader.wait(timeout=30):
@@ -329,85 +439,147 @@ class Replica:
         if self._reader is not None:
             await self._reader.stop()
             self._reader = None
+        write = self._write_task
+        if write is not None:  # the tables it writes may be about to be replaced
+            with contextlib.suppress(Exception):
+                await asyncio.shield(write)
 
-    def _project(self, items: list[Item]) -> int:
-        """Project a batch into memory (database thread); write it only when due."""
-        proj = self.projector
-        assert proj is not None
-        if proj.last_seq == self.db_seq:
-            self._pending_since = time.monotonic()
-        for item in items:
-            proj.project(item.seq, item.subject, item.data, item.stream_us)
-        if proj.last_seq - self.db_seq >= FLUSH_EVENTS:
-            self.flush()
-        return proj.last_seq
-
-    def flush(self) -> None:
-        """Write what was projected but not yet written (database thread).
-
-        Reads call this first, so an answer always reflects every projected event. Writing
-        lazily lets a busy stream coalesce into few DuckDB transactions.
-        """
-        proj, con = self.projector, self.con
-        if proj is None or con is None or proj.last_seq == self.db_seq:
-            return
-        delta = proj.take_delta()
-        if delta.forget:  # a user was forgotten: no cached reply may still show them
-            self.epoch += 1
-            self.user_changed.clear()
-        changed = self.user_changed
-        for key in delta.counters.upserts:  # (kind, username, ...): before the tables change
-            if key[1]:
-                changed[key[1].lower()] = proj.last_seq
-        for (name,) in delta.users.upserts:
-            changed[name.lower()] = proj.last_seq
-        for name, _alias in (*delta.aliases.upserts, *delta.aliases.deletes):  # user.stats lists aliases
-            changed[name.lower()] = proj.last_seq
-        try:
-            apply.apply_batch(con, delta, proj.last_seq, proj.last_event_us)
-        except duckdb.Error as exc:
-            self.projector = None  # its State is now ahead of the tables: stop following
-            failed = f"writing seq {self.db_seq + 1}..{proj.last_seq} failed: {exc}"
-            self.status = replace(self.status, phase=Phase.STALLED, problem=failed)
-            log.error("%s; serving seq %d until the next snapshot", failed, self.db_seq)
-            return
-        self.db_seq = proj.last_seq
-        self.event_time_us = max(self.event_time_us, proj.last_event_us)
-
-    def _flush_if_due(self) -> None:
-        if time.monotonic() - self._pending_since >= LINGER_SECONDS:
-            self.flush()
-
-    async def read(self, fn: Callable[..., T], *args: Any, need_seq: int = 0) -> T:
-        """Run a read on the database thread, after writing what is projected if the read
-        needs a sequence not yet written (a request's `min_seq`). Otherwise it reflects what
-        is written, at most LINGER_SECONDS behind what arrived: a busy stream does not turn
-        every read into a write."""
-
-        def run() -> T:
-            if need_seq > self.db_seq:
-                self.flush()
-            return fn(*args)
-
-        return await self.db(run)
+    def _project(self, items: list[Item]) -> Batch:
+        """Project a chunk and take it (projection thread, or the loop for a small one)."""
+        runner = self._runner
+        assert runner is not None
+        runner.project(items)
+        return runner.take()
 
     @property
     def pending(self) -> bool:
-        return self.projector is not None and self.projector.last_seq > self.db_seq
+        return bool(self._pending)
+
+    def _stalled(self) -> bool:
+        return self.projector is None
 
     async def _follow(self, reader: StreamReader) -> None:
+        loop = asyncio.get_running_loop()
+        last_chunk = 0.0
         while self.projector is not None:
-            got = await reader.wait(timeout=LINGER_SECONDS if self.pending else 1.0)
-            if got:
-                await self.gate.advance(await self.db(self._project, reader.take(FLUSH_EVENTS)))
-            if self.pending:
-                await self.db(self._flush_if_due)
+            got = await reader.wait(timeout=LINGER_SECONDS if self._pending else 1.0)
+            if got and self.projector is not None:
+                wait = last_chunk + CHUNK_SECONDS - time.monotonic()
+                if wait > 0:  # a trickle: gather a few ms of it into one chunk
+                    await asyncio.sleep(wait)
+                last_chunk = time.monotonic()
+                items = reader.take(CHUNK_EVENTS)
+                if len(items) <= INLINE_EVENTS:  # a millisecond or so: cheaper than a thread hop
+                    b = self._project(items)
+                else:
+                    b = await loop.run_in_executor(self._projecting, self._project, items)
+                if self._stalled():  # a write failed meanwhile
+                    break
+                if self.model is not None:
+                    self.model.apply(b.delta, b.seq, b.event_us)  # on the loop: reads see one sequence
+                if not self._pending:
+                    self._pending_since = time.monotonic()
+                self._pending.append(b)
+                self._pending_events += b.events
+                await self.gate.advance(b.seq)
+            if self._pending_events >= FLUSH_EVENTS:  # behind: let the writer keep up
+                await self._write_now()
+            elif self._pending and time.monotonic() - self._pending_since >= LINGER_SECONDS:
+                self._start_write()
         self._not_following()
+
+    def _start_write(self) -> None:
+        """Hand what is pending to the writer, unless a write is under way (event loop)."""
+        if self.projector is None:  # stalled: the tables stay as they are until a snapshot
+            self._pending, self._pending_events = [], 0
+            return
+        if not self._pending or (self._write_task is not None and not self._write_task.done()):
+            return
+        tables = self._tables
+        assert tables is not None
+        taken, self._pending, self._pending_events = self._pending, [], 0
+        self._write_task = asyncio.create_task(self._write(tables, taken), name="write")
+
+    async def _write_now(self) -> None:
+        """Wait for the write under way, then hand over what is pending: projection goes on
+        while it is written, with at most two writes' worth of events in memory."""
+        task = self._write_task
+        if task is not None and not task.done():
+            await asyncio.shield(task)
+        self._start_write()
+
+    async def _write(self, tables: _Tables, taken: list[Batch]) -> None:
+        seq, event_us = taken[-1].seq, max(b.event_us for b in taken)
+        try:
+            await self.db(self._write_batches, tables.con, taken)
+        except duckdb.Error as exc:
+            if tables is not self._tables:
+                return  # replaced meanwhile
+            self.projector = None  # its State is now ahead of the tables: stop following
+            self.model = None  # and so is the model: every read goes to the tables
+            failed = f"writing seq {self.db_seq + 1}..{seq} failed: {exc}"
+            self.status = replace(self.status, phase=Phase.STALLED, problem=failed)
+            log.error("%s; serving seq %d until the next snapshot", failed, self.db_seq)
+            return
+        if tables is self._tables:
+            self.db_seq = seq
+            self.event_time_us = max(self.event_time_us, event_us)
+
+    @staticmethod
+    def _write_batches(con: duckdb.DuckDBPyConnection, taken: list[Batch]) -> None:
+        """Write pending batches (database thread), merged: each transaction moves the
+        checkpoint to the last sequence it holds, so a read sees one applied sequence."""
+        for b in merge_batches(taken):
+            BatchRunner.write(con, b)
+
+    async def flush_to(self, seq: int) -> None:
+        """Make the tables reflect at least `seq` (already projected): write what is pending."""
+        while self.db_seq < seq:
+            task = self._write_task
+            if task is not None and not task.done():
+                await asyncio.shield(task)
+                continue
+            if not self._pending:
+                return
+            self._start_write()
+
+    async def read(self, fn: Callable[..., T], *args: Any, need_seq: int = 0) -> T:
+        """Run `fn(committed, *args)` on a reader thread, in a transaction that sees one
+        committed sequence, after writing what is projected if the read needs a sequence not
+        yet written (a request's `min_seq`). Otherwise it reflects what is written, at most
+        LINGER_SECONDS behind what arrived, and never waits for a write."""
+        if need_seq > self.db_seq:
+            await self.flush_to(need_seq)
+        tables = self._tables
+        if tables is None:
+            raise RuntimeError("no tables loaded")
+        tables.enter()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._readers, _run_read, tables.con, fn, args
+            )
+        finally:
+            tables.leave()
 
     async def close(self) -> None:
         await self._stop_following()
-        if self.con is not None:
-            await self.db(self.con.close)
+        if self._tables is not None:
+            await self.db(self._tables.retire)
         self._executor.shutdown(wait=True)
+        self._projecting.shutdown(wait=True)
+        self._readers.shutdown(wait=True)
         if self._tmp is not None:
             self._tmp.cleanup()
+
+
+def _run_read(con: duckdb.DuckDBPyConnection, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+    cur = con.cursor()
+    try:
+        cur.execute("BEGIN TRANSACTION")
+        row = cur.execute(f"SELECT seq, event_time_us FROM {schema.CHECKPOINT_TABLE}").fetchone()
+        assert row is not None
+        return fn(Committed(cur, int(row[0]), int(row[1])), *args)
+    finally:
+        with contextlib.suppress(duckdb.Error):
+            cur.execute("ROLLBACK")
+        cur.close()

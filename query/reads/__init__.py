@@ -32,6 +32,9 @@ from userstats.query.reads.scope import Scope, as_of_minus, busiest_channel, cha
 from userstats.query.reads.system import dashboard, totals
 from userstats.query.reads.timeseries import parse_time, timeseries_kudos, timeseries_messages
 from userstats.query.reads.users import (
+    SOURCE_READS,
+    SqlUsers,
+    UserSource,
     alias_find,
     alias_get,
     alias_list,
@@ -43,8 +46,11 @@ from userstats.query.reads.users import (
 )
 
 __all__ = [
+    "SOURCE_READS",
     "AllStatsTables",
     "Scope",
+    "SqlUsers",
+    "UserSource",
     "alias_find",
     "alias_get",
     "alias_list",

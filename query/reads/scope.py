@@ -74,9 +74,10 @@ def user_spelling(sc: Scope, username: str) -> str:
 
 
 def channel_spelling(sc: Scope, domain: str, channel: str) -> str:
+    """The stored spelling of a channel (the smallest, when the log has several), or as sent."""
     found = fetch_one(
         sc,
-        f"SELECT channel FROM channel_clock WHERE {BY_DOMAIN} AND {BY_CHANNEL} LIMIT 1",
+        f"SELECT channel FROM channel_clock WHERE {BY_DOMAIN} AND {BY_CHANNEL} ORDER BY channel LIMIT 1",
         [domain, channel],
     )
     return str(found) if found is not None else channel

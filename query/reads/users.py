@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, Protocol
+
 from msgspec import UNSET, UnsetType
 from userstats.query.reads.scope import (
     BY_USER,
     Scope,
     channel_spelling,
-    domain_of,
     fetch,
     fetch_one,
     iso,
@@ -17,22 +19,74 @@ from userstats.shared import messages as m
 from userstats.shared import replies as r
 from userstats.shared import schema
 
+Row = tuple[str, str, str, str, int, int]  # kind, channel, domain, item, n1, n2
 
-class UserFigures:
-    """Every statistic of one user (any case of the name) from a single scan of `counters`;
-    the per-command figures are picked out in Python (one query instead of eight)."""
 
-    def __init__(self, sc: Scope, user: str) -> None:
-        kinds = (schema.MESSAGES, schema.PMS, schema.PLUSPLUS, schema.PHRASES, schema.EMOTES, schema.ACTIVITY)
-        self.rows: list[tuple[str, str, str, str, int, int]] = [
+class UserSource(Protocol):
+    """Where the user.* reads get a user's rows: the tables (SqlUsers) or the replica's read
+    model (query/model.py), which must give the same answers."""
+
+    @property
+    def default_domain(self) -> str: ...
+    def spelling(self, username: str) -> str: ...
+    def counter_rows(self, user: str) -> list[Row]: ...
+    def seen(self, user: str) -> tuple[str | None, str | None]: ...
+    def aliases(self, user: str) -> list[str]: ...
+    def channel_spelling(self, domain: str, channel: str) -> str: ...
+
+
+_KINDS = (schema.MESSAGES, schema.PMS, schema.PLUSPLUS, schema.PHRASES, schema.EMOTES, schema.ACTIVITY)
+
+
+class SqlUsers:
+    """A UserSource over the tables."""
+
+    def __init__(self, sc: Scope) -> None:
+        self.sc = sc
+        self.default_domain = sc.default_domain
+
+    def spelling(self, username: str) -> str:
+        return user_spelling(self.sc, username)
+
+    def counter_rows(self, user: str) -> list[Row]:
+        """Every statistic of one user (any case of the name) from a single scan of `counters`."""
+        return [
             (k, c, d, i, int(n1), int(n2))
             for k, c, d, i, n1, n2 in fetch(
-                sc,
+                self.sc,
                 "SELECT kind, channel, domain, item, sum(n1), sum(n2) FROM counters "
-                f"WHERE kind IN ({', '.join('?' * len(kinds))}) AND lower(username) = lower(?) GROUP BY ALL",
-                [*kinds, user],
+                f"WHERE kind IN ({', '.join('?' * len(_KINDS))}) AND lower(username) = lower(?) GROUP BY ALL",
+                [*_KINDS, user],
             )
         ]
+
+    def seen(self, user: str) -> tuple[str | None, str | None]:
+        """First and last seen (ISO) over every spelling of the name, or None for an unknown user."""
+        row = self.sc.con.execute(
+            f"SELECT min(first_seen_at), max(last_seen_at) FROM users WHERE {BY_USER}", [user]
+        ).fetchone()
+        if row is None or row[0] is None:
+            return None, None
+        return iso(row[0]), iso(row[1])
+
+    def aliases(self, user: str) -> list[str]:
+        return [
+            str(a)
+            for (a,) in fetch(
+                self.sc, f"SELECT alias FROM user_aliases WHERE {BY_USER} ORDER BY alias", [user]
+            )
+        ]
+
+    def channel_spelling(self, domain: str, channel: str) -> str:
+        return channel_spelling(self.sc, domain, channel)
+
+
+class UserFigures:
+    """Every statistic of one user from its `counters` rows; the per-command figures are
+    picked out in Python (one query instead of eight)."""
+
+    def __init__(self, rows: list[Row]) -> None:
+        self.rows = rows
 
     def _sum_by(
         self, kind: str, domain: str | None, key: int, channel: str | None = None
@@ -78,27 +132,11 @@ class UserFigures:
         return [m.ChannelActivityRow(c, v[0], v[1]) for c, v in sorted(grouped.items())]
 
 
-def user_seen(sc: Scope, user: str) -> tuple[str | None, str | None]:
-    """First and last seen (ISO) over every spelling of the name, or None for an unknown user."""
-    row = sc.con.execute(
-        f"SELECT min(first_seen_at), max(last_seen_at) FROM users WHERE {BY_USER}", [user]
-    ).fetchone()
-    if row is None or row[0] is None:
-        return None, None
-    return iso(row[0]), iso(row[1])
-
-
-def user_aliases(sc: Scope, user: str) -> list[str]:
-    return [
-        str(a) for (a,) in fetch(sc, f"SELECT alias FROM user_aliases WHERE {BY_USER} ORDER BY alias", [user])
-    ]
-
-
-def user_stats(sc: Scope, p: m.UserParams) -> r.UserStats:
-    d = domain_of(sc, p.domain)
-    user = user_spelling(sc, p.username)
-    f = UserFigures(sc, user)
-    first, last = user_seen(sc, user)
+def stats_of(src: UserSource, p: m.UserParams) -> r.UserStats:
+    d = p.domain or src.default_domain
+    user = src.spelling(p.username)
+    f = UserFigures(src.counter_rows(user))
+    first, last = src.seen(user)
     return r.UserStats(
         username=user,
         messages=f.total(schema.MESSAGES, d, p.channel) if p.channel else 0,
@@ -109,14 +147,14 @@ def user_stats(sc: Scope, p: m.UserParams) -> r.UserStats:
         emotes=f.emotes(d),
         activity=f.activity(p.channel, d) if p.channel else UNSET,
         all_activity=UNSET if p.channel else f.all_activity(d),
-        aliases=user_aliases(sc, user),
+        aliases=src.aliases(user),
         first_seen=first,
         last_seen=last,
     )
 
 
-def user_profile(sc: Scope, p: m.UserParams) -> r.UserProfile:
-    s = user_stats(sc, p)
+def profile_of(src: UserSource, p: m.UserParams) -> r.UserProfile:
+    s = stats_of(src, p)
     activity = s.activity if p.channel else s.all_activity
     assert not isinstance(activity, UnsetType)
     return r.UserProfile(
@@ -130,28 +168,28 @@ def user_profile(sc: Scope, p: m.UserParams) -> r.UserProfile:
     )
 
 
-def user_messages(sc: Scope, p: m.UserMessagesParams) -> r.UserMessages:
-    d = domain_of(sc, p.domain)
-    user = user_spelling(sc, p.username)
-    f = UserFigures(sc, user)
+def messages_of(src: UserSource, p: m.UserMessagesParams) -> r.UserMessages:
+    d = p.domain or src.default_domain
+    user = src.spelling(p.username)
+    f = UserFigures(src.counter_rows(user))
     if p.channel:
         return r.UserMessages(
             username=user,
-            channel=channel_spelling(sc, d, p.channel),
+            channel=src.channel_spelling(d, p.channel),
             message_count=f.total(schema.MESSAGES, d, p.channel),
         )
     return r.UserMessages(username=user, channels=f.channel_counts(d))
 
 
-def user_activity(sc: Scope, p: m.UserParams) -> r.UserActivity:
-    d = domain_of(sc, p.domain)
-    user = user_spelling(sc, p.username)
-    f = UserFigures(sc, user)
-    first, last = user_seen(sc, user)
+def activity_of(src: UserSource, p: m.UserParams) -> r.UserActivity:
+    d = p.domain or src.default_domain
+    user = src.spelling(p.username)
+    f = UserFigures(src.counter_rows(user))
+    first, last = src.seen(user)
     if p.channel:
         return r.UserActivity(
             username=user,
-            channel=channel_spelling(sc, d, p.channel),
+            channel=src.channel_spelling(d, p.channel),
             activity=f.activity(p.channel, d),
             first_seen=first,
             last_seen=last,
@@ -159,13 +197,49 @@ def user_activity(sc: Scope, p: m.UserParams) -> r.UserActivity:
     return r.UserActivity(username=user, all_activity=f.all_activity(d), first_seen=first, last_seen=last)
 
 
-def user_kudos(sc: Scope, p: m.UserDomainParams) -> r.UserKudos:
-    d = domain_of(sc, p.domain)
-    user = user_spelling(sc, p.username)
-    f = UserFigures(sc, user)
+def kudos_of(src: UserSource, p: m.UserDomainParams) -> r.UserKudos:
+    d = p.domain or src.default_domain
+    user = src.spelling(p.username)
+    f = UserFigures(src.counter_rows(user))
     plusplus, phrases = f.total(schema.PLUSPLUS, d), f.phrases(d)
     received = plusplus + sum(row.count for row in phrases)
     return r.UserKudos(username=user, plusplus=plusplus, phrases=phrases, total_received=received)
+
+
+def alias_get_of(src: UserSource, p: m.AliasUserParams) -> r.AliasGet:
+    aliases = src.aliases(p.username)
+    return r.AliasGet(username=src.spelling(p.username), aliases=aliases, count=len(aliases))
+
+
+# The reads a UserSource answers, by command (the replica answers these from its read model).
+SOURCE_READS: dict[str, Callable[[UserSource, Any], Any]] = {
+    "user.stats": stats_of,
+    "user.profile": profile_of,
+    "user.messages": messages_of,
+    "user.activity": activity_of,
+    "user.kudos": kudos_of,
+    "alias.get": alias_get_of,
+}
+
+
+def user_stats(sc: Scope, p: m.UserParams) -> r.UserStats:
+    return stats_of(SqlUsers(sc), p)
+
+
+def user_profile(sc: Scope, p: m.UserParams) -> r.UserProfile:
+    return profile_of(SqlUsers(sc), p)
+
+
+def user_messages(sc: Scope, p: m.UserMessagesParams) -> r.UserMessages:
+    return messages_of(SqlUsers(sc), p)
+
+
+def user_activity(sc: Scope, p: m.UserParams) -> r.UserActivity:
+    return activity_of(SqlUsers(sc), p)
+
+
+def user_kudos(sc: Scope, p: m.UserDomainParams) -> r.UserKudos:
+    return kudos_of(SqlUsers(sc), p)
 
 
 def alias_list(sc: Scope, p: m.NoParams) -> r.AliasList:
@@ -178,12 +252,7 @@ def alias_list(sc: Scope, p: m.NoParams) -> r.AliasList:
 
 
 def alias_get(sc: Scope, p: m.AliasUserParams) -> r.AliasGet:
-    user = user_spelling(sc, p.username)
-    aliases = [
-        a
-        for (a,) in fetch(sc, f"SELECT alias FROM user_aliases WHERE {BY_USER} ORDER BY alias", [p.username])
-    ]
-    return r.AliasGet(username=user, aliases=aliases, count=len(aliases))
+    return alias_get_of(SqlUsers(sc), p)
 
 
 def alias_find(sc: Scope, p: m.AliasFindParams) -> r.AliasFound:

@@ -7,7 +7,7 @@ import json
 import time
 from typing import Any
 
-from userstats.query.replica import Replica
+from userstats.query.replica import Committed, Replica
 from userstats.shared import events as ev
 from userstats.shared.subjects import DEFAULT_STREAM
 from userstats.sim.generator import Simulator
@@ -49,9 +49,8 @@ async def test_live_resumed_rebuilt_and_replica_tables_are_identical(stack: Stac
         await wait_for(lambda: replica.applied_seq >= last, timeout=60, what="replica to follow")
         assert replica.pointer is not None and first <= replica.pointer.seq < last  # it really followed
 
-        def replica_dump() -> dict[str, list[tuple[Any, ...]]]:
-            assert replica.con is not None
-            return dump(replica.con)
+        def replica_dump(view: Committed) -> dict[str, list[tuple[Any, ...]]]:
+            return dump(view.con)  # what a read sees: one committed sequence
 
         followed = await replica.read(replica_dump, need_seq=last)
         ingest.stop()
