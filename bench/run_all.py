@@ -15,6 +15,7 @@ BENCHMARKS = [
     "bench.memory",
     "bench.import_rate",
     "bench.http_rate",
+    "bench.stream_bytes",
 ]
 
 

@@ -3,6 +3,13 @@
 Projecting batch N+1 overlaps with writing batch N (DuckDB releases the GIL). If a write
 fails, the DuckDB transaction rolls back, so the tables still match the checkpoint: we
 drop the in-memory State, reload it from the tables and read the stream again from there.
+
+Private messages: a batch's raw PMs land in pm_erase_queue in the batch's own transaction.
+Right after that commit, and before the next batch commits, each one gets its "pm" journal
+event (user and time, no text; that event is what counts it) and the raw message is deleted
+from the stream. A kill -9 anywhere in between leaves the queue rows committed (the journal
+event that removes a row cannot be committed before the delete), so the sweep at start
+finishes the job: the event appended twice counts once, a message already gone is fine.
 """
 
 from __future__ import annotations
@@ -15,15 +22,21 @@ from collections.abc import Callable
 
 import duckdb
 from nats.js import JetStreamContext
+from nats.js.errors import APIError, NotFoundError
+from userstats.ingest.journal import Journal
 from userstats.ingest.metrics import IngestMetrics
-from userstats.ingest.stream_setup import STREAM_SUBJECTS
 from userstats.shared import apply
+from userstats.shared import events as ev
 from userstats.shared.delta import Delta
-from userstats.shared.projection import DEAD_LETTERS_KEY, Projector
+from userstats.shared.projection import DEAD_LETTERS_KEY, STREAM_SUBJECTS, Projector
 from userstats.shared.seqgate import SequenceGate
 from userstats.shared.stream import StreamReader
 
 log = logging.getLogger(__name__)
+
+# JetStream's "no message found" and "sequence not found" (the raw PM is already gone)
+GONE = (10037, 10043)
+DELETES_AT_ONCE = 32
 
 
 class ProjectorLoop:
@@ -51,10 +64,15 @@ class ProjectorLoop:
         self.generation = cp.generation
         self.projector = Projector(apply.load_state(con), cp.seq, cp.event_time_us)
         self.write_error: str | None = None  # the last failed write, until one succeeds
+        self._journal = Journal(js, stream)
+        # raw PMs to erase (seq -> username, event time, subject, error): as in pm_erase_queue
+        self._erase: dict[int, tuple[str, int, str, str]] = _erase_queue(con)
+        self.pms_erased = 0
 
     def _reload(self) -> Projector:
         """A Projector at the tables' checkpoint, after a failed write (worker thread)."""
         cp = apply.read_checkpoint(self._con)
+        self._erase.update(_erase_queue(self._con))
         return Projector(apply.load_state(self._con), cp.seq, cp.event_time_us)
 
     @property
@@ -96,6 +114,7 @@ class ProjectorLoop:
             try:
                 if self.write_error is not None:
                     self.projector = await asyncio.to_thread(self._reload)
+                await self.erase_pms()  # what a previous run committed but did not finish
                 await self._run_once(stop)
                 return
             except (duckdb.Error, OSError) as exc:
@@ -158,4 +177,48 @@ class ProjectorLoop:
 
     async def _commit(self, delta: Delta, seq: int, event_us: int, n: int) -> None:
         await asyncio.to_thread(self._write, delta, seq, event_us, n)
+        for (pm_seq,), (username, time_us, subject, error) in delta.pm_erase.upserts.items():
+            self._erase[int(pm_seq)] = (str(username), int(time_us), str(subject), str(error))
+        if self._erase:  # before the checkpoint is announced: whoever sees it sees their events
+            await self.erase_pms()
         await self._committed(delta, seq, n)
+
+    async def erase_pms(self) -> None:
+        """For the committed raw PMs, oldest first: append each one's "pm" journal event (one
+        after the other: they must be stored in seq order, see PmRedacted), then delete the raw
+        messages (together). What fails stays queued for the next batch (or the next start)."""
+        appended: list[int] = []
+        for pm_seq in sorted(self._erase):
+            username, time_us, subject, error = self._erase[pm_seq]
+            event = ev.PmRedacted(ev.from_us(time_us), pm_seq, username, subject, error)
+            try:
+                await self._journal.append(event, msg_id=f"userstats-pm-{pm_seq}")
+            except Exception as exc:  # NATS unavailable: the queue keeps it
+                log.warning("PM at seq %d: journal event not appended yet (%s); retrying later", pm_seq, exc)
+                break
+            appended.append(pm_seq)
+        results: list[BaseException | None] = []
+        for i in range(0, len(appended), DELETES_AT_ONCE):  # a flood of deletes times out
+            chunk = appended[i : i + DELETES_AT_ONCE]
+            results += await asyncio.gather(*(self._delete(s) for s in chunk), return_exceptions=True)
+        for pm_seq, result in zip(appended, results, strict=True):
+            if isinstance(result, BaseException):
+                log.warning("raw PM at seq %d not deleted yet (%s); retrying later", pm_seq, result)
+                continue
+            del self._erase[pm_seq]
+            self.pms_erased += 1
+            self._metrics.pms_erased.inc()
+
+    async def _delete(self, seq: int) -> None:
+        try:
+            await self._js.delete_msg(self._stream, seq)
+        except NotFoundError:
+            pass
+        except APIError as exc:
+            if exc.err_code not in GONE:
+                raise
+
+
+def _erase_queue(con: duckdb.DuckDBPyConnection) -> dict[int, tuple[str, int, str, str]]:
+    rows = con.execute("SELECT seq, username, time_us, subject, error FROM pm_erase_queue").fetchall()
+    return {int(seq): (str(user), int(t), str(subject), str(error)) for seq, user, t, subject, error in rows}

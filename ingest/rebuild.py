@@ -32,8 +32,9 @@ from userstats.ingest import rawstream
 from userstats.ingest.progress import Progress
 from userstats.ingest.stream_setup import STREAM_SUBJECTS
 from userstats.shared import apply, schema, snapshots, subjects
+from userstats.shared import events as ev
 from userstats.shared.delta import Delta
-from userstats.shared.projection import DEAD_LETTERS_KEY, Projector
+from userstats.shared.projection import DEAD_LETTERS_KEY, PM_EVENT, Projector
 from userstats.shared.settings import NatsSettings
 from userstats.shared.stream import StreamReader
 
@@ -148,7 +149,7 @@ async def build_shadow(
         leftover.unlink(missing_ok=True)  # a previous attempt that died
     started = time.monotonic()
     base = None
-    if first > 1:
+    if first > 1 and not await _head_was_erased(js, stream, first):  # not only erased raw PMs
         base = await find_base(js, first, target, dest.parent)
         if base is None:
             raise RebuildError(
@@ -221,6 +222,29 @@ async def _build(
         raise RebuildError(f"the rebuild worker stopped at seq {seq}, expected {target}")
     events = target - start + 1
     return RebuildResult(dest, target, events, time.monotonic() - started, dead, generation, reader, base)
+
+
+async def _head_was_erased(js: JetStreamContext, stream: str, first: int) -> bool:
+    """Whether messages 1..first-1 are all raw PMs that ingest erased (each "pm" journal event
+    names the raw seq it replaces; they come after their raw ones, in seq order), rather than
+    messages the stream's limits removed."""
+    want, at = 1, first
+    while want < first:
+        try:
+            msg = await js.get_msg(stream, seq=at, subject=subjects.journal_subject(PM_EVENT), next=True)
+        except NotFoundError:
+            return False
+        at = int(msg.seq or 0) + 1
+        try:
+            event = ev.JOURNAL_DECODER.decode(msg.data or b"")
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue
+        if not isinstance(event, ev.PmRedacted) or event.seq < want:
+            continue
+        if event.seq > want:
+            return False
+        want += 1
+    return True
 
 
 class _WorkerGone(Exception):
@@ -321,12 +345,15 @@ async def _feed_nats_py(
             if not await reader.wait(timeout=30):
                 raise RebuildError(f"the stream stopped delivering at seq {seq} (target {target})")
             items = reader.take(10_000)
-            if items and items[-1].seq > target:
+            past = bool(items) and items[-1].seq > target  # the target itself may be a deleted message
+            if past:
                 items = [it for it in items if it.seq <= target]
             if items:
                 seq = items[-1].seq
                 seqs, subjects, data, times = (list(col) for col in zip(*items, strict=True))
                 await deliver((seqs, subjects, data, times))
+            if past or (reader.pending == 0 and not reader.buffered()):  # the rest was deleted
+                seq = target
     finally:
         await reader.stop()
     return seq
@@ -362,6 +389,8 @@ def _work(
     base: str = "",
     target: int = 0,
 ) -> None:
+    """The tables end at `target` even when its message was deleted (an erased raw PM, a
+    forgotten user's event): the reader has seen everything up to it by then."""
     con = duckdb.connect(dest, config={"threads": threads})
     apply.create_schema(con, generation)
     if base:
@@ -392,11 +421,11 @@ def _work(
             pending.result()
     delta = proj.take_delta()
     dead += _dead(delta)
-    proj.last_seq = max(proj.last_seq, target)  # the parent read up to it (deleted messages at the end)
-    apply.apply_batch(con, delta, proj.last_seq, proj.last_event_us)
+    last = max(proj.last_seq, target)  # the parent read up to it (deleted messages at the end)
+    apply.apply_batch(con, delta, last, proj.last_event_us)
     con.execute("CHECKPOINT")
     con.close()
-    conn.send((dead, proj.last_seq))
+    conn.send((dead, last))
     conn.close()
 
 

@@ -97,6 +97,7 @@ class Delta:
         self.parts = t[schema.CHANNEL_PARTS.name]
         self.baselines = t[schema.IMPORT_BASELINES.name]
         self.forgotten = t[schema.FORGOTTEN_USERS.name]
+        self.pm_erase = t[schema.PM_ERASE_QUEUE.name]
         self.dead_letters = t[schema.DEAD_LETTERS.name]
         # user.forget: hashes whose rows apply purges from every table before the rest; and
         # the stream seqs of a forgotten user's events the projection ignored (ingest deletes them)

@@ -8,6 +8,7 @@ and in every replica, so the same log always gives the same tables.
 
 from __future__ import annotations
 
+import hashlib
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -26,6 +27,7 @@ from userstats.shared.schema import (
     MESSAGES,
     PHRASES,
     PLUSPLUS,
+    PM_COUNTED_THROUGH,
     PMS,
 )
 from userstats.shared.state import (
@@ -39,7 +41,7 @@ from userstats.shared.state import (
     Session,
     State,
 )
-from userstats.shared.subjects import EVENTS_PREFIX, JOURNAL_PREFIX
+from userstats.shared.subjects import EVENTS_PREFIX, JOURNAL_PREFIX, JOURNAL_WILDCARD
 
 US = 1_000_000
 # Imported media rows sort before every live row (keys are stream seqs, all positive) and
@@ -54,6 +56,53 @@ _EVENTS_DOT = EVENTS_PREFIX.split(".", 1)[0] + "."  # "kryten."
 # in full by one kind of bridge frame: userlist, any emote frame, changeMedia.
 ROSTER, EMOTE_SET, MEDIA = "roster", "emotes", "media"
 _JOURNAL_DOT = JOURNAL_PREFIX + "."
+PM_EVENT = "pm"
+
+# The bridge events the projection handles: lower-cased event name -> (payload decoder, method).
+# The stream captures exactly these (STREAM_SUBJECTS), so what is stored and what is projected
+# cannot drift apart: a new handler here is a new captured subject.
+_HANDLERS: dict[str, tuple[msgspec.json.Decoder[Any], str]] = {
+    "chatmsg": (ev.CHAT_DECODER, "_chat"),
+    PM_EVENT: (ev.CHAT_DECODER, "_pm"),
+    "adduser": (ev.USER_DECODER, "_add_user"),
+    "userleave": (ev.USER_DECODER, "_user_leave"),
+    "setafk": (ev.USER_DECODER, "_set_afk"),
+    "setusermeta": (ev.USER_DECODER, "_set_user_meta"),
+    "userlist": (ev.USERLIST_DECODER, "_userlist"),
+    "changemedia": (ev.MEDIA_DECODER, "_change_media"),
+    "emotelist": (ev.EMOTELIST_DECODER, "_emote_list"),
+    "updateemote": (ev.EMOTE_DECODER, "_update_emote"),
+    "removeemote": (ev.EMOTE_DECODER, "_remove_emote"),
+    "renameemote": (ev.EMOTE_DECODER, "_rename_emote"),
+}
+HANDLED_EVENTS: tuple[str, ...] = tuple(_HANDLERS)
+# kryten.events.cytube.*.<event> for each handled event (the bridge lower-cases the event name
+# into the subject, and its channel token has no dots), plus ingest's own journal.
+STREAM_SUBJECTS: list[str] = [
+    *(f"{EVENTS_PREFIX}.*.{name}" for name in HANDLED_EVENTS),
+    JOURNAL_WILDCARD,
+]
+_PM_SUFFIX = "." + PM_EVENT
+_HANDLED = frozenset(HANDLED_EVENTS)
+_EVENT_TOKENS = EVENTS_PREFIX.count(".") + 3  # kryten.events.cytube.<channel>.<event>
+
+
+def is_captured(subject: str) -> bool:
+    """Whether the stream stores a message published on `subject` (STREAM_SUBJECTS)."""
+    if subject.startswith(_JOURNAL_DOT):
+        return True
+    tokens = subject.split(".")
+    return len(tokens) == _EVENT_TOKENS and subject.startswith(_EVENTS_DOT) and tokens[-1] in _HANDLED
+
+
+def is_pm_subject(subject: str) -> bool:
+    """A raw private message's subject (its text must not be kept anywhere)."""
+    return subject.endswith(_PM_SUFFIX) and subject.startswith(_EVENTS_DOT)
+
+
+def text_digest(text: str) -> str:
+    """What recent_chat keeps of a chat line's text for backlog dedupe: not the text."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
 
 
 class Projector:
@@ -69,18 +118,7 @@ class Projector:
         self._counts: dict[str, int] = {}
         self._users: dict[str, list[int]] = {}  # this batch's users rows (merged as USERS says)
         self._bridge: dict[str, tuple[msgspec.json.Decoder[Any], Callable[..., None]]] = {
-            "chatmsg": (ev.CHAT_DECODER, self._chat),
-            "pm": (ev.CHAT_DECODER, self._pm),
-            "adduser": (ev.USER_DECODER, self._add_user),
-            "userleave": (ev.USER_DECODER, self._user_leave),
-            "setafk": (ev.USER_DECODER, self._set_afk),
-            "setusermeta": (ev.USER_DECODER, self._set_user_meta),
-            "userlist": (ev.USERLIST_DECODER, self._userlist),
-            "changemedia": (ev.MEDIA_DECODER, self._change_media),
-            "emotelist": (ev.EMOTELIST_DECODER, self._emote_list),
-            "updateemote": (ev.EMOTE_DECODER, self._update_emote),
-            "removeemote": (ev.EMOTE_DECODER, self._remove_emote),
-            "renameemote": (ev.EMOTE_DECODER, self._rename_emote),
+            name: (decoder, getattr(self, method)) for name, (decoder, method) in _HANDLERS.items()
         }
 
     # --- entry points ------------------------------------------------------------------
@@ -120,6 +158,9 @@ class Projector:
             self._dead_letter(seq, subject, f"{type(exc).__name__}: {exc}", data, stream_us)
 
     def _dead_letter(self, seq: int, subject: str, error: str, data: bytes, stream_us: int) -> None:
+        if is_pm_subject(subject):  # no PM text kept: the dead letter comes with its journal event
+            self.delta.pm_erase.put((seq,), ["", stream_us, subject, error[:1000]])
+            return
         self.delta.dead_letters.put((seq,), [subject, error[:1000], data, stream_us])
         self._count("dead_letters")
 
@@ -129,7 +170,8 @@ class Projector:
 
     def _bridge_event(self, seq: int, data: bytes, stream_us: int) -> None:
         env = ev.ENVELOPE_DECODER.decode(data)
-        entry = self._bridge.get(env.event_name.lower())
+        event_name = env.event_name.lower()
+        entry = self._bridge.get(event_name)
         if entry is None:
             self._count("events_ignored")
             return
@@ -139,6 +181,9 @@ class Projector:
         except msgspec.ValidationError as exc:  # its path is relative to the payload
             raise msgspec.ValidationError(_in_payload(str(exc))) from None
         t = ev.to_us(env.timestamp) if env.timestamp is not None else stream_us
+        if event_name == PM_EVENT:  # held only: counted by its "pm" journal event (see _pm)
+            handler(seq, payload, t)
+            return
         self.last_event_us = max(self.last_event_us, t)
         key = (env.domain, env.channel)
         first = self._advance_clock(key, t)
@@ -166,6 +211,8 @@ class Projector:
             self._import(seq, event)
         elif isinstance(event, ev.Forget):
             self._forget(seq, event)
+        elif isinstance(event, ev.PmRedacted):
+            self._pm_redacted(seq, event, t)
         else:
             self._alias(seq, event)
 
@@ -307,7 +354,7 @@ class Projector:
         recent = self.state.recent_chat.get(key)
         if recent is None:
             recent = self.state.recent_chat[key] = RecentChat()
-        line = (name, time_ms, forget.scrub(text, self.state.forgotten) if self.state.forgotten else text)
+        line = (name, time_ms, text_digest(text))
         if line in recent.keys:
             return True
         recent.keys[line] = seq
@@ -354,15 +401,35 @@ class Projector:
                 self.delta.counters.incr((PHRASES, target, key[1], key[0], phrase, 0))
         return len(given)
 
-    def _pm(self, seq: int, key: ChannelKey, p: ev.ChatPayload, t: int) -> None:
-        name = p.sender()
-        if not name:
-            self._count("events_without_username")
+    def _pm(self, seq: int, p: ev.ChatPayload, t: int) -> None:
+        """A raw PM changes nothing but the erase queue: ingest then appends a "pm" journal event
+        (user and time, no text) and deletes the raw message from the stream. Only that event
+        counts, so a replay counts the PM once whether it meets the raw message, the journal
+        event or both. The raw one advances no clock and no counter for the same reason. A
+        forgotten user's raw PM is not held: ingest deletes it as it deletes their other events."""
+        if self._ignored(seq, p.sender()):
             return
-        if self._ignored(seq, name):
+        self.delta.pm_erase.put((seq,), [p.sender(), t, "", ""])
+
+    def _pm_redacted(self, seq: int, e: ev.PmRedacted, t: int) -> None:
+        self.delta.pm_erase.delete((e.seq,))
+        st = self.state
+        if e.seq <= st.pm_counted_through:  # appended again after a crash: counted already
+            self._count("pm_repeats")
             return
-        self._see_user(seq, name, t)
-        self.delta.counters.incr((PMS, name, "", "", "", 0))
+        st.pm_counted_through = e.seq
+        self.delta.settings.put((PM_COUNTED_THROUGH,), [str(e.seq)])
+        if e.error:  # the raw PM was undecodable or failed: a dead letter without its bytes
+            self.delta.dead_letters.put((e.seq,), [e.subject, e.error, b"", t])
+            self._count("dead_letters")
+            return
+        self._count("events_processed")  # the raw PM's, counted here once (see _pm)
+        if not e.username:  # a PM without a sender, or one that was a dead letter
+            return
+        if self._ignored(seq, e.username):  # forgotten: not counted; ingest deletes this event
+            return
+        self._see_user(e.seq, e.username, t)
+        self.delta.counters.incr((PMS, e.username, "", "", "", 0))
 
     def _add_user(self, seq: int, key: ChannelKey, p: ev.UserPayload, t: int) -> None:
         name = p.user()
@@ -593,6 +660,9 @@ class Projector:
         dead = self.delta.dead_letters
         for k in [k for k, v in dead.upserts.items() if any(hit(w) == h for w in forget.words(v[2]))]:
             dead.delete(k)
+        held = self.delta.pm_erase  # raw PMs of this batch not yet counted: never counted now
+        for k in [k for k, v in held.upserts.items() if v[0] and hit(v[0]) == h]:
+            held.delete(k)
         for table, positions in _NAME_KEYS.items():
             td = self.delta.tables[table]
             for k in [k for k in td.upserts if any(k[i] and hit(k[i]) == h for i in positions)]:

@@ -1,0 +1,117 @@
+"""What the projection keeps of private messages and chat text, and the captured subject set."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+from userstats.shared import apply, schema
+from userstats.shared import events as ev
+from userstats.shared.projection import HANDLED_EVENTS, STREAM_SUBJECTS, Projector, is_pm_subject
+from userstats.shared.subjects import event_subject
+
+from tests.projection_helpers import Log
+
+MARKER = "zebra-quartz-7781"
+
+
+def run(messages: list[tuple[int, str, bytes, int]], reload_after: int = 0) -> dict[str, list[Any]]:
+    """Project (seq, subject, data, time) in order (seqs may have holes); every table, as rows."""
+    con = duckdb.connect(":memory:")
+    apply.create_schema(con)
+    p = Projector()
+    for i, (seq, subject, data, t) in enumerate(messages, 1):
+        p.project(seq, subject, data, t)
+        if i == reload_after:
+            apply.apply_batch(con, p.take_delta(), p.last_seq, p.last_event_us)
+            p = Projector(apply.load_state(con), p.last_seq, p.last_event_us)
+    apply.apply_batch(con, p.take_delta(), p.last_seq, p.last_event_us)
+    out = {t: con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall() for t in schema.ALL_TABLE_NAMES}
+    out[schema.CHECKPOINT_TABLE] = con.execute(f"SELECT seq FROM {schema.CHECKPOINT_TABLE}").fetchall()
+    con.close()
+    return out
+
+
+def pm_log() -> Log:
+    log = Log().join("alice").chat("alice", f"hello {MARKER}-chat")
+    log.at(5).pm({"username": "alice", "msg": f"secret {MARKER}", "to": "Bot"})
+    log.at(6).chat("bob", "alice++")
+    log.at(7).pm({"username": "alice", "msg": f"again {MARKER}", "to": "Bot"})
+    return log.at(8).chat("bob", "bye")
+
+
+def seqd(log: Log) -> list[tuple[int, str, bytes, int]]:
+    return [(i, s, d, t) for i, (s, d, t) in enumerate(log.messages, 1)]
+
+
+def has_marker(tables: dict[str, list[Any]], marker: str = MARKER) -> bool:
+    return marker in repr(tables)
+
+
+def test_a_pm_counts_once_from_its_journal_event_whether_the_raw_one_is_there_or_not() -> None:
+    full = seqd(pm_log())
+    raw_pm_seqs = [seq for seq, s, _, _ in full if is_pm_subject(s)]
+    assert len(raw_pm_seqs) == 2
+    live = run(full)
+    erased = run([m for m in full if m[0] not in raw_pm_seqs])  # what a rebuild sees after the deletes
+    assert live == erased
+    assert live["counters"] and ("pm", "alice", "", "", "", 0, 2, 0) in live["counters"]
+    assert live["pm_erase_queue"] == []
+    assert not has_marker(live)
+
+
+def test_raw_pms_wait_in_the_erase_queue_without_text_and_count_nothing() -> None:
+    log = Log().pm({"username": "alice", "msg": f"secret {MARKER}"})
+    raw_only = seqd(log)[:1]
+    tables = run(raw_only)
+    assert [r[1:] for r in tables["pm_erase_queue"]] == [("alice", raw_only[0][3], "", "")]
+    assert not [r for r in tables["counters"] if r[0] == "pm"]
+    assert tables["users"] == []
+    assert not has_marker(tables)
+
+
+def test_a_journal_event_appended_twice_counts_once() -> None:
+    log = pm_log()
+    events = seqd(log)
+    again = [m for m in events if m[1] == "userstats.journal.pm"]
+    n = len(events)
+    replay = events + [(n + i + 1, s, d, t) for i, (_, s, d, t) in enumerate(again)]
+    tables = run(replay, reload_after=n)
+    assert ("pm", "alice", "", "", "", 0, 2, 0) in tables["counters"]
+    assert ("counter", "", "", "", "pm_repeats", 0, 2, 0) in tables["counters"]
+
+
+def test_a_pm_dead_letter_keeps_no_text_and_comes_with_its_journal_event() -> None:
+    subject = event_subject("420Grindhouse", "pm")
+    raw = (1, subject, f'{{"event_name": "pm", "payload": "{MARKER}"'.encode(), 5)
+    held = run([raw])
+    assert held["dead_letters"] == []
+    (queued,) = held["pm_erase_queue"]
+    assert queued[0] == 1 and queued[1] == "" and queued[3] == subject and queued[4]
+    assert not has_marker(held)
+    pm = ev.PmRedacted(ev.from_us(5), 1, "", subject, queued[4])
+    journal = (2, "userstats.journal.pm", ev.encode(pm), 6)
+    live, erased = run([raw, journal]), run([journal])
+    assert live == erased
+    assert [(r[0], r[1], r[3]) for r in live["dead_letters"]] == [(1, subject, b"")]
+    assert ("counter", "", "", "", "dead_letters", 0, 1, 0) in live["counters"]
+    assert live["pm_erase_queue"] == []
+    assert not has_marker(live)
+
+
+def test_recent_chat_keeps_a_digest_not_the_text_and_still_drops_the_backlog() -> None:
+    log = Log().chat("alice", f"line {MARKER}", time_ms=42).chat("alice", f"line {MARKER}", time_ms=42)
+    tables = run(seqd(log))
+    assert not has_marker(tables)
+    assert ("message", "alice", "420Grindhouse", "cytu.be", "", 0, 1, 0) in tables["counters"]
+
+
+def test_the_stream_captures_exactly_the_handled_events_and_the_journal() -> None:
+    assert len(STREAM_SUBJECTS) == len(HANDLED_EVENTS) + 1
+    for name in ("chatMsg", "pm", "addUser", "userLeave", "setAFK", "setUserMeta", "userlist"):
+        subject = event_subject("Some Channel.tv", name)
+        assert f"kryten.events.cytube.*.{subject.rsplit('.', 1)[1]}" in STREAM_SUBJECTS
+    for ignored in ("mediaUpdate", "usercount", "playlist", "setCurrent", "queue", "setPlaylistMeta"):
+        assert event_subject("c", ignored).rsplit(".", 1)[1] not in HANDLED_EVENTS
+    assert "userstats.journal.>" in STREAM_SUBJECTS
+    assert ev.PmRedacted.__struct_config__.tag == "pm"
