@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import duckdb
+import pytest
 from userstats.shared import apply, schema
 from userstats.shared import events as ev
 from userstats.shared.projection import HANDLED_EVENTS, STREAM_SUBJECTS, Projector, is_pm_subject
 from userstats.shared.subjects import event_subject
+from userstats.sim.generator import Simulator
 
 from tests.projection_helpers import Log
 
@@ -115,3 +118,97 @@ def test_the_stream_captures_exactly_the_handled_events_and_the_journal() -> Non
         assert event_subject("c", ignored).rsplit(".", 1)[1] not in HANDLED_EVENTS
     assert "userstats.journal.>" in STREAM_SUBJECTS
     assert ev.PmRedacted.__struct_config__.tag == "pm"
+
+
+# --- what ingest leaves in the stream, retries and elections included -------------------
+
+Message = tuple[int, str, bytes, int]  # (seq, subject, data, stream time), seqs may have holes
+BOOKKEEPING_OF_THE_LOG = ("journal_events", "pm_repeats")  # count the log's messages themselves
+NEWCOMER = "FirstSeenInAPm"
+
+
+def ingest_log(seed: int, retried: bool) -> list[Message]:
+    """Simulator events as ingest leaves them in the stream. An election lost a window of
+    events, and a newcomer's first stored event is a PM. Each raw PM gets its "pm" journal
+    event a few messages later, in raw-seq order (erase_pms appends them one after the other)
+    and is then deleted (a hole), or survives next to it (its delete timed out). With
+    `retried`, some journal events are stored again later (an append retried after the
+    dedupe window) at seqs that are holes in the clean log, so everything else keeps its seq."""
+    rnd = random.Random(seed)
+    newcomer = Log().pm({"username": NEWCOMER, "msg": "hi", "to": "Bot"}).chat(NEWCOMER, "hello")
+    events = [(s, d) for s, d, _ in newcomer.messages if s != "userstats.journal.pm"]  # its PM, a line
+    sim = list(Simulator(seed=seed, users_per_channel=40, step_us=100_000).events(3_000))
+    events += sim[:200] + sim[700:]  # 200..699 were published while the stream had no leader
+    out: list[Message] = []
+    pending: list[ev.PmRedacted] = []
+    appended: list[ev.PmRedacted] = []
+    seq = 0
+
+    def put(subject: str, data: bytes, t: int, keep: bool = True) -> None:
+        nonlocal seq
+        seq += 1
+        if keep:
+            out.append((seq, subject, data, t))
+
+    for i, (subject, data) in enumerate(events):
+        t = 1_764_950_400_000_000 + i * 100_000
+        if is_pm_subject(subject):
+            env = ev.ENVELOPE_DECODER.decode(data)
+            sender = ev.CHAT_DECODER.decode(env.payload).sender()
+            pending.append(ev.PmRedacted(env.timestamp or ev.from_us(t), seq + 1, sender))
+            put(subject, data, t, keep=rnd.random() < 0.2)  # most deletes went through
+        else:
+            put(subject, data, t)
+        if pending and (i == 1 or rnd.random() < 0.05):  # a batch committed: its PMs' events
+            for e in pending:
+                put("userstats.journal.pm", ev.encode(e), t)
+            appended += pending
+            pending = []
+        if appended and rnd.random() < 0.02:  # an append retried and stored a second time
+            put("userstats.journal.pm", ev.encode(rnd.choice(appended)), t, keep=retried)
+    for e in pending:
+        put("userstats.journal.pm", ev.encode(e), t)
+    return out
+
+
+def replay(messages: list[Message], batch: int, reload: bool) -> dict[str, list[Any]]:
+    """Every table after projecting `messages` in batches, reloading the State from the
+    tables after each batch when `reload` (a restarted ingest)."""
+    con = duckdb.connect(":memory:")
+    apply.create_schema(con)
+    p = Projector()
+    for i in range(0, len(messages), batch):
+        for seq, subject, data, t in messages[i : i + batch]:
+            p.project(seq, subject, data, t)
+        apply.apply_batch(con, p.take_delta(), p.last_seq, p.last_event_us)
+        if reload:
+            p = Projector(apply.load_state(con), p.last_seq, p.last_event_us)
+    out = {t: con.execute(f"SELECT * FROM {t} ORDER BY ALL").fetchall() for t in schema.ALL_TABLE_NAMES}
+    out[schema.CHECKPOINT_TABLE] = con.execute(f"SELECT seq FROM {schema.CHECKPOINT_TABLE}").fetchall()
+    con.close()
+    return out
+
+
+def without_log_bookkeeping(tables: dict[str, list[Any]]) -> dict[str, list[Any]]:
+    counters = [r for r in tables["counters"] if not (r[0] == "counter" and r[4] in BOOKKEEPING_OF_THE_LOG)]
+    return {**tables, "counters": counters}
+
+
+@pytest.mark.parametrize(("batch", "reload"), [(29, True), (64, False), (500, True), (10**6, False)])
+def test_retried_and_surviving_redactions_give_the_tables_of_the_clean_log(batch: int, reload: bool) -> None:
+    """Live ingest, a restarted one and a rebuild cut the same stream into different batches;
+    an append retried past the dedupe window leaves a second journal event. The tables are
+    those of the clean log in one batch, but for the counters of the log's own messages."""
+    clean, retried = ingest_log(5, retried=False), ingest_log(5, retried=True)
+    assert clean[-1][0] == retried[-1][0] and len(retried) > len(clean)  # the same seqs, more messages
+    want = replay(clean, 10**6, reload=False)
+    got = replay(retried, batch, reload)
+    assert without_log_bookkeeping(got) == without_log_bookkeeping(want)
+    repeats = len(retried) - len(clean)
+    assert ("counter", "", "", "", "pm_repeats", 0, repeats, 0) in got["counters"]
+    surviving = sum(is_pm_subject(s) for _, s, _, _ in retried)
+    assert 0 < surviving < sum(r[-2] for r in got["counters"] if r[0] == "pm")  # most were deleted
+    assert got["pm_erase_queue"] == []
+    # seen first in a PM, counted at its journal event after the user's chat line: first_seq
+    # is the raw PM's seq however the log was cut
+    assert [r[3] for r in got["users"] if r[0] == NEWCOMER] == [1]
