@@ -25,10 +25,10 @@ from nats.js import JetStreamContext
 from nats.js.errors import APIError, NotFoundError
 from userstats.ingest.journal import Journal
 from userstats.ingest.metrics import IngestMetrics
-from userstats.shared import apply
+from userstats.shared import apply, forget
 from userstats.shared import events as ev
 from userstats.shared.delta import Delta
-from userstats.shared.projection import DEAD_LETTERS_KEY, STREAM_SUBJECTS, Projector
+from userstats.shared.projection import DEAD_LETTERS_KEY, RAW_PM_SUBJECTS, STREAM_SUBJECTS, Projector
 from userstats.shared.seqgate import SequenceGate
 from userstats.shared.stream import StreamReader
 
@@ -68,6 +68,7 @@ class ProjectorLoop:
         # raw PMs to erase (seq -> username, event time, subject, error): as in pm_erase_queue
         self._erase: dict[int, tuple[str, int, str, str]] = _erase_queue(con)
         self.pms_erased = 0
+        self._swept = False  # raw PMs left behind by a run killed between count and delete
 
     def _reload(self) -> Projector:
         """A Projector at the tables' checkpoint, after a failed write (worker thread)."""
@@ -114,6 +115,8 @@ class ProjectorLoop:
             try:
                 if self.write_error is not None:
                     self.projector = await asyncio.to_thread(self._reload)
+                if not self._swept:
+                    self._swept = await self.sweep_raw_pms()
                 await self.erase_pms()  # what a previous run committed but did not finish
                 await self._run_once(stop)
                 return
@@ -188,8 +191,12 @@ class ProjectorLoop:
         after the other: they must be stored in seq order, see PmRedacted), then delete the raw
         messages (together). What fails stays queued for the next batch (or the next start)."""
         appended: list[int] = []
+        forgotten = self.projector.state.forgotten  # only grows
         for pm_seq in sorted(self._erase):
             username, time_us, subject, error = self._erase[pm_seq]
+            if username and forget.user_hash(username) in forgotten:
+                appended.append(pm_seq)  # forgotten since it was held: never counted, just deleted
+                continue
             event = ev.PmRedacted(ev.from_us(time_us), pm_seq, username, subject, error)
             try:
                 await self._journal.append(event, msg_id=f"userstats-pm-{pm_seq}")
@@ -208,6 +215,32 @@ class ProjectorLoop:
             del self._erase[pm_seq]
             self.pms_erased += 1
             self._metrics.pms_erased.inc()
+
+    async def sweep_raw_pms(self) -> bool:
+        """Delete the raw PMs at or below the checkpoint that are not queued: counted already,
+        but their delete failed and the run that would have retried it was killed (the batch
+        with their journal event had removed them from the queue). The stream is asked for
+        each raw PM it still holds, normally none. False if it could not be asked (retried
+        at the next start of the loop)."""
+        at = 1
+        try:
+            while True:
+                try:
+                    msg = await self._js.get_msg(self._stream, seq=at, subject=RAW_PM_SUBJECTS, next=True)
+                except NotFoundError:
+                    return True
+                seq = int(msg.seq or 0)
+                if seq > self.applied_seq:
+                    return True
+                if seq not in self._erase:
+                    log.info("raw PM at seq %d was counted but not deleted; deleting it", seq)
+                    await self._delete(seq)
+                    self.pms_erased += 1
+                    self._metrics.pms_erased.inc()
+                at = seq + 1
+        except Exception as exc:  # NATS unavailable: the next start looks again
+            log.warning("looking for raw PMs left in the stream failed (%s); looking again later", exc)
+            return False
 
     async def _delete(self, seq: int) -> None:
         try:

@@ -83,6 +83,7 @@ STREAM_SUBJECTS: list[str] = [
     JOURNAL_WILDCARD,
 ]
 _PM_SUFFIX = "." + PM_EVENT
+RAW_PM_SUBJECTS = f"{EVENTS_PREFIX}.*.{PM_EVENT}"  # every channel's raw private messages
 _HANDLED = frozenset(HANDLED_EVENTS)
 _EVENT_TOKENS = EVENTS_PREFIX.count(".") + 3  # kryten.events.cytube.<channel>.<event>
 
@@ -414,9 +415,14 @@ class Projector:
         self.delta.pm_erase.put((seq,), [p.sender(), t, "", ""])
 
     def _pm_redacted(self, seq: int, e: ev.PmRedacted, t: int) -> None:
+        """Counts the PM of raw seq `e.seq` once: erase_pms appends these in raw-seq order, so
+        one at or below the newest counted is a repeat (an append retried after the dedupe
+        window; a journal event appended again after a kill -9)."""
         self.delta.pm_erase.delete((e.seq,))
+        if e.username and self._ignored(seq, e.username):
+            return  # forgotten: ingest deletes this event, so a replay never sees it: no trace
         st = self.state
-        if e.seq <= st.pm_counted_through:  # appended again after a crash: counted already
+        if e.seq <= st.pm_counted_through:
             self._count("pm_repeats")
             return
         st.pm_counted_through = e.seq
@@ -426,9 +432,7 @@ class Projector:
             self._count("dead_letters")
             return
         self._count("events_processed")  # the raw PM's, counted here once (see _pm)
-        if not e.username:  # a PM without a sender, or one that was a dead letter
-            return
-        if self._ignored(seq, e.username):  # forgotten: not counted; ingest deletes this event
+        if not e.username:  # a PM without a sender
             return
         self._see_user(e.seq, e.username, t)
         self.delta.counters.incr((PMS, e.username, "", "", "", 0))
