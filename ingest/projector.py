@@ -69,6 +69,8 @@ class ProjectorLoop:
         self._erase: dict[int, tuple[str, int, str, str]] = _erase_queue(con)
         self.pms_erased = 0
         self._swept = False  # raw PMs left behind by a run killed between count and delete
+        self._erased: set[int] = set()  # raw PMs deleted whose journal event is not projected yet
+        self._replayed: set[int] = set()  # raw seqs of journal events projected again: delete
 
     def _reload(self) -> Projector:
         """A Projector at the tables' checkpoint, after a failed write (worker thread)."""
@@ -182,14 +184,20 @@ class ProjectorLoop:
         await asyncio.to_thread(self._write, delta, seq, event_us, n)
         for (pm_seq,), (username, time_us, subject, error) in delta.pm_erase.upserts.items():
             self._erase[int(pm_seq)] = (str(username), int(time_us), str(subject), str(error))
-        if self._erase:  # before the checkpoint is announced: whoever sees it sees their events
+        for (pm_seq,) in delta.pm_erase.deletes:  # "pm" journal events this batch projected
+            if pm_seq in self._erased:
+                self._erased.discard(pm_seq)  # the usual case: this run deleted the raw one
+            elif pm_seq not in self._erase:  # a replay (the raw one and its event in one batch)
+                self._replayed.add(int(pm_seq))
+        if self._erase or self._replayed:  # before the checkpoint is announced (see erase_pms)
             await self.erase_pms()
         await self._committed(delta, seq, n)
 
     async def erase_pms(self) -> None:
         """For the committed raw PMs, oldest first: append each one's "pm" journal event (one
         after the other: they must be stored in seq order, see PmRedacted), then delete the raw
-        messages (together). What fails stays queued for the next batch (or the next start)."""
+        messages (together), and those of journal events projected again on a replay. What
+        fails stays queued for the next batch (or the next start)."""
         appended: list[int] = []
         forgotten = self.projector.state.forgotten  # only grows
         for pm_seq in sorted(self._erase):
@@ -204,10 +212,16 @@ class ProjectorLoop:
                 log.warning("PM at seq %d: journal event not appended yet (%s); retrying later", pm_seq, exc)
                 break
             appended.append(pm_seq)
+            self._erased.add(pm_seq)
+        replayed = sorted(self._replayed)
         results: list[BaseException | None] = []
         for i in range(0, len(appended), DELETES_AT_ONCE):  # a flood of deletes times out
             chunk = appended[i : i + DELETES_AT_ONCE]
             results += await asyncio.gather(*(self._delete(s) for s in chunk), return_exceptions=True)
+        for i in range(0, len(replayed), DELETES_AT_ONCE):  # most are gone already: no-ops
+            chunk = replayed[i : i + DELETES_AT_ONCE]
+            done = await asyncio.gather(*(self._delete(s) for s in chunk), return_exceptions=True)
+            self._replayed.difference_update(s for s, r in zip(chunk, done, strict=True) if r is None)
         for pm_seq, result in zip(appended, results, strict=True):
             if isinstance(result, BaseException):
                 log.warning("raw PM at seq %d not deleted yet (%s); retrying later", pm_seq, result)
