@@ -14,9 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from testbed.harness import NatsCluster, NatsServer, Stack
+from testbed.harness import NatsCluster, NatsServer, Service, Stack
 
-RESULTS = Path(__file__).parent / "results"
+# BENCH_RESULTS_DIR: write the JSON elsewhere (smoke runs at small sizes keep bench/results/ as measured)
+RESULTS = Path(os.environ.get("BENCH_RESULTS_DIR") or Path(__file__).parent / "results")
 
 
 TOPOLOGIES = ("single", "cluster")
@@ -69,6 +70,19 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[k]
 
 
+def status_mb(svc: Service, field: str = "VmHWM") -> float:
+    """A memory figure of the service's /proc status (VmHWM: peak resident; VmRSS: now), in MB."""
+    assert svc.proc is not None
+    for line in Path(f"/proc/{svc.proc.pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field}")
+
+
+def peak_mb(svc: Service) -> float:
+    return status_mb(svc, "VmHWM")
+
+
 def machine() -> dict[str, Any]:
     return {
         "cpus": os.cpu_count(),
@@ -85,7 +99,7 @@ def report(name: str, rows: list[dict[str, Any]], columns: list[str]) -> None:
     print("|" + "|".join("-" * (widths[c] + 2) for c in columns) + "|")
     for r in rows:
         print("| " + " | ".join(fmt(r.get(c)).ljust(widths[c]) for c in columns) + " |")
-    RESULTS.mkdir(exist_ok=True)
+    RESULTS.mkdir(parents=True, exist_ok=True)
     out = {"benchmark": name, "machine": machine(), "rows": rows}
     (RESULTS / f"{name}.json").write_text(json.dumps(out, indent=2) + "\n")
 

@@ -6,8 +6,8 @@ A replica holds N simulator events. Requesters (asyncio tasks in two client proc
 send their next request as soon as the previous answer arrives: over NATS, one connection
 per process; over HTTP, one keep-alive connection per requester (a minimal HTTP/1.1
 client on asyncio streams, so the client costs little of the two cores). `user.stats`
-draws each request's user uniformly from every user of the corpus (600 with the
-simulator's defaults), each with the channel it chats in. The channel page row is
+draws each request's user uniformly from every user of the corpus (bench.sampling: four
+channels, 2,173 users who chatted at 100k events), each with the channel it chats in. The channel page row is
 `GET /channel/cytu.be/420Grindhouse`; its "server p99" is the replica's own time for the
 request (the `Server-Timing` header: from the route being called to the response built),
 which excludes the client and the network.
@@ -26,24 +26,13 @@ from typing import Any
 from urllib.parse import quote
 
 import nats
-from userstats.sim.generator import DEFAULT_CHANNELS, Simulator
+from userstats.sim.generator import DEFAULT_CHANNELS
 
 from bench.common import percentile, report
 from bench.query_rate import _traffic_process, filled_stack
+from bench.sampling import corpus_users
 
 TIMING = re.compile(rb"server-timing: app;dur=([0-9.]+)", re.I)
-
-
-def corpus_users(events: int) -> list[tuple[str, str, str]]:
-    """(username, channel, domain) of every user who chatted in the corpus."""
-    seen: dict[str, tuple[str, str, str]] = {}
-    for subject, data in Simulator(seed=1).events(events):
-        if subject.endswith(".chatmsg"):
-            env = json.loads(data)
-            seen.setdefault(
-                env["payload"]["username"], (env["payload"]["username"], env["channel"], env["domain"])
-            )
-    return sorted(seen.values())
 
 
 def nats_bodies(command: str, users: list[tuple[str, str, str]]) -> list[bytes]:

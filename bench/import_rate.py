@@ -24,8 +24,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bench.common import report, stack
-from bench.memory import peak_mb, status_mb
+from bench.common import peak_mb, report, stack, status_mb
 from testbed.harness import Service, caught_up, connect
 from testbed.kus071 import Reference
 

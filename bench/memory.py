@@ -1,10 +1,14 @@
-"""Peak memory (VmHWM) of ingest and of a replica after 100k and 1M simulator events.
+"""Peak memory (VmHWM) of ingest and of a replica after 100k and 1M simulator events, and
+after importing a kryten-userstats 0.7.1 database.
 
-    python -m bench.memory [--events 100000,1000000]
+    python -m bench.memory [--events 100000,1000000] [--import-users 20000]
 
 For each size: a fresh stack, the events published, ingest started and waited for until its
 checkpoint covers them, then a replica started and waited for; the peak resident set of each
-process is read from /proc/<pid>/status.
+process is read from /proc/<pid>/status, and what stays resident (VmRSS) 3 s later.
+The import row is bench.import_rate's run (20,000 users: the 263,561-row database of
+`testbed/kus071.py`'s schema, `bench.import_rate.build`): ingest and a replica running,
+`userstats-ingest import-sqlite`, the replica caught up and settled 3 s. Figures in MiB.
 """
 
 from __future__ import annotations
@@ -12,25 +16,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import time
-from pathlib import Path
 
 from userstats.sim.generator import Simulator
 
-from bench.common import report, stack
+from bench import import_rate
+from bench.common import peak_mb, report, stack, status_mb
 from testbed.harness import Service, connect, publish_all
-
-
-def status_mb(svc: Service, field: str = "VmHWM") -> float:
-    """A memory figure of the service's /proc status (VmHWM: peak resident; VmRSS: now), in MB."""
-    assert svc.proc is not None
-    for line in Path(f"/proc/{svc.proc.pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field}")
-
-
-def peak_mb(svc: Service) -> float:
-    return status_mb(svc, "VmHWM")
 
 
 def wait_seq(svc: Service, key: str, target: int) -> None:
@@ -59,7 +50,28 @@ def measure(events: int) -> dict[str, object]:
         query = s.query()
         query.wait_healthy(timeout=300)
         wait_seq(query, "as_of_seq", last)
-        return {"events": events, "ingest_peak_rss_mb": ingest_mb, "replica_peak_rss_mb": peak_mb(query)}
+        replica_mb = peak_mb(query)
+        time.sleep(3)  # settled: what stays resident
+        return {
+            "corpus": f"{events:,} events",
+            "events": events,
+            "ingest_peak_rss_mb": ingest_mb,
+            "replica_peak_rss_mb": replica_mb,
+            "ingest_settled_rss_mb": status_mb(ingest, "VmRSS"),
+            "replica_settled_rss_mb": status_mb(query, "VmRSS"),
+        }
+
+
+def imported(users: int) -> dict[str, object]:
+    """bench.import_rate's run: peaks during the import and what stays resident after."""
+    r = import_rate.run(users)[0]
+    return {
+        "corpus": f"import: {r['rows']:,} rows ({users:,} users)",
+        "ingest_peak_rss_mb": r["ingest_peak_mb_after"],
+        "replica_peak_rss_mb": r["replica_peak_mb_after"],
+        "ingest_settled_rss_mb": r["ingest_rss_mb_settled"],
+        "replica_settled_rss_mb": r["replica_rss_mb_settled"],
+    }
 
 
 def main() -> None:
@@ -67,9 +79,27 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--events", default="100000,1000000")
+    parser.add_argument(
+        "--import-users",
+        type=int,
+        default=20_000,
+        help="users of the imported 0.7.1 database (0: no import row)",
+    )
     args = parser.parse_args()
-    rows = [measure(int(n)) for n in args.events.split(",")]
-    report("memory", rows, ["events", "ingest_peak_rss_mb", "replica_peak_rss_mb"])
+    rows = [measure(int(n)) for n in args.events.split(",") if n.strip()]
+    if args.import_users:
+        rows.append(imported(args.import_users))
+    report(
+        "memory",
+        rows,
+        [
+            "corpus",
+            "ingest_peak_rss_mb",
+            "replica_peak_rss_mb",
+            "ingest_settled_rss_mb",
+            "replica_settled_rss_mb",
+        ],
+    )
 
 
 if __name__ == "__main__":

@@ -93,5 +93,5 @@ class WriteCommands:
                 await self._eraser.start_scan(outcome.event.user_hash, seq)
             log.info("user.forget: user %s forgotten at seq %d", outcome.event.user_hash[:12], seq)
         else:
-            log.info("%s: %s (seq %d)", req.command, outcome.data["message"], seq)
+            log.info("%s: %s (seq %d)", req.command, outcome.data.message, seq)
         return m.ok(req.command, outcome.data, seq)

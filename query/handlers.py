@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -34,6 +34,9 @@ Read = Callable[[reads.Scope, Any], Any]
 # Each table read's function, by the naming rule of shared/commands.py (user.stats ->
 # reads.user_stats); a declared read without its function fails here, at import.
 READS: dict[str, Read] = {name: getattr(reads, name.replace(".", "_")) for name in commands.TABLE_READS}
+LIVE = frozenset(c.name for c in commands.COMMANDS if c.cache == "live" and not c.write)
+# A live command's reply from (its parameters, its cache key, the seq it must reflect).
+Live = Callable[[Any, bytes, int], Awaitable[bytes]]
 WRITE_TIMEOUT = 15.0
 CACHE_MAX = 10_000
 
@@ -71,6 +74,14 @@ class Dispatcher:
         self._all_cache: dict[bytes, reads.AllStatsTables] = {}
         self._hostname = socket.gethostname()
         self._seen_default: tuple[int, int, str] = (-1, -1, "")  # epoch, seq, domain
+        # the commands whose reply is built here, fresh each time (cache "live" in the table)
+        self._live: dict[str, Live] = {
+            "system.ping": self._ping_reply,
+            "system.health": self._health_reply,
+            "system.stats": self._system_stats,
+            "channel.all_stats": self._all_stats,
+        }
+        assert set(self._live) == LIVE, set(self._live) ^ LIVE
 
     # --- entry point -------------------------------------------------------------------
 
@@ -126,23 +137,20 @@ class Dispatcher:
         return requests.parse(obj)
 
     async def _execute(self, req: requests.Request) -> bytes:
-        if req.command in requests.WRITE_COMMANDS:
+        command = commands.BY_NAME[req.command]
+        if command.write:
             return await self._forward_write(req)
-        if req.command == "system.ping":
-            return m.ok(req.command, self._ping(), self._replica.db_seq)
-        if req.command == "system.health":
-            return m.ok(req.command, self._health(), self._replica.db_seq)
-        if not self._replica.loaded:
-            raise Unavailable(f"not ready: {self._replica.problem or 'no snapshot loaded yet'}", req.command)
-        if req.min_seq is not None and req.min_seq > self._replica.applied_seq:
-            await self._wait_for(req)
+        if command.tables:
+            if not self._replica.loaded:
+                raise Unavailable(
+                    f"not ready: {self._replica.problem or 'no snapshot loaded yet'}", req.command
+                )
+            if req.min_seq is not None and req.min_seq > self._replica.applied_seq:
+                await self._wait_for(req)
         need = req.min_seq or 0
-        if req.command == "system.stats":
-            return await self._system_stats(need)
         key = req.command.encode() + b"\0" + msgspec.json.encode(req.params)
-        if req.command == "channel.all_stats":
-            assert isinstance(req.params, m.AllStatsParams)
-            return await self._all_stats(req.params, key, need)
+        if command.cache == "live":
+            return await self._live[req.command](req.params, key, need)
         cached = self._cache.get(key)
         if cached is not None and cached[1] >= need and self._still_valid(req, cached[0], cached[1]):
             self._metrics.cache_hits.inc()
@@ -228,7 +236,13 @@ class Dispatcher:
             return await self._replica.read(self.totals_now, need_seq=need)
         return self._totals[1]
 
-    async def _system_stats(self, need: int) -> bytes:
+    async def _ping_reply(self, _p: m.NoParams, _key: bytes, _need: int) -> bytes:
+        return m.ok("system.ping", self._ping(), self._replica.db_seq)
+
+    async def _health_reply(self, _p: m.NoParams, _key: bytes, _need: int) -> bytes:
+        return m.ok("system.health", self._health(), self._replica.db_seq)
+
+    async def _system_stats(self, _p: m.NoParams, _key: bytes, need: int) -> bytes:
         totals = await self._totals_current(need)
         return m.ok("system.stats", self._stats(totals), self._totals[0])
 

@@ -16,6 +16,7 @@ from typing import Any
 import duckdb
 from userstats.shared import forget, schema
 from userstats.shared.delta import Delta, TableDelta
+from userstats.shared.keys import ChannelKey, ChannelPartKey
 from userstats.shared.schema import PM_COUNTED_THROUGH, TableSpec
 from userstats.shared.state import Media, ProjectionSettings, RecentChat, Session, State
 
@@ -98,7 +99,7 @@ def _columns(rows: list[tuple[Any, ...]], width: int) -> list[list[Any]]:
     return [list(col) for col in zip(*rows, strict=True)]
 
 
-def _apply_table(con: duckdb.DuckDBPyConnection, td: TableDelta) -> None:
+def _apply_table(con: duckdb.DuckDBPyConnection, td: TableDelta[Any]) -> None:
     spec = td.spec
     if td.deletes:
         con.execute(_delete_sql(spec), _columns(list(td.deletes), len(spec.keys)))
@@ -150,25 +151,25 @@ def load_state(con: duckdb.DuckDBPyConnection) -> State:
     for username, alias, seq in con.execute("SELECT username, alias, seq FROM user_aliases").fetchall():
         st.aliases.setdefault(alias, {})[username] = int(seq)
     for domain, channel, emote in con.execute("SELECT domain, channel, emote FROM channel_emotes").fetchall():
-        st.emotes.setdefault((domain, channel), set()).add(emote)
+        st.emotes.setdefault(ChannelKey(domain, channel), set()).add(emote)
     for domain, channel, title, mtype, mid in con.execute(
         "SELECT domain, channel, media_title, media_type, media_id FROM current_media"
     ).fetchall():
-        st.current_media[(domain, channel)] = Media(title, mtype, mid)
+        st.current_media[ChannelKey(domain, channel)] = Media(title, mtype, mid)
     for domain, channel, title, mtype, mid in con.execute(
         "SELECT domain, channel, media_title, media_type, media_id FROM media_changes WHERE seq > 0 "
         "QUALIFY row_number() OVER (PARTITION BY domain, channel ORDER BY seq DESC) = 1"
     ).fetchall():
-        st.last_media[(domain, channel)] = Media(title, mtype, mid)
+        st.last_media[ChannelKey(domain, channel)] = Media(title, mtype, mid)
     for domain, channel, user, join_us, is_afk, afk_start, afk_total in con.execute(
         "SELECT domain, channel, username, join_us, is_afk, afk_start_us, afk_total_s FROM open_sessions"
     ).fetchall():
-        key = (domain, channel)
+        key = ChannelKey(domain, channel)
         st.sessions.setdefault(key, {})[user] = Session(join_us, bool(is_afk), afk_start, afk_total)
         if is_afk:
             st.afk_count[key] = st.afk_count.get(key, 0) + 1
     for domain, channel, lines in con.execute("SELECT domain, channel, lines FROM recent_chat").fetchall():
-        recent = st.recent_chat.setdefault((domain, channel), RecentChat())
+        recent = st.recent_chat.setdefault(ChannelKey(domain, channel), RecentChat())
         for seq, user, time_ms, msg in json.loads(lines):
             line = (user, int(time_ms), msg)
             recent.order.append((int(seq), line))
@@ -176,9 +177,9 @@ def load_state(con: duckdb.DuckDBPyConnection) -> State:
     for domain, channel, boundary in con.execute(
         "SELECT domain, channel, last_boundary_us FROM channel_clock"
     ).fetchall():
-        st.clocks[(domain, channel)] = int(boundary)
+        st.clocks[ChannelKey(domain, channel)] = int(boundary)
     for domain, channel, part in con.execute("SELECT domain, channel, part FROM channel_parts").fetchall():
-        st.known.add((domain, channel, part))
+        st.known.add(ChannelPartKey(domain, channel, part))
     for key, n1, n2 in con.execute("SELECT key, n1, n2 FROM import_baselines").fetchall():
         st.baselines[key] = (int(n1), int(n2))
     st.forgotten = {h for (h,) in con.execute("SELECT user_hash FROM forgotten_users").fetchall()}

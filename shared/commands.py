@@ -26,6 +26,9 @@ class Command(NamedTuple):
     seed: bool = False  # also on the seed's per-subject API (userstats.<domain>.<name>)
     write: bool = False  # forwarded to ingest, the only writer
     cache: Cache = "tables"
+    # Answered from the tables: not before a snapshot is loaded, and after `min_seq` is applied.
+    # system.ping and system.health answer at once, whatever the replica's state.
+    tables: bool = True
 
 
 COMMANDS: tuple[Command, ...] = (
@@ -48,8 +51,8 @@ COMMANDS: tuple[Command, ...] = (
     Command("leaderboard.all", m.LeaderboardAllParams, r.LeaderboardAll),
     Command("timeseries.messages", m.TimeseriesParams, r.MessagesSeries, seed=True),
     Command("timeseries.kudos", m.TimeseriesKudosParams, r.KudosSeries, seed=True),
-    Command("system.ping", m.NoParams, r.Ping, cache="live"),
-    Command("system.health", m.NoParams, r.Health, seed=True, cache="live"),
+    Command("system.ping", m.NoParams, r.Ping, cache="live", tables=False),
+    Command("system.health", m.NoParams, r.Health, seed=True, cache="live", tables=False),
     Command("system.stats", m.NoParams, r.SystemStats, seed=True, cache="live"),
     Command("alias.list", m.NoParams, r.AliasList),
     Command("alias.get", m.AliasUserParams, r.AliasGet),
@@ -68,5 +71,5 @@ WRITE_COMMANDS = frozenset(c.name for c in COMMANDS if c.write)
 SEED_COMMANDS = frozenset(c.name for c in COMMANDS if c.seed)
 USER_COMMANDS = frozenset(c.name for c in COMMANDS if c.cache == "user")
 # Reads answered from the tables through their `reads` function (the "live" ones are built
-# by the dispatcher, writes go to ingest).
+# by the dispatcher's LIVE handlers, writes go to ingest).
 TABLE_READS = tuple(c.name for c in COMMANDS if not c.write and c.cache != "live")

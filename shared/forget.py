@@ -14,11 +14,11 @@ import hashlib
 import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 import msgspec
 from userstats.shared import events as ev
 from userstats.shared import messages as m
+from userstats.shared import replies as r
 from userstats.shared.state import State
 from userstats.shared.subjects import JOURNAL_PREFIX
 
@@ -51,7 +51,7 @@ def scrub(text: str, hashes: set[str]) -> str:
 
 @dataclass(frozen=True)
 class ForgetOutcome:
-    data: dict[str, Any]
+    data: r.UserForgotten
     event: ev.Forget
 
 
@@ -60,15 +60,15 @@ def decide(state: State, p: m.ForgetParams, now: datetime, request_id: str = "")
     from being counted later). `known` says whether the tables had the user."""
     h = user_hash(p.username)
     known = p.username.lower() in state.users_lower or h in state.forgotten
-    data: dict[str, Any] = {
-        "username": p.username,
-        "forgotten": True,
-        "known": known,
-        "already_forgotten": h in state.forgotten,
-        "user_hash": h,
-        "message": f"Forgot user '{p.username}': their rows are removed and they are no longer counted; "
+    data = r.UserForgotten(
+        username=p.username,
+        forgotten=True,
+        known=known,
+        already_forgotten=h in state.forgotten,
+        user_hash=h,
+        message=f"Forgot user '{p.username}': their rows are removed and they are no longer counted; "
         "their raw events are being deleted from the stream",
-    }
+    )
     return ForgetOutcome(data, ev.Forget(now, h, request_id))
 
 

@@ -1,19 +1,26 @@
-"""Decoding a request into (command, typed parameters); every failure is a RequestError."""
+"""Decoding a request into (command, typed parameters); every failure is a RequestError.
+
+Each command has one decoder, built from its declaration in shared/commands.py: the request's
+object is converted into the command's parameter Struct by one `msgspec.convert`. When that
+fails, the error reply names the first field msgspec rejected (request order, then the missing
+required fields in declaration order), found from the declared field types, not from the text of
+msgspec's error.
+"""
 
 from __future__ import annotations
 
 import difflib
-import re
+import typing
 from typing import Any, NamedTuple
 
 import msgspec
+from msgspec import inspect as mi
 from userstats.shared import messages as m
-from userstats.shared.commands import COMMAND_PARAMS, SEED_COMMANDS, WRITE_COMMANDS
-
-# What each command takes, is and answers is declared once, in shared/commands.py.
+from userstats.shared.commands import COMMAND_PARAMS, COMMANDS, SEED_COMMANDS, WRITE_COMMANDS, Command
 
 __all__ = [
     "COMMAND_PARAMS",
+    "DECODERS",
     "SEED_COMMANDS",
     "WRITE_COMMANDS",
     "Request",
@@ -28,12 +35,6 @@ __all__ = [
 ENVELOPE_KEYS = frozenset(
     {"command", "service", "min_seq", "timeout", "request_id", "correlation_id", "domain"}
 )
-# Parameters ecosystem clients send that a command does not take; accepted and ignored as
-# 0.7.1 did. kryten-shell 0.1.4 sends `limit` with user.messages.
-TOLERATED_KEYS: dict[str, frozenset[str]] = {"user.messages": frozenset({"limit"})}
-
-_MISSING = re.compile(r"Object missing required field `([^`]+)`")
-_AT = re.compile(r"^(.*) - at `\$\.?(.*)`$")
 
 
 class Request(NamedTuple):
@@ -43,17 +44,82 @@ class Request(NamedTuple):
     raw: dict[str, Any]
 
 
-def _explain(exc: msgspec.ValidationError) -> str:
-    text = str(exc)
-    missing = _MISSING.search(text)
-    if missing:
-        path = _AT.match(text)
-        prefix = f"{path.group(2)}." if path and path.group(2) else ""
-        return f"{prefix}{missing.group(1)} required"
-    at = _AT.match(text)
-    if at:
-        return f"invalid parameter {at.group(2)}: {at.group(1)}"
-    return f"invalid parameters: {text}"
+class Fields:
+    """The fields of a parameter Struct (or of a Struct one level down, such as
+    channel.all_stats' `limits`): names in declaration order, types, required ones."""
+
+    def __init__(self, struct: type[msgspec.Struct]) -> None:
+        info = mi.type_info(struct)
+        assert isinstance(info, mi.StructType)
+        self.names: tuple[str, ...] = tuple(f.name for f in info.fields)
+        self.known = frozenset(self.names)
+        # in declaration order: an error names the first one missing or empty
+        self.required = tuple(f.name for f in info.fields if f.required)
+        self.types: dict[str, Any] = typing.get_type_hints(struct, include_extras=True)
+        self.nested = {f.name: Fields(f.type.cls) for f in info.fields if isinstance(f.type, mi.StructType)}
+
+    def unknown(
+        self, obj: dict[str, Any], allowed: frozenset[str], takes: str, prefix: str = ""
+    ) -> str | None:
+        """The error for keys that are no field (nor `allowed`), down one Struct level."""
+        bad = [k for k in obj if k not in self.known and k not in allowed]
+        if bad:
+            return _unknown_message(bad, self.names, takes, prefix)
+        for name, sub in self.nested.items():
+            value = obj.get(name)
+            if isinstance(value, dict):
+                problem = sub.unknown(value, frozenset(), f"{name} takes", prefix=f"{prefix}{name}.")
+                if problem:
+                    return problem
+        return None
+
+    def explain(self, obj: dict[str, Any], prefix: str = "") -> str | None:
+        """Why `obj` does not convert: the first field, in the order msgspec checks them."""
+        for key, value in obj.items():
+            if key not in self.known:
+                continue
+            t = self.types[key]
+            sub = self.nested.get(key)
+            if sub is not None and isinstance(value, dict):
+                problem = sub.explain(value, f"{prefix}{key}.")
+                if problem:
+                    return problem
+                continue
+            try:
+                msgspec.convert(value, t, strict=False)
+            except msgspec.ValidationError as exc:
+                return f"invalid parameter {prefix}{key}: {exc}"
+        missing = [name for name in self.required if name not in obj]
+        return f"{prefix}{missing[0]} required" if missing else None
+
+
+class ParamsDecoder:
+    """One command's parameters, from the request's object."""
+
+    def __init__(self, command: Command) -> None:
+        self.command = command.name
+        self.type = command.params
+        self.fields = Fields(command.params)
+        self.takes_domain = "domain" in self.fields.known
+
+    def decode(self, obj: dict[str, Any]) -> m.Params:
+        problem = self.fields.unknown(obj, ENVELOPE_KEYS, f"{self.command} takes")
+        if problem:
+            raise m.RequestError(problem, self.command)
+        try:
+            params = msgspec.convert(obj, self.type, strict=False)
+        except msgspec.ValidationError as exc:
+            raise m.RequestError(
+                self.fields.explain(obj) or f"invalid parameters: {exc}", self.command
+            ) from None
+        for name in self.fields.required:
+            value = getattr(params, name)
+            if isinstance(value, str) and not value.strip():
+                raise m.RequestError(f"{name} required", self.command)
+        return params
+
+
+DECODERS: dict[str, ParamsDecoder] = {c.name: ParamsDecoder(c) for c in COMMANDS}
 
 
 def decode_object(data: bytes, max_bytes: int, empty_ok: bool = False) -> dict[str, Any]:
@@ -90,40 +156,15 @@ def parse(obj: dict[str, Any], command: str | None = None, domain: str | None = 
             raise m.RequestError("Missing 'command' field")
         if not isinstance(command, str):
             raise m.RequestError("Invalid 'command' field: expected a string")
-    params_type = COMMAND_PARAMS.get(command)
-    if params_type is None:
+    decoder = DECODERS.get(command)
+    if decoder is None:
         raise m.RequestError(f"Unknown command: {command}"[:300], command[:100])
     min_seq = obj.get("min_seq")
     if min_seq is not None and (not isinstance(min_seq, int) or isinstance(min_seq, bool) or min_seq < 0):
         raise m.RequestError("min_seq must be a non-negative integer", command)
-    if domain is not None and "domain" in params_type.__struct_fields__:
+    if domain is not None and decoder.takes_domain:
         obj = {**obj, "domain": domain}
-    _reject_unknown(obj, command, params_type)
-    try:
-        params = msgspec.convert(obj, params_type, strict=False)
-    except msgspec.ValidationError as exc:
-        raise m.RequestError(_explain(exc), command) from None
-    for field in params.__struct_fields__:
-        value = getattr(params, field)
-        if isinstance(value, str) and not value.strip() and field in _required(params_type):
-            raise m.RequestError(f"{field} required", command)
-    return Request(command, params, min_seq, obj)
-
-
-def _reject_unknown(obj: dict[str, Any], command: str, params_type: type[m.Params]) -> None:
-    """A misspelt or foreign parameter is an error naming the ones the command takes."""
-    fields = params_type.__struct_fields__
-    unknown = [k for k in obj if k not in fields and k not in ENVELOPE_KEYS]
-    unknown = [k for k in unknown if k not in TOLERATED_KEYS.get(command, ())]
-    if unknown:
-        raise m.RequestError(_unknown_message(unknown, fields, f"{command} takes"), command)
-    for (owner, name), sub in _NESTED.items():  # one level down: channel.all_stats' limits
-        value = obj.get(name)
-        if owner is params_type and isinstance(value, dict):
-            bad = [k for k in value if k not in sub.__struct_fields__]
-            if bad:
-                msg = _unknown_message(bad, sub.__struct_fields__, f"{name} takes", prefix=f"{name}.")
-                raise m.RequestError(msg, command)
+    return Request(command, decoder.decode(obj), min_seq, obj)
 
 
 def _unknown_message(unknown: list[str], known: tuple[str, ...], takes: str, prefix: str = "") -> str:
@@ -133,24 +174,6 @@ def _unknown_message(unknown: list[str], known: tuple[str, ...], takes: str, pre
         parts.append(f"'{prefix}{key}'" + (f" (did you mean '{prefix}{close[0]}'?)" if close else ""))
     what = "parameter" if len(unknown) == 1 else "parameters"
     return f"unknown {what} {', '.join(parts)}; {takes}: {', '.join(known) or 'no parameters'}"[:500]
-
-
-_NESTED: dict[tuple[type[m.Params], str], type[m.AllStatsLimits]] = {
-    (m.AllStatsParams, "limits"): m.AllStatsLimits,
-}
-
-
-def _required(t: type[m.Params]) -> frozenset[str]:
-    cached = _REQUIRED.get(t)
-    if cached is None:
-        info = msgspec.inspect.type_info(t)
-        assert isinstance(info, msgspec.inspect.StructType)
-        cached = frozenset(f.name for f in info.fields if f.required)
-        _REQUIRED[t] = cached
-    return cached
-
-
-_REQUIRED: dict[type[m.Params], frozenset[str]] = {}
 
 
 def seed_route(subject: str, prefix: str) -> tuple[str, str]:

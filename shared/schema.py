@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-# Bump whenever a rule in shared/projection.py or shared/detectors.py changes what the
+# Bump whenever a rule in shared/projection/ or shared/detectors.py changes what the
 # tables would contain for the same log. Ingest rebuilds on mismatch; replicas refuse to
 # follow a snapshot made by another version.
 # 2: history imported from kryten-userstats 0.7.1 (journal "import" events, import_baselines).

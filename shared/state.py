@@ -10,8 +10,10 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from userstats.shared.detectors import DEFAULT_TRIGGER_PHRASES
+from userstats.shared.keys import ChannelKey, ChannelPartKey
 
-ChannelKey = tuple[str, str]  # (domain, channel)
+# A channel is keyed domain first, as the per-channel state tables are (keys.ChannelKey); the
+# statistics tables put the channel first, so rules build their keys by name from it.
 SERVER_USER = "[server]"
 RECENT_CHAT_PER_CHANNEL = 64  # CyTube replays its last 15 lines; keep a margin.
 MAX_GAP_SNAPSHOTS = 288  # at most one day of 5-minute rows for one gap in event time
@@ -61,7 +63,7 @@ class State:
     recent_chat: dict[ChannelKey, RecentChat] = field(default_factory=dict)
     clocks: dict[ChannelKey, int] = field(default_factory=dict)  # last 5-min boundary (us)
     # parts of a channel's state the log carries ('roster', 'emotes', 'media'; schema.CHANNEL_PARTS)
-    known: set[tuple[str, str, str]] = field(default_factory=set)
+    known: set[ChannelPartKey] = field(default_factory=set)
     settings: ProjectionSettings = field(default_factory=ProjectionSettings)
     # "source␟kind␟username␟channel␟domain␟item" (schema.IMPORT_BASELINES) -> the (n1, n2) imported
     baselines: dict[str, tuple[int, int]] = field(default_factory=dict)

@@ -69,6 +69,8 @@ def test_wheel_holds_one_package_with_its_pages_and_docs_runs_from_it(tmp_path: 
         assert shipped and len(shipped) == len(on_disk), (folder, shipped, on_disk)
     for folder in FOLDERS:
         assert f"userstats/{folder}/__init__.py" in names
+        for init in (ROOT / folder).rglob("__init__.py"):  # subpackages, which pyproject must list
+            assert f"userstats/{init.relative_to(ROOT).as_posix()}" in names, init
 
     python = _venv_with(wheel, tmp_path)
     site = Path(

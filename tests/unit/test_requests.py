@@ -58,6 +58,11 @@ def test_every_command_of_the_spec_is_known() -> None:
         ({"command": "alias.find"}, "alias.find", "alias required"),
         ({"command": "alias.update", "old_alias": "a"}, "alias.update", "new_alias required"),
         (
+            {"command": "alias.update", "old_alias": " ", "new_alias": ""},
+            "alias.update",
+            "old_alias required",
+        ),
+        (
             {"command": "channel.top_users", "channel": "c", "limit": None},
             "channel.top_users",
             "invalid parameter limit",
