@@ -31,6 +31,7 @@ import time
 from typing import Any
 
 from userstats.shared import events as ev
+from userstats.shared.subjects import DEFAULT_STREAM
 from userstats.sim.generator import Simulator
 
 from bench.common import TOPOLOGY_NAMES, percentile, ready, replication, report, stack, topologies
@@ -249,14 +250,14 @@ async def transport_floor(nc: Any, js: Any, probes: int) -> list[float]:
 
 async def bridge_stored(nc: Any) -> int:
     """Simulator events (not the probes of channel `bench`) stored in the stream."""
-    info = await nc.jetstream().stream_info("USERSTATS", subjects_filter=BRIDGE_PREFIX + ">")
+    info = await nc.jetstream().stream_info(DEFAULT_STREAM, subjects_filter=BRIDGE_PREFIX + ">")
     subjects = info.state.subjects or {}
     return sum(n for subject, n in subjects.items() if not subject.startswith(BRIDGE_PREFIX + "bench."))
 
 
 async def leader_of(js: Any) -> str | None:
     try:
-        info = await js.stream_info("USERSTATS")
+        info = await js.stream_info(DEFAULT_STREAM)
     except Exception:  # no leader: no answer
         return None
     return info.cluster.leader if info.cluster else None

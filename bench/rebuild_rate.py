@@ -16,10 +16,10 @@ import sys
 import time
 
 from userstats.ingest import rawstream
-from userstats.ingest.stream_setup import STREAM_SUBJECTS
 from userstats.shared.projection import Projector
 from userstats.shared.settings import NatsSettings
 from userstats.shared.stream import StreamReader
+from userstats.shared.subjects import DEFAULT_STREAM, STREAM_SUBJECTS
 from userstats.sim.generator import Simulator
 
 from bench.common import report, stack
@@ -45,7 +45,7 @@ async def read_raw(url: str, last: int) -> float:
 
     started = time.perf_counter()
     await rawstream.read_range(
-        nc.jetstream(), NatsSettings(servers=[url]), "USERSTATS", STREAM_SUBJECTS, 1, last, count
+        nc.jetstream(), NatsSettings(servers=[url]), DEFAULT_STREAM, STREAM_SUBJECTS, 1, last, count
     )
     seconds = time.perf_counter() - started
     await nc.close()
@@ -56,7 +56,7 @@ async def read_raw(url: str, last: int) -> float:
 async def read_only(url: str, last: int) -> float:
     """For comparison: the services' ordered-consumer read (nats-py) of the whole stream (seconds)."""
     nc = await connect(url)
-    reader = StreamReader(nc.jetstream(), "USERSTATS", STREAM_SUBJECTS, 1, max_buffer=200_000)
+    reader = StreamReader(nc.jetstream(), DEFAULT_STREAM, STREAM_SUBJECTS, 1, max_buffer=200_000)
     started = time.perf_counter()
     await reader.start()
     n = 0

@@ -35,7 +35,7 @@ from typing import Any
 
 from nats.js import api
 from userstats.shared import events as ev
-from userstats.shared.projection import STREAM_SUBJECTS, is_captured
+from userstats.shared.projection import CAPTURED_SUBJECTS, is_captured
 from userstats.shared.subjects import event_subject
 
 from bench.common import report, stack
@@ -229,7 +229,7 @@ def measure(name: str, events: list[tuple[str, bytes]], hours: float, mode: str)
             messages, stored = asyncio.run(fill(s, events, None, True))
             ingest.stop()
         else:
-            subjects = OLD_SUBJECTS if mode == "before" else STREAM_SUBJECTS
+            subjects = OLD_SUBJECTS if mode == "before" else CAPTURED_SUBJECTS
             messages, stored = asyncio.run(fill(s, events, subjects, mode != "before"))
         assert isinstance(s.nats, NatsServer)
         s.nats.stop()

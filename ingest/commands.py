@@ -19,7 +19,7 @@ from userstats.ingest.journal import Journal, JournalError
 from userstats.ingest.projector import ProjectorLoop
 from userstats.shared import forget, requests
 from userstats.shared import messages as m
-from userstats.shared.subjects import INGEST_COMMAND_SUBJECT
+from userstats.shared.subjects import INGEST_COMMAND_SUBJECT, INGEST_QUEUE_GROUP
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ class WriteCommands:
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
-        await self._nc.subscribe(INGEST_COMMAND_SUBJECT, queue="userstats-ingest", cb=self._on_msg)
+        await self._nc.subscribe(INGEST_COMMAND_SUBJECT, queue=INGEST_QUEUE_GROUP, cb=self._on_msg)
 
     async def _on_msg(self, msg: Msg) -> None:
         reply = await self.handle(msg.data)

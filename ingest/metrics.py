@@ -45,6 +45,11 @@ class IngestMetrics:
         self.apply_failures = Counter(
             "userstats_ingest_apply_failures", "Batches whose transaction failed", registry=r
         )
+        self.reader_restarts = Counter(
+            "userstats_ingest_stream_reader_restarts",
+            "Stream readers restarted because they delivered nothing while the stream held more",
+            registry=r,
+        )
         self.snapshot_seconds = Histogram(
             "userstats_ingest_snapshot_duration_seconds",
             "Time to write and upload one snapshot",

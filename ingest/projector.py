@@ -4,18 +4,25 @@ Projecting batch N+1 overlaps with writing batch N (DuckDB releases the GIL). If
 fails, the DuckDB transaction rolls back, so the tables still match the checkpoint: we
 drop the in-memory State, reload it from the tables and read the stream again from there.
 
+A watchdog restarts the stream reader when it has delivered nothing for a while although
+the stream holds messages beyond the checkpoint (an ordered consumer that did not come back
+after the cluster lost and regained its quorum).
+
 Private messages: a batch's raw PMs land in pm_erase_queue in the batch's own transaction.
-Right after that commit, and before the next batch commits, each one gets its "pm" journal
-event (user and time, no text; that event is what counts it) and the raw message is deleted
-from the stream. A kill -9 anywhere in between leaves the queue rows committed (the journal
-event that removes a row cannot be committed before the delete), so the sweep at start
-finishes the job: the event appended twice counts once, a message already gone is fine.
+Right after that commit, and before the checkpoint is announced, each one gets its "pm"
+journal event (user and time, no text; that event is what counts it) and the raw message
+is deleted from the stream. A kill -9 anywhere in between leaves the queue rows committed,
+so the loop finishes the job when it starts: the event appended twice counts once, a
+message already gone is fine. What a failed delete and a kill left behind (counted, no
+longer queued), the sweep at start finds; a replay deletes the raw PM of each journal event
+it meets again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -25,15 +32,17 @@ from nats.js import JetStreamContext
 from nats.js.errors import APIError, NotFoundError
 from userstats.ingest.journal import Journal
 from userstats.ingest.metrics import IngestMetrics
-from userstats.shared import apply, forget
+from userstats.shared import apply, batch, forget
 from userstats.shared import events as ev
-from userstats.shared.delta import Delta
-from userstats.shared.projection import DEAD_LETTERS_KEY, RAW_PM_SUBJECTS, STREAM_SUBJECTS, Projector
+from userstats.shared.batch import Batch, BatchResult, BatchRunner
+from userstats.shared.projection import RAW_PM_SUBJECTS, Projector
 from userstats.shared.seqgate import SequenceGate
 from userstats.shared.stream import StreamReader
+from userstats.shared.subjects import STREAM_SUBJECTS
 
 log = logging.getLogger(__name__)
 
+STALL_SECONDS = 5.0  # nothing delivered this long, with the stream beyond the checkpoint: restart
 # JetStream's "no message found" and "sequence not found" (the raw PM is already gone)
 GONE = (10037, 10043)
 DELETES_AT_ONCE = 32
@@ -46,24 +55,32 @@ class ProjectorLoop:
         con: duckdb.DuckDBPyConnection,
         stream: str,
         metrics: IngestMetrics,
-        batch_max_events: int = 20_000,
-        batch_max_seconds: float = 0.5,
-        batch_linger_seconds: float = 0.1,
+        batch_max_events: int = batch.INGEST.max_events or 20_000,
+        batch_max_seconds: float = batch.INGEST.max_seconds or 0.5,
+        batch_linger_seconds: float = batch.INGEST.linger_seconds or 0.1,
         on_forgotten: Callable[[list[int]], None] | None = None,
+        stream_last_seq: Callable[[], int] | None = None,
+        stall_seconds: float = STALL_SECONDS,
     ) -> None:
         self._js = js
         self._con = con
         self._stream = stream
         self._metrics = metrics
-        self._max_events = batch_max_events
-        self._max_seconds = batch_max_seconds
-        self._linger = batch_linger_seconds
+        self._policy = dataclasses.replace(
+            batch.INGEST,
+            max_events=batch_max_events,
+            max_seconds=batch_max_seconds,
+            linger_seconds=batch_linger_seconds,
+        )
         self._on_forgotten = on_forgotten  # seqs of a forgotten user's events, once committed
+        self._stream_last_seq = stream_last_seq  # the stream's last seq as last polled
+        self._stall_seconds = stall_seconds
         cp = apply.read_checkpoint(con)
         self.gate = SequenceGate(cp.seq)
         self.generation = cp.generation
-        self.projector = Projector(apply.load_state(con), cp.seq, cp.event_time_us)
+        self.runner = BatchRunner(Projector(apply.load_state(con), cp.seq, cp.event_time_us), self._policy)
         self.write_error: str | None = None  # the last failed write, until one succeeds
+        self.reader: StreamReader | None = None  # the one reading now
         self._journal = Journal(js, stream)
         # raw PMs to erase (seq -> username, event time, subject, error): as in pm_erase_queue
         self._erase: dict[int, tuple[str, int, str, str]] = _erase_queue(con)
@@ -72,11 +89,15 @@ class ProjectorLoop:
         self._erased: set[int] = set()  # raw PMs deleted whose journal event is not projected yet
         self._replayed: set[int] = set()  # raw seqs of journal events projected again: delete
 
-    def _reload(self) -> Projector:
-        """A Projector at the tables' checkpoint, after a failed write (worker thread)."""
+    @property
+    def projector(self) -> Projector:
+        return self.runner.projector
+
+    def _reload(self) -> BatchRunner:
+        """A runner at the tables' checkpoint, after a failed write (worker thread)."""
         cp = apply.read_checkpoint(self._con)
         self._erase.update(_erase_queue(self._con))
-        return Projector(apply.load_state(self._con), cp.seq, cp.event_time_us)
+        return BatchRunner(Projector(apply.load_state(self._con), cp.seq, cp.event_time_us), self._policy)
 
     @property
     def applied_seq(self) -> int:
@@ -87,25 +108,25 @@ class ProjectorLoop:
         """Wait until the tables reflect `seq`; False on timeout."""
         return await self.gate.wait(seq, timeout)
 
-    def _write(self, delta: Delta, seq: int, event_us: int, events: int) -> None:
-        started = time.perf_counter()
-        apply.apply_batch(self._con, delta, seq, event_us)
-        self._metrics.batch_seconds.observe(time.perf_counter() - started)
-        self._metrics.batch_events.observe(events)
+    def _write(self, b: Batch) -> BatchResult:
+        result = BatchRunner.write(self._con, b)
+        self._metrics.batch_seconds.observe(result.write_seconds)
+        self._metrics.batch_events.observe(result.events)
+        return result
 
-    async def _committed(self, delta: Delta, seq: int, events: int) -> None:
+    async def _committed(self, result: BatchResult) -> None:
+        seq = result.seq
         if self.write_error is not None:
             log.info("writing works again; tables at seq %d", seq)
             self.write_error = None
         if seq > self._metrics.projected_through:  # counted once, even when a swap re-projects them
             self._metrics.events_projected.inc(seq - max(self._metrics.projected_through, self.applied_seq))
             self._metrics.projected_through = seq
-        dead = delta.counters.upserts.get(DEAD_LETTERS_KEY)
-        if dead:
-            self._metrics.dead_letters.inc(dead[0])
-            log.warning("seq <= %d: %d message(s) recorded as dead letters", seq, dead[0])
-        if delta.forgotten_seqs and self._on_forgotten is not None:
-            self._on_forgotten(delta.forgotten_seqs)
+        if result.dead_letters:
+            self._metrics.dead_letters.inc(result.dead_letters)
+            log.warning("seq <= %d: %d message(s) recorded as dead letters", seq, result.dead_letters)
+        if result.forgotten_seqs and self._on_forgotten is not None:
+            self._on_forgotten(list(result.forgotten_seqs))
         await self.gate.advance(seq)
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -116,7 +137,7 @@ class ProjectorLoop:
         while not stop.is_set():
             try:
                 if self.write_error is not None:
-                    self.projector = await asyncio.to_thread(self._reload)
+                    self.runner = await asyncio.to_thread(self._reload)
                 if not self._swept:
                     self._swept = await self.sweep_raw_pms()
                 await self.erase_pms()  # what a previous run committed but did not finish
@@ -136,18 +157,31 @@ class ProjectorLoop:
                 backoff = min(backoff * 2, 30.0)
 
     async def _run_once(self, stop: asyncio.Event) -> None:
-        reader = StreamReader(self._js, self._stream, STREAM_SUBJECTS, self.applied_seq + 1)
+        self.reader = reader = StreamReader(self._js, self._stream, STREAM_SUBJECTS, self.applied_seq + 1)
         await reader.start()
         log.info("projecting from seq %d", self.applied_seq + 1)
         pending: asyncio.Task[None] | None = None
+        delivered = time.monotonic()
+        stalled = False  # restarted since the last delivery (warn once per stall)
         try:
             while not stop.is_set():
                 if not await reader.wait(timeout=0.5):
+                    if time.monotonic() - delivered >= self._stall_seconds and await self._stalled():
+                        if pending is not None:
+                            await pending  # the tables then match the runner's State
+                            pending = None
+                        self.reader = reader = await self._restart(reader, stalled)
+                        stalled = True
+                        delivered = time.monotonic()
                     continue
-                delta, seq, event_us, n = await self._project_batch(reader)
+                delivered = time.monotonic()
+                stalled = False
+                runner = self.runner
+                await runner.fill(reader)
+                b = runner.take()
                 if pending is not None:
                     await pending
-                pending = asyncio.create_task(self._commit(delta, seq, event_us, n))
+                pending = asyncio.create_task(self._commit(b))
             if pending is not None:
                 await pending
                 pending = None
@@ -156,42 +190,57 @@ class ProjectorLoop:
             if pending is not None and not pending.done():
                 pending.cancel()
 
-    async def _project_batch(self, reader: StreamReader) -> tuple[Delta, int, int, int]:
-        """Project until the batch is full, has cost max_seconds of work, or has lingered.
+    async def _stalled(self) -> bool:
+        """Whether the stream holds a message after the projected seq that the reader has
+        not delivered (the polled last seq says so, and a direct get confirms it: the
+        messages at the end may have been deleted)."""
+        if self._stream_last_seq is None or self._stream_last_seq() <= self.runner.projector.last_seq:
+            return False
+        try:
+            msg = await self._js.get_msg(
+                self._stream, self.runner.projector.last_seq + 1, subject=">", next=True
+            )
+        except NotFoundError:
+            return False
+        except Exception as exc:  # no quorum, no connection: the reader cannot do better now
+            log.debug("checking the stream for undelivered messages: %s", exc)
+            return False
+        return msg.seq is not None
 
-        The linger lets a trickle of events share one transaction: they are safe in the
-        stream meanwhile, and a DuckDB write costs about the same for 1 event or 1000.
-        """
-        proj = self.projector
-        opened = time.monotonic()
-        work = 0.0
-        n = 0
-        while n < self._max_events and work < self._max_seconds:
-            started = time.perf_counter()
-            for item in reader.take(min(2000, self._max_events - n)):
-                proj.project(item.seq, item.subject, item.data, item.stream_us)
-                n += 1
-            work += time.perf_counter() - started
-            left = self._linger - (time.monotonic() - opened)
-            if reader.buffered():
-                continue
-            if left <= 0 or not await reader.wait(timeout=left):
-                break
-        delta = proj.take_delta()
-        return delta, proj.last_seq, proj.last_event_us, n
+    async def _restart(self, reader: StreamReader, again: bool) -> StreamReader:
+        """A new reader from the checkpoint + 1 in place of one that stopped delivering."""
+        seq = self.applied_seq + 1
+        log.log(
+            logging.DEBUG if again else logging.WARNING,
+            "stream %s: the reader delivered nothing for %.0f s while the stream holds seq %d and "
+            "later; restarting it from seq %d",
+            self._stream,
+            self._stall_seconds,
+            seq,
+            seq,
+        )
+        self._metrics.reader_restarts.inc()
+        await reader.stop()
+        fresh = StreamReader(self._js, self._stream, STREAM_SUBJECTS, seq)
+        try:
+            await fresh.start()
+        except Exception as exc:  # the cluster cannot create a consumer yet: try again later
+            log.debug("restarting the stream reader: %s", exc)
+        return fresh
 
-    async def _commit(self, delta: Delta, seq: int, event_us: int, n: int) -> None:
-        await asyncio.to_thread(self._write, delta, seq, event_us, n)
-        for (pm_seq,), (username, time_us, subject, error) in delta.pm_erase.upserts.items():
+    async def _commit(self, b: Batch) -> None:
+        result = await asyncio.to_thread(self._write, b)
+        held = result.delta.pm_erase
+        for (pm_seq,), (username, time_us, subject, error) in held.upserts.items():
             self._erase[int(pm_seq)] = (str(username), int(time_us), str(subject), str(error))
-        for (pm_seq,) in delta.pm_erase.deletes:  # "pm" journal events this batch projected
+        for (pm_seq,) in held.deletes:  # "pm" journal events this batch projected
             if pm_seq in self._erased:
                 self._erased.discard(pm_seq)  # the usual case: this run deleted the raw one
             elif pm_seq not in self._erase:  # a replay (the raw one and its event in one batch)
                 self._replayed.add(int(pm_seq))
         if self._erase or self._replayed:  # before the checkpoint is announced (see erase_pms)
             await self.erase_pms()
-        await self._committed(delta, seq, n)
+        await self._committed(result)
 
     async def erase_pms(self) -> None:
         """For the committed raw PMs, oldest first: append each one's "pm" journal event (one

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import multiprocessing as mp
 import queue
@@ -23,6 +24,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import NamedTuple
 
 import duckdb
 import msgspec
@@ -30,21 +32,21 @@ from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from userstats.ingest import rawstream
 from userstats.ingest.progress import Progress
-from userstats.ingest.stream_setup import STREAM_SUBJECTS
 from userstats.shared import apply, schema, snapshots, subjects
 from userstats.shared import events as ev
-from userstats.shared.delta import Delta
-from userstats.shared.projection import DEAD_LETTERS_KEY, PM_EVENT, Projector
+from userstats.shared.batch import REBUILD, BatchResult, BatchRunner
+from userstats.shared.projection import PM_EVENT, Projector
 from userstats.shared.settings import NatsSettings
 from userstats.shared.stream import StreamReader
+from userstats.shared.subjects import STREAM_SUBJECTS
 
 log = logging.getLogger(__name__)
 
 # A rebuild writes only when this many rows are pending (or at the end): counts of the same
 # keys merge in memory, so 1M simulator events write ~22k rows once instead of ~175k rows in
 # twenty 50k-event batches (0.13 s of DuckDB instead of 1.25 s). It also bounds memory.
-MAX_PENDING_ROWS = 250_000
-CHECK_EVERY = 10_000  # events between two looks at the pending rows
+MAX_PENDING_ROWS = REBUILD.max_pending_rows or 250_000
+CHECK_EVERY = REBUILD.check_every  # events between two looks at the pending rows
 Columns = rawstream.Columns  # seqs, subjects, data, stored times (us)
 
 
@@ -192,11 +194,8 @@ async def _build(
     parent, child = ctx.Pipe()
     # Default one DuckDB thread: the two Python processes and nats-server fill two cores.
     base_path = str(base.path) if base is not None else ""
-    worker = ctx.Process(
-        target=_worker,
-        args=(str(dest), generation, threads, child, max_pending_rows, base_path, target),
-        daemon=True,
-    )
+    job = WorkerJob(str(dest), generation, threads, max_pending_rows, base_path, target)
+    worker = ctx.Process(target=_worker, args=(job, child), daemon=True)
     worker.start()
     child.close()
     try:
@@ -359,73 +358,62 @@ async def _feed_nats_py(
     return seq
 
 
-def _worker(
-    dest: str,
-    generation: str,
-    threads: int,
-    conn: Connection,
-    max_pending_rows: int,
-    base: str = "",
-    target: int = 0,
-) -> None:
+class WorkerJob(NamedTuple):
+    """What the worker process builds (sent to it when it starts)."""
+
+    dest: str
+    generation: str
+    threads: int
+    max_pending_rows: int
+    base: str = ""  # a base snapshot file to start from, or none
+    target: int = 0  # the last seq the parent reads
+
+
+def _worker(job: WorkerJob, conn: Connection) -> None:
     """Project what the parent sends and write it in large batches (a separate process).
 
     Sends (dead letters, last seq) when done, or the error message if it fails.
     """
     try:
-        _work(dest, generation, threads, conn, max_pending_rows, base, target)
+        _work(job, conn)
     except Exception as exc:
         with contextlib.suppress(OSError):
             conn.send(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
         conn.close()
 
 
-def _work(
-    dest: str,
-    generation: str,
-    threads: int,
-    conn: Connection,
-    max_pending_rows: int,
-    base: str = "",
-    target: int = 0,
-) -> None:
-    """The tables end at `target` even when its message was deleted (an erased raw PM, a
-    forgotten user's event): the reader has seen everything up to it by then."""
-    con = duckdb.connect(dest, config={"threads": threads})
-    apply.create_schema(con, generation)
-    if base:
-        load_base(con, Path(base))
+def _work(job: WorkerJob, conn: Connection) -> None:
+    con = duckdb.connect(job.dest, config={"threads": job.threads})
+    apply.create_schema(con, job.generation)
+    if job.base:
+        load_base(con, Path(job.base))
         cp = apply.read_checkpoint(con)
         proj = Projector(apply.load_state(con), cp.seq, cp.event_time_us)
     else:
         proj = Projector()
+    runner = BatchRunner(proj, dataclasses.replace(REBUILD, max_pending_rows=job.max_pending_rows))
     dead = 0
-    checked = 0
     with ThreadPoolExecutor(1) as writer:
-        pending: Future[None] | None = None
+        pending: Future[BatchResult] | None = None
         decode = msgspec.msgpack.Decoder(Columns).decode
-        while batch := conn.recv_bytes():
-            project = proj.project
-            for seq, subject, data, stream_us in zip(*decode(batch), strict=True):
-                project(seq, subject, data, stream_us)
-            if proj.last_seq - checked >= CHECK_EVERY:
-                checked = proj.last_seq
-                if proj.pending_rows() < max_pending_rows:
-                    continue
-                delta = proj.take_delta()
-                dead += _dead(delta)
-                if pending is not None:
-                    pending.result()
-                pending = writer.submit(apply.apply_batch, con, delta, proj.last_seq, proj.last_event_us)
+        while message := conn.recv_bytes():
+            runner.project(zip(*decode(message), strict=True))
+            if not runner.full():
+                continue
+            taken = runner.take()
+            if pending is not None:
+                dead += pending.result().dead_letters
+            pending = writer.submit(BatchRunner.write, con, taken)
         if pending is not None:
-            pending.result()
-    delta = proj.take_delta()
-    dead += _dead(delta)
-    last = max(proj.last_seq, target)  # the parent read up to it (deleted messages at the end)
-    apply.apply_batch(con, delta, last, proj.last_event_us)
+            dead += pending.result().dead_letters
+    last = runner.take()
+    # the parent read up to the target (messages deleted at the end were not sent)
+    last = last._replace(seq=max(last.seq, job.target))
+    result = BatchRunner.write(con, last)
+    dead += result.dead_letters
     con.execute("CHECKPOINT")
     con.close()
-    conn.send((dead, last))
+    conn.send((dead, result.seq))
     conn.close()
 
 
@@ -459,8 +447,3 @@ def load_base(con: duckdb.DuckDBPyConnection, path: Path) -> None:
         )
     finally:
         con.execute("DETACH base")
-
-
-def _dead(delta: Delta) -> int:
-    row = delta.counters.upserts.get(DEAD_LETTERS_KEY)
-    return int(row[0]) if row else 0

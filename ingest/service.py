@@ -26,12 +26,12 @@ from userstats.ingest.metrics import IngestMetrics
 from userstats.ingest.projector import ProjectorLoop
 from userstats.ingest.rebuild import RebuildError, build_shadow
 from userstats.ingest.snapshotter import Snapshotter
-from userstats.ingest.stream_setup import STREAM_SUBJECTS, ensure_stream
+from userstats.ingest.stream_setup import ensure_stream
 from userstats.ingest.swap import shadow_path
 from userstats.shared import apply, jshealth, natsconn, replication, schema, snapshots
 from userstats.shared.http import HttpServer, build_app
 from userstats.shared.settings import Settings
-from userstats.shared.subjects import INGEST_ADMIN_SUBJECT
+from userstats.shared.subjects import INGEST_ADMIN_SUBJECT, STREAM_SUBJECTS
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +252,7 @@ class IngestService:
             u.batch_max_seconds,
             u.batch_linger_seconds,
             self.eraser.delete_later if self.eraser else None,
+            lambda: self.stream_last_seq,
         )
         snapshotter = Snapshotter(
             js,

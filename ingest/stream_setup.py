@@ -8,13 +8,11 @@ import logging
 from nats.js import JetStreamContext, api
 from nats.js.errors import APIError, NotFoundError
 from userstats.shared import replication
-from userstats.shared.projection import STREAM_SUBJECTS
+from userstats.shared.projection import CAPTURED_SUBJECTS
 from userstats.shared.replication import ReplicationError
 from userstats.shared.settings import UserstatsSettings
 
 log = logging.getLogger(__name__)
-
-__all__ = ["STREAM_SUBJECTS", "ensure_stream", "stream_config"]
 
 
 def stream_config(s: UserstatsSettings) -> api.StreamConfig:
@@ -22,7 +20,7 @@ def stream_config(s: UserstatsSettings) -> api.StreamConfig:
     return api.StreamConfig(
         name=s.stream,
         description="userstats: the kryten bridge events it projects, and userstats journal events",
-        subjects=STREAM_SUBJECTS,
+        subjects=CAPTURED_SUBJECTS,
         retention=api.RetentionPolicy.LIMITS,
         storage=api.StorageType.FILE,
         discard=api.DiscardPolicy.OLD,
@@ -50,11 +48,13 @@ async def ensure_stream(js: JetStreamContext, s: UserstatsSettings) -> api.Strea
             info = await js.add_stream(want)
         except APIError as exc:
             raise ReplicationError(replication.explain(exc, what, "stream", rep)) from exc
-        log.info("stream %s created (%s), capturing %s", s.stream, rep.describe(), ", ".join(STREAM_SUBJECTS))
+        log.info(
+            "stream %s created (%s), capturing %s", s.stream, rep.describe(), ", ".join(CAPTURED_SUBJECTS)
+        )
         return info
     have = info.config
     drift = (
-        sorted(have.subjects or []) != sorted(STREAM_SUBJECTS)
+        sorted(have.subjects or []) != sorted(CAPTURED_SUBJECTS)
         or have.max_msgs != want.max_msgs
         or have.max_bytes != want.max_bytes
         or float(have.max_age or 0) != float(want.max_age or 0)
@@ -72,13 +72,13 @@ async def ensure_stream(js: JetStreamContext, s: UserstatsSettings) -> api.Strea
         raise ReplicationError(
             replication.explain(exc, what, "stream", rep, int(have.num_replicas or 1))
         ) from exc
-    if sorted(have.subjects or []) != sorted(STREAM_SUBJECTS):
+    if sorted(have.subjects or []) != sorted(CAPTURED_SUBJECTS):
         # Stored messages of subjects no longer captured stay until the limits remove them
         # (README, "What is kept"); the projection skips them on replay as before.
         log.info(
             "stream %s now captures %s (was %s)",
             s.stream,
-            ", ".join(STREAM_SUBJECTS),
+            ", ".join(CAPTURED_SUBJECTS),
             ", ".join(have.subjects or []),
         )
     log.info(

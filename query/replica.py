@@ -23,7 +23,7 @@ from nats.js import JetStreamContext
 from nats.js.errors import BucketNotFoundError, NotFoundError
 from userstats.query.status import WAITING, Phase, ReplicaStatus
 from userstats.shared import apply, schema, snapshots, subjects
-from userstats.shared.projection import STREAM_SUBJECTS, Projector
+from userstats.shared.projection import Projector
 from userstats.shared.seqgate import SequenceGate
 from userstats.shared.snapshots import SnapshotError, SnapshotPointer
 from userstats.shared.stream import Item, StreamReader
@@ -31,7 +31,7 @@ from userstats.shared.stream import Item, StreamReader
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-
+STREAM_SUBJECTS = [subjects.EVENTS_WILDCARD, subjects.JOURNAL_WILDCARD]
 LINGER_SECONDS = 0.05  # projected events are written at the latest this long after arriving...
 FLUSH_EVENTS = 20_000  # ...or once this many are pending, or before any read
 

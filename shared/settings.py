@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import msgspec
+from userstats.shared.subjects import DEFAULT_STREAM
 
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 Positive = Annotated[float, msgspec.Meta(gt=0)]
@@ -83,7 +84,7 @@ class KudosSettings(_Section, frozen=True):
 class UserstatsSettings(_Section, frozen=True):
     """Settings kryten-userstats did not have (the `userstats` section of config.json)."""
 
-    stream: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]+$")] = "USERSTATS"
+    stream: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]+$")] = DEFAULT_STREAM
     stream_max_bytes: int = -1
     stream_max_msgs: int = -1
     stream_max_age_seconds: Annotated[float, msgspec.Meta(ge=0)] = 0

@@ -25,7 +25,7 @@ import nats
 from nats.aio.client import Client
 from userstats.shared import events as ev
 from userstats.shared.projection import is_captured
-from userstats.shared.subjects import event_subject
+from userstats.shared.subjects import DEFAULT_STREAM, event_subject
 
 NATS_BIN = str(Path(sys.executable).parent / "nats-server")
 READY = re.compile(rb"Server is ready")
@@ -286,7 +286,7 @@ async def publish_all(
     come drops some (seen with a million at full speed on 2 busy cores). So this keeps at
     most 50k unstored messages in flight, which a real bridge (channel event rates) never nears.
     """
-    before = int((await nc.jetstream().stream_info("USERSTATS")).state.messages)
+    before = int((await nc.jetstream().stream_info(DEFAULT_STREAM)).state.messages)
     n = 0  # the ones the stream captures (mediaUpdate, usercount and the like it does not)
     for sent, (subject, data) in enumerate(events, 1):
         await nc.publish(subject, data)
@@ -299,12 +299,12 @@ async def publish_all(
     return await stored(nc, before + n) if wait else 0
 
 
-async def stream_last_seq(nc: Client, stream: str = "USERSTATS") -> int:
+async def stream_last_seq(nc: Client, stream: str = DEFAULT_STREAM) -> int:
     info = await nc.jetstream().stream_info(stream)
     return int(info.state.last_seq)
 
 
-async def stored(nc: Client, at_least: int, stream: str = "USERSTATS") -> int:
+async def stored(nc: Client, at_least: int, stream: str = DEFAULT_STREAM) -> int:
     """Wait until the stream holds `at_least` messages (core publishes are stored asynchronously)."""
 
     async def count() -> int:

@@ -8,6 +8,7 @@ from typing import Any
 import duckdb
 from userstats.shared import apply, schema
 from userstats.shared import events as ev
+from userstats.shared.batch import AT_END, BatchRunner
 from userstats.shared.delta import Delta
 from userstats.shared.projection import Projector
 from userstats.shared.subjects import event_subject, journal_subject
@@ -97,12 +98,11 @@ class Projection:
         """Project messages[start:] in batches; optionally reload State from the tables."""
         msgs = log.messages
         for i in range(start, len(msgs), batch):
-            for seq, (subject, data, stream_us) in enumerate(msgs[i : i + batch], i + 1):
-                self.projector.project(seq, subject, data, stream_us)
-            p = self.projector
-            apply.apply_batch(self.con, p.take_delta(), p.last_seq, p.last_event_us)
+            runner = BatchRunner(self.projector, AT_END)
+            runner.project((seq, *m) for seq, m in enumerate(msgs[i : i + batch], i + 1))
+            result = runner.flush(self.con)
             if reload_every and (i // batch) % reload_every == 0:
-                self.projector = Projector(apply.load_state(self.con), p.last_seq, p.last_event_us)
+                self.projector = Projector(apply.load_state(self.con), result.seq, result.event_us)
         return self
 
     def rows(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:

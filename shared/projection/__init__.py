@@ -20,10 +20,11 @@ that share the State and the Delta (base.Rules):
 
 from userstats.shared.projection.base import DEAD_LETTERS_KEY, EMOTE_SET, HOUR_US, MEDIA, ROSTER, US
 from userstats.shared.projection.chat import PM_EVENT, RAW_PM_SUBJECTS, is_pm_subject, text_digest
-from userstats.shared.projection.dispatcher import HANDLED_EVENTS, STREAM_SUBJECTS, Projector, is_captured
+from userstats.shared.projection.dispatcher import CAPTURED_SUBJECTS, HANDLED_EVENTS, Projector, is_captured
 from userstats.shared.projection.imports import IMPORTED_MEDIA_BASE, MAX_IMPORT_TIME_US
 
 __all__ = [
+    "CAPTURED_SUBJECTS",
     "DEAD_LETTERS_KEY",
     "EMOTE_SET",
     "HANDLED_EVENTS",
@@ -34,7 +35,6 @@ __all__ = [
     "PM_EVENT",
     "RAW_PM_SUBJECTS",
     "ROSTER",
-    "STREAM_SUBJECTS",
     "US",
     "Projector",
     "is_captured",

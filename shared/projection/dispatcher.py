@@ -15,13 +15,13 @@ from userstats.shared.projection.imports import ImportRules
 from userstats.shared.projection.journal import JournalRules
 from userstats.shared.schema import COUNTER
 from userstats.shared.state import State
-from userstats.shared.subjects import EVENTS_PREFIX, JOURNAL_PREFIX, JOURNAL_WILDCARD
+from userstats.shared.subjects import EVENTS_PREFIX, JOURNAL_PREFIX, captured_subjects
 
 _EVENTS_DOT = EVENTS_PREFIX.split(".", 1)[0] + "."  # "kryten."
 _JOURNAL_DOT = JOURNAL_PREFIX + "."
 
 # The bridge events the projection handles: lower-cased event name -> (payload decoder, method).
-# The stream captures exactly these (STREAM_SUBJECTS), so what is stored and what is projected
+# The stream captures exactly these (CAPTURED_SUBJECTS), so what is stored and what is projected
 # cannot drift apart: a new handler here is a new captured subject.
 _HANDLERS: dict[str, tuple[msgspec.json.Decoder[Any], str]] = {
     "chatmsg": (ev.CHAT_DECODER, "_chat"),
@@ -38,18 +38,13 @@ _HANDLERS: dict[str, tuple[msgspec.json.Decoder[Any], str]] = {
     "renameemote": (ev.EMOTE_DECODER, "_rename_emote"),
 }
 HANDLED_EVENTS: tuple[str, ...] = tuple(_HANDLERS)
-# kryten.events.cytube.*.<event> for each handled event (the bridge lower-cases the event name
-# into the subject, and its channel token has no dots), plus ingest's own journal.
-STREAM_SUBJECTS: list[str] = [
-    *(f"{EVENTS_PREFIX}.*.{name}" for name in HANDLED_EVENTS),
-    JOURNAL_WILDCARD,
-]
+CAPTURED_SUBJECTS: list[str] = captured_subjects(HANDLED_EVENTS)  # the stream's config
 _HANDLED = frozenset(HANDLED_EVENTS)
 _EVENT_TOKENS = EVENTS_PREFIX.count(".") + 3  # kryten.events.cytube.<channel>.<event>
 
 
 def is_captured(subject: str) -> bool:
-    """Whether the stream stores a message published on `subject` (STREAM_SUBJECTS)."""
+    """Whether the stream stores a message published on `subject` (CAPTURED_SUBJECTS)."""
     if subject.startswith(_JOURNAL_DOT):
         return True
     tokens = subject.split(".")

@@ -20,12 +20,13 @@ import nats
 from nats.aio.client import Client
 from userstats.shared.projection import is_captured, is_pm_subject
 from userstats.shared.snapshots import POINTER_STREAM, SNAPSHOT_STREAM
+from userstats.shared.subjects import DEFAULT_STREAM
 from userstats.sim.generator import Simulator
 
 from testbed.harness import NatsCluster, NatsServer, Service, wait_for
 from tests.integration.streamtools import pm_key
 
-STORES = ("USERSTATS", POINTER_STREAM, SNAPSHOT_STREAM)
+STORES = (DEFAULT_STREAM, POINTER_STREAM, SNAPSHOT_STREAM)
 FIGURES: list[str] = []  # measurements the cluster tests report (printed in the terminal summary)
 
 
@@ -204,7 +205,7 @@ class HealthLog:
         return any(line in text.splitlines() for t, text in self.metrics[name] if t >= after)
 
 
-async def leader(nc: Client, stream: str = "USERSTATS") -> str:
+async def leader(nc: Client, stream: str = DEFAULT_STREAM) -> str:
     info = await nc.jetstream(timeout=2).stream_info(stream)
     assert info.cluster is not None and info.cluster.leader, info.cluster
     return info.cluster.leader

@@ -12,18 +12,18 @@ import duckdb
 from nats.aio.client import Client
 from userstats.shared import apply, schema
 from userstats.shared import events as ev
+from userstats.shared.batch import AT_END, BatchRunner
 from userstats.shared.projection import Projector, is_pm_subject
 from userstats.shared.stream import Item, StreamReader
+from userstats.shared.subjects import DEFAULT_STREAM, STREAM_SUBJECTS
 
 from testbed.harness import stream_last_seq
 
 
-async def read_stream(nc: Client, stream: str = "USERSTATS") -> list[Item]:
+async def read_stream(nc: Client, stream: str = DEFAULT_STREAM) -> list[Item]:
     """Every stored message, in order, via the same reader the services use."""
     last = await stream_last_seq(nc, stream)
-    reader = StreamReader(
-        nc.jetstream(), stream, ["kryten.events.cytube.>", "userstats.journal.>"], 1, max_buffer=10**9
-    )
+    reader = StreamReader(nc.jetstream(), stream, STREAM_SUBJECTS, 1, max_buffer=10**9)
     await reader.start()
     items: list[Item] = []
     try:
@@ -40,10 +40,7 @@ def rebuild(items: list[Item]) -> duckdb.DuckDBPyConnection:
     """Project the whole log from seq 1 into a fresh in-memory database, in one go."""
     con = duckdb.connect(":memory:")
     apply.create_schema(con)
-    p = Projector()
-    for it in items:
-        p.project(it.seq, it.subject, it.data, it.stream_us)
-    apply.apply_batch(con, p.take_delta(), p.last_seq, p.last_event_us)
+    BatchRunner(Projector(), AT_END).run(con, items)
     return con
 
 

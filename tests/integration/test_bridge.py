@@ -30,6 +30,7 @@ from userstats.query.handlers import READS
 from userstats.shared import events as ev
 from userstats.shared import requests
 from userstats.shared.stream import Item
+from userstats.shared.subjects import DEFAULT_STREAM
 
 from testbed.harness import Service, Stack, caught_up, connect, request, wait_for
 from tests.bridge import Bridge
@@ -83,7 +84,7 @@ class Run:
         seen: list[int] = []
 
         async def settled() -> bool:
-            seen.append(int((await js.stream_info("USERSTATS")).state.last_seq))
+            seen.append(int((await js.stream_info(DEFAULT_STREAM)).state.last_seq))
             return len(seen) >= 4 and len(set(seen[-4:])) == 1
 
         await wait_for(

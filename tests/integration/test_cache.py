@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from userstats.shared.subjects import DEFAULT_STREAM
+
 from testbed.harness import Stack, caught_up, chat_envelope, connect, metric, request, stored
 
 DOMAIN = "cytu.be"
@@ -37,7 +39,7 @@ async def test_user_replies_are_cached_until_that_user_changes(stack: Stack) -> 
 
     try:
         replica.wait_healthy()
-        base = int((await nc.jetstream().stream_info("USERSTATS")).state.messages)
+        base = int((await nc.jetstream().stream_info(DEFAULT_STREAM)).state.messages)
         await say("alice", 2)
         await say("bob", 1)
         first = await stats("alice")

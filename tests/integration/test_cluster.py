@@ -27,10 +27,10 @@ from typing import Any
 import pytest
 from nats.aio.client import Client
 from userstats.ingest import rawstream
-from userstats.ingest.stream_setup import STREAM_SUBJECTS
 from userstats.shared import snapshots
 from userstats.shared.replication import Replication
 from userstats.shared.settings import NatsSettings
+from userstats.shared.subjects import DEFAULT_STREAM, STREAM_SUBJECTS
 from userstats.sim.generator import Simulator
 
 from testbed.harness import NatsCluster, Service, Stack, publish_all, request, wait_for
@@ -120,7 +120,7 @@ class LeaderLog:
         while not self._stop.is_set():
             t = time.monotonic()
             try:
-                info = await self.js.stream_info("USERSTATS")
+                info = await self.js.stream_info(DEFAULT_STREAM)
                 name = info.cluster.leader if info.cluster else None
             except Exception:
                 name = None
@@ -153,7 +153,7 @@ async def test_kill_9_of_the_stream_leader_under_load(
         js = nc.jetstream()
         for name in STORES:
             assert (await js.stream_info(name)).config.num_replicas == 3, name
-        await move_leader(nc, "USERSTATS", "n3")
+        await move_leader(nc, DEFAULT_STREAM, "n3")
         first = cluster.node("n3")
         replica_a = cstack.query(**on(cluster, 3))  # on the node that will be killed first
         replica_b = cstack.query(**on(cluster, 2))
@@ -197,7 +197,7 @@ async def test_kill_9_of_the_stream_leader_under_load(
         await bridge.stop()
         await askers.stop()
         await leaders.stop()
-        last = int((await js.stream_info("USERSTATS")).state.last_seq)
+        last = int((await js.stream_info(DEFAULT_STREAM)).state.last_seq)
         for svc in (ingest, replica_a, replica_b):
             await caught_up_to(svc, last)
         await health.stop()
@@ -245,9 +245,9 @@ async def test_kill_9_of_the_stream_leader_under_load(
 
         assert ingest.stop() == 0  # no more ticks: the stream holds still from here on
         # The first node killed caught up: as the leader it holds what the others hold.
-        before = (await js.stream_info("USERSTATS")).state
-        await move_leader(nc, "USERSTATS", "n3")
-        after = (await js.stream_info("USERSTATS")).state
+        before = (await js.stream_info(DEFAULT_STREAM)).state
+        await move_leader(nc, DEFAULT_STREAM, "n3")
+        after = (await js.stream_info(DEFAULT_STREAM)).state
         assert (after.messages, after.bytes, after.last_seq) == (
             before.messages,
             before.bytes,
@@ -323,7 +323,7 @@ async def test_stepdown_and_rolling_restart_in_lame_duck_mode_under_load(
             suffix = f" (round {r + 1})" if rounds > 1 else ""
             before = await leader(nc)
             started = time.monotonic()
-            await step_down(nc, "USERSTATS")
+            await step_down(nc, DEFAULT_STREAM)
             await wait_for(lambda before=before: leader_other_than(nc, before), timeout=20, what="a leader")
             ops.append(("stepdown" + suffix, started, time.monotonic(), before, await leader(nc)))
             await asyncio.sleep(2)
@@ -340,7 +340,7 @@ async def test_stepdown_and_rolling_restart_in_lame_duck_mode_under_load(
                 await asyncio.sleep(1)
         await bridge.stop()
         await askers.stop()
-        last = int((await js.stream_info("USERSTATS")).state.last_seq)
+        last = int((await js.stream_info(DEFAULT_STREAM)).state.last_seq)
         for svc in (ingest, replica_a, replica_b):
             await caught_up_to(svc, last)
         await health.stop()
@@ -537,8 +537,8 @@ async def test_replication_is_applied_to_existing_stores_or_refused_with_a_reaso
         assert [(await js.stream_info(n)).config.num_replicas for n in STORES] == [3, 2, 3]
         await all_current(nc)
         for node in cluster.nodes:  # every node now holds the whole history: each leads in turn
-            await move_leader(nc, "USERSTATS", cluster.name_of(node))
-            assert (await js.stream_info("USERSTATS")).state.messages == len(before)
+            await move_leader(nc, DEFAULT_STREAM, cluster.name_of(node))
+            assert (await js.stream_info(DEFAULT_STREAM)).state.messages == len(before)
         assert (await read_stream(nc))[: len(before)] == before
         assert "stream USERSTATS changed from R1 to R3" in ingest.log.read_text()
 
@@ -550,7 +550,7 @@ async def test_replication_is_applied_to_existing_stores_or_refused_with_a_reaso
             assert failed.proc is not None and failed.proc.wait(60) == 1
             out = failed.log.read_text()
             assert expect in out and "userstats.stream_replicas" in out, out[-2000:]
-        assert (await js.stream_info("USERSTATS")).config.num_replicas == 3  # left as it was
+        assert (await js.stream_info(DEFAULT_STREAM)).config.num_replicas == 3  # left as it was
     finally:
         await nc.close()
 
@@ -574,7 +574,7 @@ async def test_the_rebuild_reader_resumes_through_another_node_when_its_node_die
     nc = await connect_to(order_from(cluster, cluster.nodes[0]), "test")
     try:
         last = await publish_all(nc, Simulator(seed=251).events(30_000))
-        await move_leader(nc, "USERSTATS", "n3")
+        await move_leader(nc, DEFAULT_STREAM, "n3")
         doomed = cluster.node("n3")
         # the reader connects to node 3 (the stream's leader) first
         settings = NatsSettings(servers=order_from(cluster, doomed))
@@ -590,7 +590,7 @@ async def test_the_rebuild_reader_resumes_through_another_node_when_its_node_die
 
         started = time.monotonic()
         end = await rawstream.read_range(
-            nc.jetstream(), settings, "USERSTATS", STREAM_SUBJECTS, 1, last, deliver, batch=1_000
+            nc.jetstream(), settings, DEFAULT_STREAM, STREAM_SUBJECTS, 1, last, deliver, batch=1_000
         )
         assert end == last
         assert got == list(range(1, last + 1))  # every message once, in order

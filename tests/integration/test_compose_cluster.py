@@ -26,6 +26,7 @@ from pathlib import Path
 import httpx
 import pytest
 from nats.aio.client import Client
+from userstats.shared.subjects import DEFAULT_STREAM
 
 from testbed.harness import request, wait_for
 from tests.dockerstack import Compose, docker, free_port
@@ -239,7 +240,7 @@ async def kill_under_load(
     items = await read_stream(nc)
     stored = Counter(it.data for it in items)
     last = items[-1].seq
-    assert held.get("USERSTATS") == last, f"{victim} holds {held}, the stream ends at {last}"
+    assert held.get(DEFAULT_STREAM) == last, f"{victim} holds {held}, the stream ends at {last}"
     await ingest_caught_up(nc, ingest_port)
     oracle = Oracle([(it.subject, it.data) for it in items])
     assert_exact(scrape(c, 1, last), oracle, "the replica")

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from nats.aio.client import Client
+from userstats.shared.subjects import DEFAULT_STREAM
 
 from testbed.harness import Stack, caught_up, chat_envelope, connect, request, stored, stream_last_seq
 from testbed.kus071 import CHANNELS, DOMAIN, OTHER_DOMAIN, Reference
@@ -172,7 +173,7 @@ async def test_import_answers_like_0_7_1_and_never_doubles(stack: Stack, tmp_pat
 
         # Live events add on top of the imported history.
         before = await ours(nc, "user.stats", username="user3", domain=DOMAIN, channel=CHANNELS[0])
-        held = (await nc.jetstream().stream_info("USERSTATS")).state.messages
+        held = (await nc.jetstream().stream_info(DEFAULT_STREAM)).state.messages
         for i in range(3):
             subject, data = chat("user3", CHANNELS[0], f"hello {i}")
             await nc.publish(subject, data)

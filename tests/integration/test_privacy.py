@@ -22,7 +22,7 @@ from nats.js.errors import NotFoundError, ObjectNotFoundError
 from userstats.ingest.journal import Journal
 from userstats.shared import apply, subjects
 from userstats.shared import events as ev
-from userstats.shared.projection import STREAM_SUBJECTS, Projector
+from userstats.shared.projection import CAPTURED_SUBJECTS, Projector
 from userstats.shared.subjects import event_subject
 
 from testbed.harness import Stack, caught_up, connect, publish_all, raw_pms, request, wait_for
@@ -275,7 +275,7 @@ async def test_an_existing_stream_moves_to_the_projected_subjects_and_s2(stack: 
         ingest = stack.ingest()
         ingest.wait_healthy()
         info = await js.stream_info("USERSTATS")
-        assert sorted(info.config.subjects or []) == sorted(STREAM_SUBJECTS)
+        assert sorted(info.config.subjects or []) == sorted(CAPTURED_SUBJECTS)
         assert info.config.compression == api.StoreCompression.S2
         assert info.state.messages >= 2  # the old mediaUpdate stays (README), settings appended
         before = int(info.state.last_seq)

@@ -21,6 +21,7 @@ from userstats.ingest.snapshotter import Snapshotter
 from userstats.shared import schema, snapshots
 from userstats.shared.projection import is_captured
 from userstats.shared.settings import NatsSettings
+from userstats.shared.subjects import DEFAULT_STREAM
 from userstats.sim.generator import Simulator
 
 from testbed.harness import Stack, caught_up, connect, metric, publish_all, request, wait_for
@@ -39,7 +40,7 @@ def cli(stack: Stack, *args: str, **env: str) -> subprocess.Popen[str]:
 
 
 async def stream_first_seq(nc: Client) -> bool:
-    info = await nc.jetstream().stream_info("USERSTATS")
+    info = await nc.jetstream().stream_info(DEFAULT_STREAM)
     return int(info.state.first_seq) > 1
 
 
@@ -262,7 +263,7 @@ async def test_fast_reader_nats_py_reader_and_bounded_batches_build_the_same_tab
             ("fast", {"nats": settings, "to_seq": 15_020}, 15_020),
         ]
         for i, (reader, kwargs, seq) in enumerate(cases):
-            result = await build_shadow(js, "USERSTATS", tmp_path / f"r{i}.duckdb", **kwargs)
+            result = await build_shadow(js, DEFAULT_STREAM, tmp_path / f"r{i}.duckdb", **kwargs)
             assert (result.reader, result.seq) == (reader, seq)
             want = expected if seq == last else dump(rebuild([it for it in items if it.seq <= seq]))
             assert dump_file(result.path) == want, (reader, kwargs)
@@ -285,7 +286,7 @@ async def test_a_replica_never_goes_back_in_time(stack: Stack, tmp_path: Path) -
         last = await caught_up(nc, query)
         before = await request(nc, {"command": "system.stats", "min_seq": last})
         ingest.stop()
-        behind = await build_shadow(js, "USERSTATS", tmp_path / "behind.duckdb", to_seq=last // 2)
+        behind = await build_shadow(js, DEFAULT_STREAM, tmp_path / "behind.duckdb", to_seq=last // 2)
         con = duckdb.connect(str(behind.path))
         try:
             snapper = Snapshotter(js, con, tmp_path / "snaps", IngestMetrics())
@@ -397,6 +398,6 @@ async def test_a_failing_rebuild_worker_ends_the_rebuild_with_its_error(stack: S
         dest = tmp_path / "no-such-dir" / "r.duckdb"
         settings = NatsSettings(servers=[stack.nats.url])
         with pytest.raises(RebuildError, match=r"the rebuild failed writing .*Cannot open"):
-            await asyncio.wait_for(build_shadow(nc.jetstream(), "USERSTATS", dest, nats=settings), 60)
+            await asyncio.wait_for(build_shadow(nc.jetstream(), DEFAULT_STREAM, dest, nats=settings), 60)
     finally:
         await nc.close()

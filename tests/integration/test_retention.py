@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 from userstats.shared.projection import is_captured
+from userstats.shared.subjects import DEFAULT_STREAM
 from userstats.sim.generator import Simulator
 
 from testbed.harness import Stack, caught_up, connect, publish_all, wait_for
@@ -30,20 +31,20 @@ async def test_rebuild_and_a_new_database_start_from_a_snapshot_after_events_age
         await publish_all(nc, itertools.islice(events, 2_000))
         first_wave = await caught_up(nc, ingest)
         assert ingest.stop() == 0  # its last snapshot: the tables at first_wave
-        size = int((await js.stream_info("USERSTATS")).state.bytes)
+        size = int((await js.stream_info(DEFAULT_STREAM)).state.bytes)
 
         # the operator sets a retention: the stream keeps about 40% of what it has
         cfg = tmp_path / "retention.json"
         cfg.write_text(json.dumps({"userstats": {"stream_max_bytes": size * 4 // 10}}))
         ingest = stack.ingest(USERSTATS_CONFIG=str(cfg), USERSTATS_SNAPSHOT_INTERVAL="600")
         ingest.wait_healthy()
-        before = int((await js.stream_info("USERSTATS")).state.last_seq)  # a settings event, maybe
+        before = int((await js.stream_info(DEFAULT_STREAM)).state.last_seq)  # a settings event, maybe
         tail = list(events)  # the 200 events after the snapshot, of which the stream captures:
         captured = sum(is_captured(subject) for subject, _ in tail)
         await publish_all(nc, tail, wait=False)
         await wait_for(lambda: stored_to(js, before + captured), what="the tail stored")
         last = await caught_up(nc, ingest)
-        info = await js.stream_info("USERSTATS")
+        info = await js.stream_info(DEFAULT_STREAM)
         assert 1_000 < int(info.state.first_seq) < first_wave  # most of the first events are gone
 
         # rebuild: the newest snapshot (first_wave) is the base, the 200 after it are replayed
@@ -73,7 +74,7 @@ async def test_rebuild_and_a_new_database_start_from_a_snapshot_after_events_age
 
 
 async def stored_to(js: object, seq: int) -> int:
-    info = await js.stream_info("USERSTATS")  # type: ignore[attr-defined]
+    info = await js.stream_info(DEFAULT_STREAM)  # type: ignore[attr-defined]
     last = int(info.state.last_seq)
     return last if last >= seq else 0
 
@@ -86,14 +87,14 @@ async def test_with_a_max_age_everything_ages_out_and_the_rebuild_still_equals_t
     nc = await connect(stack.nats.url)
     js = nc.jetstream()
     try:
-        assert (await js.stream_info("USERSTATS")).config.max_age == 2
+        assert (await js.stream_info(DEFAULT_STREAM)).config.max_age == 2
         await publish_all(nc, Simulator(seed=53).events(1_000))
         last = await caught_up(nc, ingest)
         assert ingest.stop() == 0
         live = dump_file(stack.db_path)
 
         async def aged_out() -> bool:
-            state = (await js.stream_info("USERSTATS")).state
+            state = (await js.stream_info(DEFAULT_STREAM)).state
             return int(state.messages) == 0 and int(state.first_seq) > last
 
         await wait_for(aged_out, timeout=20, what="every event to age out")

@@ -16,6 +16,7 @@ from typing import Any
 import nats
 import nkeys
 import pytest
+from userstats.shared.subjects import DEFAULT_STREAM
 from userstats.sim.generator import Simulator
 
 from testbed.harness import NatsServer, Stack, caught_up, publish_all, request, wait_for
@@ -243,7 +244,9 @@ async def test_replicas_work_with_least_privilege_and_cannot_write_the_stream(
             for refusal in refusals:
                 assert refusal in server_log
             assert (
-                (await nc.jetstream().stream_info("USERSTATS")).state.last_seq == forgot["as_of_seq"] > last
+                (await nc.jetstream().stream_info(DEFAULT_STREAM)).state.last_seq
+                == forgot["as_of_seq"]
+                > last
             )
 
             # and the replica never opened the writer's DuckDB file (same USERSTATS_DB_PATH in its env)

@@ -9,6 +9,7 @@ from typing import Any
 
 from userstats.query.replica import Replica
 from userstats.shared import events as ev
+from userstats.shared.subjects import DEFAULT_STREAM
 from userstats.sim.generator import Simulator
 
 from testbed.harness import (
@@ -32,7 +33,7 @@ async def test_live_resumed_rebuilt_and_replica_tables_are_identical(stack: Stac
     ingest.wait_healthy()
     nc = await connect(stack.nats.url)
     stop = asyncio.Event()
-    replica = Replica(nc.jetstream(), "USERSTATS", str(stack.tmp / "inproc-replica"), threads=1)
+    replica = Replica(nc.jetstream(), DEFAULT_STREAM, str(stack.tmp / "inproc-replica"), threads=1)
     follower: asyncio.Task[None] | None = None
     try:
         first = await publish_all(nc, Simulator(seed=21, step_us=50_000).events(30_000))
@@ -114,7 +115,7 @@ async def test_bridge_kv_state_is_read_at_start_and_projected(stack: Stack) -> N
         assert [(v["media_title"], v["upvotes"], v["media_id"]) for v in votes] == [
             ("Night of the Living Dead 1968", 1, "abc")
         ]
-        last = await js.get_last_msg("USERSTATS", "userstats.journal.kvstate")
+        last = await js.get_last_msg(DEFAULT_STREAM, "userstats.journal.kvstate")
         event = ev.JOURNAL_DECODER.decode(last.data or b"")
         assert isinstance(event, ev.KvState) and event.channel == "420Grindhouse"
     finally:

@@ -9,7 +9,7 @@ import duckdb
 import pytest
 from userstats.shared import apply, schema
 from userstats.shared import events as ev
-from userstats.shared.projection import HANDLED_EVENTS, STREAM_SUBJECTS, Projector, is_pm_subject
+from userstats.shared.projection import CAPTURED_SUBJECTS, HANDLED_EVENTS, Projector, is_pm_subject
 from userstats.shared.subjects import event_subject
 from userstats.sim.generator import Simulator
 
@@ -110,13 +110,13 @@ def test_recent_chat_keeps_a_digest_not_the_text_and_still_drops_the_backlog() -
 
 
 def test_the_stream_captures_exactly_the_handled_events_and_the_journal() -> None:
-    assert len(STREAM_SUBJECTS) == len(HANDLED_EVENTS) + 1
+    assert len(CAPTURED_SUBJECTS) == len(HANDLED_EVENTS) + 1
     for name in ("chatMsg", "pm", "addUser", "userLeave", "setAFK", "setUserMeta", "userlist"):
         subject = event_subject("Some Channel.tv", name)
-        assert f"kryten.events.cytube.*.{subject.rsplit('.', 1)[1]}" in STREAM_SUBJECTS
+        assert f"kryten.events.cytube.*.{subject.rsplit('.', 1)[1]}" in CAPTURED_SUBJECTS
     for ignored in ("mediaUpdate", "usercount", "playlist", "setCurrent", "queue", "setPlaylistMeta"):
         assert event_subject("c", ignored).rsplit(".", 1)[1] not in HANDLED_EVENTS
-    assert "userstats.journal.>" in STREAM_SUBJECTS
+    assert "userstats.journal.>" in CAPTURED_SUBJECTS
     assert ev.PmRedacted.__struct_config__.tag == "pm"
 
 

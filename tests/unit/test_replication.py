@@ -17,6 +17,7 @@ from userstats.shared import jshealth, replication, settings
 from userstats.shared.natsconn import connect_options
 from userstats.shared.replication import Replication
 from userstats.shared.settings import ConfigError
+from userstats.shared.subjects import DEFAULT_STREAM
 
 
 def test_replication_defaults_to_r1_without_placement() -> None:
@@ -114,7 +115,7 @@ def info(
 ) -> api.StreamInfo:
     """A stream info answer: peers as (current, seconds since the leader heard from it)."""
     resp: dict[str, Any] = {
-        "config": {"name": "USERSTATS", "num_replicas": replicas},
+        "config": {"name": DEFAULT_STREAM, "num_replicas": replicas},
         "state": {"messages": 10, "bytes": 1, "first_seq": 1, "last_seq": 10, "consumer_count": 0},
     }
     if clustered:
@@ -163,7 +164,7 @@ def test_what_a_stream_info_answer_says(
 ) -> None:
     if callable(answer):  # made now: its leader_since is relative to the time of the test
         answer = answer()
-    state = jshealth.assess("stream", "USERSTATS", answer, time.time())
+    state = jshealth.assess("stream", DEFAULT_STREAM, answer, time.time())
     assert (state.ok, state.problem, state.current) == (ok, problem, current)
     assert state.last_seq == 10
 
