@@ -254,6 +254,9 @@ class ProjectorLoop:
             if username and forget.user_hash(username) in forgotten:
                 appended.append(pm_seq)  # forgotten since it was held: never counted, just deleted
                 continue
+            if pm_seq in self._erased:  # appended already, its delete failed: only delete it
+                appended.append(pm_seq)
+                continue
             event = ev.PmRedacted(ev.from_us(time_us), pm_seq, username, subject, error)
             try:
                 await self._journal.append(event, msg_id=f"userstats-pm-{pm_seq}")
