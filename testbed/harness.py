@@ -24,7 +24,7 @@ import httpx
 import nats
 from nats.aio.client import Client
 from userstats.shared import events as ev
-from userstats.shared.projection import is_captured
+from userstats.shared.projection import RAW_PM_SUBJECTS, is_captured
 from userstats.shared.subjects import DEFAULT_STREAM, event_subject
 
 NATS_BIN = str(Path(sys.executable).parent / "nats-server")
@@ -341,7 +341,7 @@ async def wait_for(
 
 async def raw_pms(nc: Client) -> int:
     """Raw private messages still in the stream (ingest erases each once it is counted)."""
-    info = await nc.jetstream().stream_info("USERSTATS", subjects_filter="kryten.events.cytube.*.pm")
+    info = await nc.jetstream().stream_info(DEFAULT_STREAM, subjects_filter=RAW_PM_SUBJECTS)
     return sum((info.state.subjects or {}).values())
 
 
@@ -352,9 +352,11 @@ async def caught_up(nc: Client, svc: Service, pm_wait: float = 15.0) -> int:
     before it announces the batch's checkpoint), so this also waits (at most `pm_wait`
     seconds, ingest may not be running) until no raw PM is left, then for the events after."""
     last, seq = await stream_last_seq(nc), -1
+    seen: list[Any] = []
 
     def at(target: int) -> int:
         code, body = svc.health()
+        seen[:] = [code, body]
         seq = body.get("checkpoint_seq", body.get("as_of_seq")) or 0
         return int(seq) if code == 200 and seq >= target else 0
 
@@ -362,9 +364,15 @@ async def caught_up(nc: Client, svc: Service, pm_wait: float = 15.0) -> int:
         return await raw_pms(nc) == 0
 
     while seq < last:
-        seq = int(
-            await wait_for(functools.partial(at, last), timeout=60, what=f"{svc.module} to reach seq {last}")
-        )
+        try:
+            seq = int(
+                await wait_for(
+                    functools.partial(at, last), timeout=60, what=f"{svc.module} to reach seq {last}"
+                )
+            )
+        except AssertionError as exc:  # say where it stood, and what it logged
+            tail = svc.log.read_text(errors="replace")[-4000:] if svc.log.exists() else "(no log)"
+            raise AssertionError(f"{exc}; last /health {seen}; log tail:\n{tail}") from None
         with contextlib.suppress(AssertionError):
             await wait_for(no_raw_pm, timeout=pm_wait, interval=0.02, what="no raw PM left")
         last = await stream_last_seq(nc)
