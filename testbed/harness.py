@@ -286,7 +286,9 @@ async def publish_all(
     come drops some (seen with a million at full speed on 2 busy cores). So this keeps at
     most 50k unstored messages in flight, which a real bridge (channel event rates) never nears.
     """
-    before = int((await nc.jetstream().stream_info(DEFAULT_STREAM)).state.messages)
+    # counted in stream seqs, not messages: ingest deletes raw PMs meanwhile (some without a
+    # new journal event, e.g. after a kill -9 between its append and the delete)
+    before = await stream_last_seq(nc)
     n = 0  # the ones the stream captures (mediaUpdate, usercount and the like it does not)
     for sent, (subject, data) in enumerate(events, 1):
         await nc.publish(subject, data)
@@ -294,14 +296,24 @@ async def publish_all(
         if sent % flush_every == 0:
             await nc.flush()
             if wait and n > 50_000:
-                await stored(nc, before + n - 50_000)
+                await stored_to(nc, before + n - 50_000)
     await nc.flush()
-    return await stored(nc, before + n) if wait else 0
+    return await stored_to(nc, before + n) if wait else 0
 
 
 async def stream_last_seq(nc: Client, stream: str = DEFAULT_STREAM) -> int:
     info = await nc.jetstream().stream_info(stream)
     return int(info.state.last_seq)
+
+
+async def stored_to(nc: Client, seq: int, stream: str = DEFAULT_STREAM) -> int:
+    """Wait until the stream's last seq reaches `seq` (core publishes are stored asynchronously)."""
+
+    async def last() -> int:
+        at = await stream_last_seq(nc, stream)
+        return at if at >= seq else 0
+
+    return int(await wait_for(last, timeout=120, interval=0.005, what=f"the stream at seq {seq}"))
 
 
 async def stored(nc: Client, at_least: int, stream: str = DEFAULT_STREAM) -> int:
