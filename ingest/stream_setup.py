@@ -7,7 +7,7 @@ import logging
 
 from nats.js import JetStreamContext, api
 from nats.js.errors import APIError, NotFoundError
-from userstats.shared import replication
+from userstats.shared import replication, subjects
 from userstats.shared.projection import CAPTURED_SUBJECTS
 from userstats.shared.replication import ReplicationError
 from userstats.shared.settings import UserstatsSettings
@@ -15,12 +15,17 @@ from userstats.shared.settings import UserstatsSettings
 log = logging.getLogger(__name__)
 
 
+def captured(s: UserstatsSettings) -> list[str]:
+    """The stream's subjects: what the projection uses, or every bridge event (setting)."""
+    return list(CAPTURED_SUBJECTS if s.stream_capture == "projected" else subjects.STREAM_SUBJECTS)
+
+
 def stream_config(s: UserstatsSettings) -> api.StreamConfig:
     rep = replication.for_store(s, "stream")
     return api.StreamConfig(
         name=s.stream,
         description="userstats: the kryten bridge events it projects, and userstats journal events",
-        subjects=CAPTURED_SUBJECTS,
+        subjects=captured(s),
         retention=api.RetentionPolicy.LIMITS,
         storage=api.StorageType.FILE,
         discard=api.DiscardPolicy.OLD,
@@ -48,13 +53,11 @@ async def ensure_stream(js: JetStreamContext, s: UserstatsSettings) -> api.Strea
             info = await js.add_stream(want)
         except APIError as exc:
             raise ReplicationError(replication.explain(exc, what, "stream", rep)) from exc
-        log.info(
-            "stream %s created (%s), capturing %s", s.stream, rep.describe(), ", ".join(CAPTURED_SUBJECTS)
-        )
+        log.info("stream %s created (%s), capturing %s", s.stream, rep.describe(), ", ".join(captured(s)))
         return info
     have = info.config
     drift = (
-        sorted(have.subjects or []) != sorted(CAPTURED_SUBJECTS)
+        sorted(have.subjects or []) != sorted(captured(s))
         or have.max_msgs != want.max_msgs
         or have.max_bytes != want.max_bytes
         or float(have.max_age or 0) != float(want.max_age or 0)
@@ -72,13 +75,13 @@ async def ensure_stream(js: JetStreamContext, s: UserstatsSettings) -> api.Strea
         raise ReplicationError(
             replication.explain(exc, what, "stream", rep, int(have.num_replicas or 1))
         ) from exc
-    if sorted(have.subjects or []) != sorted(CAPTURED_SUBJECTS):
+    if sorted(have.subjects or []) != sorted(captured(s)):
         # Stored messages of subjects no longer captured stay until the limits remove them
         # (README, "What is kept"); the projection skips them on replay as before.
         log.info(
             "stream %s now captures %s (was %s)",
             s.stream,
-            ", ".join(CAPTURED_SUBJECTS),
+            ", ".join(captured(s)),
             ", ".join(have.subjects or []),
         )
     log.info(
