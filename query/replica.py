@@ -46,7 +46,6 @@ from userstats.shared.stream import Item, StreamReader
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-STREAM_SUBJECTS = [subjects.EVENTS_WILDCARD, subjects.JOURNAL_WILDCARD]
 # Projected events are written at the latest this long after arriving, or once this many are
 # pending, or for a min_seq read not yet written (shared/batch.REPLICA). Reads of the read model
 # see them at once; a write costs DuckDB about 25-35 ms of CPU whatever its size (six or so
@@ -337,7 +336,9 @@ class Replica:
         reader: StreamReader | None = None
         try:
             if projector is not None and self.loaded and self.following and seq < self.applied_seq:
-                reader = StreamReader(self._js, self._stream, STREAM_SUBJECTS, seq + 1, max_buffer=20_000)
+                reader = StreamReader(
+                    self._js, self._stream, subjects.STREAM_SUBJECTS, seq + 1, max_buffer=20_000
+                )
                 await reader.start()
                 log.info("bringing the new tables from seq %d up to seq %d first", seq, self.applied_seq)
                 assert model is not None
@@ -422,7 +423,7 @@ class Replica:
     async def _start_following(self, reader: StreamReader | None = None) -> None:
         if reader is None:
             reader = StreamReader(
-                self._js, self._stream, STREAM_SUBJECTS, self.applied_seq + 1, max_buffer=20_000
+                self._js, self._stream, subjects.STREAM_SUBJECTS, self.applied_seq + 1, max_buffer=20_000
             )
             await reader.start()
         self._reader = reader
