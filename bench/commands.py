@@ -23,6 +23,7 @@ from typing import Any
 
 from userstats.shared.commands import COMMANDS
 
+from bench import query_rate
 from bench.common import report
 from bench.query_rate import echo_ceiling, filled_stack, load
 from bench.sampling import CACHED_USERS, DRAWS, User, corpus_channels, corpus_users, draws
@@ -160,17 +161,7 @@ def against_user_stats(rows: list[dict[str, Any]]) -> None:
 
 
 COLUMNS = [
-    "command",
-    "draw",
-    "over",
-    "replicas",
-    "concurrency",
-    "requests_per_s",
-    "of_ceiling",
-    "p50_ms",
-    "p99_ms",
-    "cache_hits",
-    "asked",
+    *query_rate.COLUMNS,
     "of_user_stats",
     "p99_vs_user_stats",
     "within_2x",

@@ -56,6 +56,14 @@ class Rules:
         forgotten = self.state.forgotten
         return bool(forgotten) and forget.user_hash(name) in forgotten
 
+    def _counted_user(self, seq: int, name: str) -> bool:
+        """Whether an event of `name` counts: False for a missing name (counted as such) and
+        for a forgotten user (see _ignored)."""
+        if not name:
+            self._count("events_without_username")
+            return False
+        return not self._ignored(seq, name)
+
     def _ignored(self, seq: int, name: str) -> bool:
         """True for an event of a forgotten user: not counted, and (in ingest) deleted."""
         if not self._forgot(name):

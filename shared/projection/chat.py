@@ -17,10 +17,7 @@ from userstats.shared.state import RECENT_CHAT_PER_CHANNEL, SERVER_USER, RecentC
 class ChatRules(SessionRules, EmoteRules, MediaRules):
     def _chat(self, seq: int, key: ChannelKey, p: ev.ChatPayload, t: int) -> None:
         name = p.sender()
-        if not name:
-            self._count("events_without_username")
-            return
-        if self._ignored(seq, name):
+        if not self._counted_user(seq, name):
             return
         st = self.state
         if p.is_shadow() and not st.settings.count_shadow_muted:
@@ -98,10 +95,7 @@ class ChatRules(SessionRules, EmoteRules, MediaRules):
 
     def _pm(self, seq: int, key: ChannelKey, p: ev.ChatPayload, t: int) -> None:
         name = p.sender()
-        if not name:
-            self._count("events_without_username")
-            return
-        if self._ignored(seq, name):
+        if not self._counted_user(seq, name):
             return
         self._see_user(seq, name, t)
         self.delta.counters.count(PMS, name, "", "", "", 0)

@@ -98,10 +98,7 @@ class SessionRules(Rules):
 
     def _add_user(self, seq: int, key: ChannelKey, p: ev.UserPayload, t: int) -> None:
         name = p.user()
-        if not name:
-            self._count("events_without_username")
-            return
-        if self._ignored(seq, name):
+        if not self._counted_user(seq, name):
             return
         self._see_user(seq, name, t)
         self._open_session(key, name, t, p.meta_afk())
