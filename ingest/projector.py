@@ -163,7 +163,10 @@ class ProjectorLoop:
         finally:
             await reader.stop()
             if pending is not None and not pending.done():
-                pending.cancel()
+                # Not cancelled: its write goes on in a worker thread on the connection
+                # either way, and a reload must not reach the connection before it ends.
+                with contextlib.suppress(duckdb.Error, OSError):
+                    await asyncio.shield(pending)
 
     async def _stalled(self) -> bool:
         """Whether the stream holds a message after the projected seq that the reader has

@@ -47,6 +47,16 @@ def write_snapshot(con: duckdb.DuckDBPyConnection, dest: Path) -> tuple[int, int
     return int(row[0]), int(row[1]), str(row[2])
 
 
+def _checkpoint(con: duckdb.DuckDBPyConnection) -> apply.Checkpoint:
+    """The checkpoint, read on a cursor of its own: the projector may be on `con` itself
+    in another thread (a second call there fails with "connection is busy")."""
+    cur = con.cursor()
+    try:
+        return apply.read_checkpoint(cur)
+    finally:
+        cur.close()
+
+
 def _forgotten_count(con: duckdb.DuckDBPyConnection) -> int:
     cur = con.cursor()
     try:
@@ -146,7 +156,7 @@ class Snapshotter:
             elif problem is not None and pointer is not None:
                 # Other tables than the pointer's is the normal case after a rebuild (swapped in,
                 # or for a new projection version) or with a new database; a bad object is not.
-                cp = await asyncio.to_thread(apply.read_checkpoint, self._con)
+                cp = await asyncio.to_thread(_checkpoint, self._con)
                 other = pointer.generation != cp.generation
                 log.log(logging.INFO if other else logging.WARNING, "%s: publishing a new snapshot", problem)
         except Exception as exc:  # cannot tell: publishing once more does no harm
@@ -176,7 +186,7 @@ class Snapshotter:
         """Why the pointer does not name a good snapshot of these tables, or None."""
         if pointer is None:
             return "no snapshot pointer"
-        cp = await asyncio.to_thread(apply.read_checkpoint, self._con)
+        cp = await asyncio.to_thread(_checkpoint, self._con)
         if pointer.generation != cp.generation or pointer.projection_version != schema.PROJECTION_VERSION:
             return (
                 f"the snapshot pointer names {pointer.object} of generation {pointer.generation[:8]} "
