@@ -338,10 +338,11 @@ async def _read(
             seq, ts_ns, pending = _ack_seq_time(reply)
             if seq < expected:
                 continue
-            if seq > end:
+            if seq > end:  # `end` itself may be a deleted message: everything up to it is read
+                expected = end + 1
                 done = True
                 break
-            if seq > expected:  # deleted (user.forget) or aged out: a normal gap
+            if seq > expected:  # deleted (user.forget, erased raw PMs) or aged out: a normal gap
                 log.debug(
                     "messages %d..%d are no longer in the stream; continuing at %d", expected, seq - 1, seq
                 )
@@ -353,7 +354,8 @@ async def _read(
             data.append(payload)
             times.append(ts_ns // 1000)
             expected = seq + 1
-            if seq == end or pending == 0:
+            if seq == end or pending == 0:  # nothing more up to `end`: the rest was deleted
+                expected = end + 1
                 done = True
             elif len(seqs) >= batch:
                 await deliver((seqs, subs, data, times))

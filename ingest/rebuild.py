@@ -33,8 +33,9 @@ from nats.js.errors import NotFoundError
 from userstats.ingest import rawstream
 from userstats.ingest.progress import Progress
 from userstats.shared import apply, schema, snapshots, subjects
+from userstats.shared import events as ev
 from userstats.shared.batch import REBUILD, BatchResult, BatchRunner
-from userstats.shared.projection import Projector
+from userstats.shared.projection import PM_EVENT, Projector
 from userstats.shared.settings import NatsSettings
 from userstats.shared.stream import StreamReader
 from userstats.shared.subjects import STREAM_SUBJECTS
@@ -150,7 +151,7 @@ async def build_shadow(
         leftover.unlink(missing_ok=True)  # a previous attempt that died
     started = time.monotonic()
     base = None
-    if first > 1:
+    if first > 1 and not await _head_was_erased(js, stream, first):  # not only erased raw PMs
         base = await find_base(js, first, target, dest.parent)
         if base is None:
             raise RebuildError(
@@ -220,6 +221,29 @@ async def _build(
         raise RebuildError(f"the rebuild worker stopped at seq {seq}, expected {target}")
     events = target - start + 1
     return RebuildResult(dest, target, events, time.monotonic() - started, dead, generation, reader, base)
+
+
+async def _head_was_erased(js: JetStreamContext, stream: str, first: int) -> bool:
+    """Whether messages 1..first-1 are all raw PMs that ingest erased (each "pm" journal event
+    names the raw seq it replaces; they come after their raw ones, in seq order), rather than
+    messages the stream's limits removed."""
+    want, at = 1, first
+    while want < first:
+        try:
+            msg = await js.get_msg(stream, seq=at, subject=subjects.journal_subject(PM_EVENT), next=True)
+        except NotFoundError:
+            return False
+        at = int(msg.seq or 0) + 1
+        try:
+            event = ev.JOURNAL_DECODER.decode(msg.data or b"")
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            continue
+        if not isinstance(event, ev.PmRedacted) or event.seq < want:
+            continue
+        if event.seq > want:
+            return False
+        want += 1
+    return True
 
 
 class _WorkerGone(Exception):
@@ -320,12 +344,15 @@ async def _feed_nats_py(
             if not await reader.wait(timeout=30):
                 raise RebuildError(f"the stream stopped delivering at seq {seq} (target {target})")
             items = reader.take(10_000)
-            if items and items[-1].seq > target:
+            past = bool(items) and items[-1].seq > target  # the target itself may be a deleted message
+            if past:
                 items = [it for it in items if it.seq <= target]
             if items:
                 seq = items[-1].seq
                 seqs, subjects, data, times = (list(col) for col in zip(*items, strict=True))
                 await deliver((seqs, subjects, data, times))
+            if past or (reader.pending == 0 and not reader.buffered()):  # the rest was deleted
+                seq = target
     finally:
         await reader.stop()
     return seq

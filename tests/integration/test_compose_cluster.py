@@ -32,7 +32,7 @@ from testbed.harness import request, wait_for
 from tests.dockerstack import Compose, docker, free_port
 from tests.integration import test_compose
 from tests.integration.clustertools import FIGURES, STORES, Askers, Bridge, all_current, connect_to, leader
-from tests.integration.streamtools import Oracle, read_stream
+from tests.integration.streamtools import Oracle, read_stream, redacted_pms
 from tests.integration.test_cluster import ELECTION_BOUND_S
 from tests.integration.test_compose import (
     Images,
@@ -253,7 +253,9 @@ async def kill_under_load(
         leader=stream_leader,
         on=on,
         sent=len(bridge.sent),
-        lost=sorted(t - killed for t in bridge.lost(set(stored))),
+        lost=sorted(
+            t - killed for t in bridge.lost(set(stored), redacted_pms((i.subject, i.data) for i in items))
+        ),
         twice=sum(1 for _, d in bridge.sent if stored[d] > 1),
         requests=len(askers.results),
         failures=[t - killed for t in askers.failures()],
