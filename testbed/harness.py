@@ -357,6 +357,19 @@ async def raw_pms(nc: Client) -> int:
     return sum((info.state.subjects or {}).values())
 
 
+async def settled(nc: Client, timeout: float = 60.0) -> int:
+    """The stream's last seq once no raw PM is left in it. Ingest appends each raw PM's "pm"
+    journal event before it deletes the raw one, so from then on the seq only grows with new
+    events (and ingest's ticks): it is what publish_all's seq becomes once ingest has counted
+    the PMs, and what a caught-up service reaches. Needs a running ingest."""
+
+    async def no_raw_pm() -> bool:
+        return await raw_pms(nc) == 0
+
+    await wait_for(no_raw_pm, timeout=timeout, interval=0.02, what="ingest to erase every raw PM")
+    return await stream_last_seq(nc)
+
+
 async def caught_up(nc: Client, svc: Service, pm_wait: float = 15.0) -> int:
     """Wait until the service (ingest or replica) reflects the stream's last sequence.
 

@@ -34,7 +34,7 @@ from userstats.shared.settings import NatsSettings
 from userstats.shared.subjects import DEFAULT_STREAM, STREAM_SUBJECTS
 from userstats.sim.generator import Simulator
 
-from testbed.harness import NatsCluster, Service, Stack, publish_all, request, wait_for
+from testbed.harness import NatsCluster, Service, Stack, publish_all, request, settled, wait_for
 from tests.integration.clustertools import (
     FIGURES,
     STORES,
@@ -426,7 +426,8 @@ async def test_losing_two_nodes_stops_ingest_saying_why_and_loses_nothing_stored
     nc = await connect_to(order_from(cluster, cluster.nodes[0]), "test")
     try:
         first = list(Simulator(seed=231).events(5_000))
-        last = await publish_all(nc, first)
+        await publish_all(nc, first)
+        last = await settled(nc)  # past the PM journal events ingest appended
         replica.wait_healthy(timeout=60)
         for svc in (ingest, replica):
             await caught_up_to(svc, last)
@@ -460,7 +461,8 @@ async def test_losing_two_nodes_stops_ingest_saying_why_and_loses_nothing_stored
             await wait_for(lambda svc=svc: svc.health()[0] == 200, timeout=60, what=f"{svc.module} healthy")
         recovered = time.monotonic() - back_at
         second = list(Simulator(seed=232, start_us=1_765_000_000_000_000).events(2_000))
-        last = await publish_all(nc, second)
+        await publish_all(nc, second)
+        last = await settled(nc)
         for svc in (ingest, replica):
             await caught_up_to(svc, last)
         after = await read_stream(nc)

@@ -33,7 +33,7 @@ import pytest
 from nats.aio.client import Client
 from userstats.sim.generator import Simulator
 
-from testbed.harness import publish_all, request, stream_last_seq, wait_for
+from testbed.harness import publish_all, request, settled, stream_last_seq, wait_for
 from tests.dockerstack import (
     ROOT,
     Compose,
@@ -213,7 +213,9 @@ def ingest_health(port: int) -> tuple[int, dict[str, Any]]:
 
 
 async def ingest_caught_up(nc: Client, port: int, timeout: float = 120) -> int:
-    last = await stream_last_seq(nc)
+    """Ingest's checkpoint once it has reached the stream's last seq, counting the PM journal
+    events it appends for the raw PMs it still has to erase."""
+    last = await settled(nc, timeout)
 
     def at() -> int:
         try:
@@ -365,7 +367,8 @@ async def test_compose_stack_scales_survives_kills_restarts_and_down_up(
         nc = await nats.connect(f"nats://127.0.0.1:{v['NATS_PORT']}", name="userstats-compose-test")
         sim = Simulator(seed=21)
         events = list(sim.events(20_000))
-        last = await publish_all(nc, events)
+        await publish_all(nc, events)
+        last = await ingest_caught_up(nc, ingest_port)  # with the PM journal events
         oracle = Oracle(events)
 
         # Every replica counts exactly; requests are shared by all three, one answer each.
@@ -398,7 +401,7 @@ async def test_compose_stack_scales_survives_kills_restarts_and_down_up(
         assert reported < loaded, "ingest finished the load before it was killed: the kill proved nothing"
         state = json.loads(docker("inspect", "--format", "{{json .State}}", f"{c.project}-ingest-1").stdout)
         assert state["Status"] == "exited" and state["ExitCode"] == 137, state
-        last = await publish_all(nc, tail)
+        await publish_all(nc, tail)
         c("start", "ingest")
         resumed = await wait_for(
             lambda: (
@@ -408,7 +411,7 @@ async def test_compose_stack_scales_survives_kills_restarts_and_down_up(
             what="ingest to answer again",
         )
         assert resumed >= reported, "a checkpoint ingest had reported was lost in the kill"
-        await ingest_caught_up(nc, ingest_port)
+        last = await ingest_caught_up(nc, ingest_port)
         oracle = Oracle(events + load + tail)
         texts = replica_texts(c, last)
         for i, text in enumerate(texts, 1):

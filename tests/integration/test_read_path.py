@@ -56,8 +56,8 @@ async def test_reads_answer_while_a_large_write_is_under_way(stack: Stack) -> No
 
     blocker: asyncio.Future[None] | None = None
     try:
-        last = await publish_all(nc, Simulator(seed=3, step_us=50_000).events(5_000))
-        await caught_up(nc, ingest)
+        await publish_all(nc, Simulator(seed=3, step_us=50_000).events(5_000))
+        last = await caught_up(nc, ingest)  # past the PM journal events ingest appended
         await wait_for(lambda: replica.following and replica.applied_seq >= last, timeout=60, what="follow")
         await replica.flush_to(last)
         seq, before = await replica.read(message_total)
