@@ -8,9 +8,9 @@ A watchdog restarts the stream reader when it has delivered nothing for a while 
 the stream holds messages beyond the checkpoint (an ordered consumer that did not come back
 after the cluster lost and regained its quorum).
 
-Private messages: the raw PMs a batch committed are erased (their "pm" journal events
-appended, the raw messages deleted) right after its commit and before the checkpoint is
-announced, by the loop's PmErasure (ingest/pm_erasure.py).
+Private messages: the raw PMs a batch committed get their "pm" journal events right after
+its commit and before the checkpoint is announced; a task of the loop's PmErasure
+(ingest/pm_erasure.py) then deletes the raw messages.
 """
 
 from __future__ import annotations
@@ -118,6 +118,16 @@ class ProjectorLoop:
         """Project until stopped. A failed write (disk full, I/O error) rolls back, so the
         tables stay at the last checkpoint: report it, wait, reload the State from the
         tables and read the stream again from there, as often as it takes."""
+        deleter = asyncio.create_task(self.pms.run(stop))  # the raw PMs' deletes
+        try:
+            await self._run(stop)
+        finally:
+            if not stop.is_set():
+                deleter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await deleter
+
+    async def _run(self, stop: asyncio.Event) -> None:
         backoff = 1.0
         while not stop.is_set():
             try:

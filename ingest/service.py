@@ -72,6 +72,7 @@ class IngestService:
             "checkpoint_seq": checkpoint,
             "stream_last_seq": last,
             "lag_events": lag,
+            "raw_pms_to_delete": loop.pms.pending if loop else None,
             "projection_version": schema.PROJECTION_VERSION,
             "uptime_seconds": round(time.monotonic() - self.started, 2),
             "nats_server": natsconn.server_of(self.nc),

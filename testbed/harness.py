@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -357,17 +357,26 @@ async def raw_pms(nc: Client) -> int:
     return sum((info.state.subjects or {}).values())
 
 
-async def settled(nc: Client, timeout: float = 60.0) -> int:
-    """The stream's last seq once no raw PM is left in it. Ingest appends each raw PM's "pm"
-    journal event before it deletes the raw one, so from then on the seq only grows with new
-    events (and ingest's ticks): it is what publish_all's seq becomes once ingest has counted
-    the PMs, and what a caught-up service reaches. Needs a running ingest."""
+async def settled(nc: Client, ingest: Service | Callable[[], int], timeout: float = 60.0) -> int:
+    """The stream's last seq once ingest's checkpoint has reached it. Ingest appends the "pm"
+    journal events of a batch's raw PMs before it announces the batch's checkpoint, so from
+    then on every one of them is stored and projected, and the seq only grows with new events
+    (and ingest's ticks): it is what publish_all's seq becomes once ingest has counted the PMs.
+    `ingest`: the service, or a function giving its checkpoint (an in-process loop)."""
 
-    async def no_raw_pm() -> bool:
-        return await raw_pms(nc) == 0
+    def checkpoint() -> int:
+        if not isinstance(ingest, Service):
+            return ingest()
+        code, body = ingest.health()
+        return int(body.get("checkpoint_seq") or 0) if code == 200 else -1
 
-    await wait_for(no_raw_pm, timeout=timeout, interval=0.02, what="ingest to erase every raw PM")
-    return await stream_last_seq(nc)
+    async def reached() -> int:
+        last = await stream_last_seq(nc)
+        return last if checkpoint() >= last else 0
+
+    return int(
+        await wait_for(reached, timeout=timeout, interval=0.05, what="ingest to reach the stream's end")
+    )
 
 
 async def caught_up(nc: Client, svc: Service, pm_wait: float = 15.0) -> int:

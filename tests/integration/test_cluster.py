@@ -427,7 +427,7 @@ async def test_losing_two_nodes_stops_ingest_saying_why_and_loses_nothing_stored
     try:
         first = list(Simulator(seed=231).events(5_000))
         await publish_all(nc, first)
-        last = await settled(nc)  # past the PM journal events ingest appended
+        last = await settled(nc, ingest)  # past the PM journal events ingest appended
         replica.wait_healthy(timeout=60)
         for svc in (ingest, replica):
             await caught_up_to(svc, last)
@@ -462,7 +462,7 @@ async def test_losing_two_nodes_stops_ingest_saying_why_and_loses_nothing_stored
         recovered = time.monotonic() - back_at
         second = list(Simulator(seed=232, start_us=1_765_000_000_000_000).events(2_000))
         await publish_all(nc, second)
-        last = await settled(nc)
+        last = await settled(nc, ingest)
         for svc in (ingest, replica):
             await caught_up_to(svc, last)
         after = await read_stream(nc)

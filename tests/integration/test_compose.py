@@ -33,7 +33,7 @@ import pytest
 from nats.aio.client import Client
 from userstats.sim.generator import Simulator
 
-from testbed.harness import publish_all, request, settled, stream_last_seq, wait_for
+from testbed.harness import publish_all, request, stream_last_seq, wait_for
 from tests.dockerstack import (
     ROOT,
     Compose,
@@ -213,11 +213,12 @@ def ingest_health(port: int) -> tuple[int, dict[str, Any]]:
 
 
 async def ingest_caught_up(nc: Client, port: int, timeout: float = 120) -> int:
-    """Ingest's checkpoint once it has reached the stream's last seq, counting the PM journal
-    events it appends for the raw PMs it still has to erase."""
-    last = await settled(nc, timeout)
+    """Ingest's checkpoint once it has reached the stream's last seq. Ingest appends the PM
+    journal events of a batch before it announces the batch's checkpoint, so then every one
+    of them is stored and projected."""
 
-    def at() -> int:
+    async def at() -> int:
+        last = await stream_last_seq(nc)
         try:
             code, body = ingest_health(port)
         except (httpx.HTTPError, ValueError):
@@ -225,7 +226,7 @@ async def ingest_caught_up(nc: Client, port: int, timeout: float = 120) -> int:
         seq = body.get("checkpoint_seq") or 0
         return int(seq) if code == 200 and seq >= last else 0
 
-    return int(await wait_for(at, timeout=timeout, interval=0.1, what=f"ingest to reach seq {last}"))
+    return int(await wait_for(at, timeout=timeout, interval=0.1, what="ingest to reach the stream's end"))
 
 
 # Commands whose answers only published events change. (Ingest appends a `tick` to the

@@ -78,7 +78,7 @@ async def run_and_break_the_reader(
         deleted = await _take_the_consumer_away(nc, loop)
         assert deleted, "the reader has a consumer on the stream"
         await publish_all(nc, events[3_000:])
-        second = await settled(nc)  # with the PM journal events the loop appended
+        second = await settled(nc, lambda: loop.applied_seq)  # with the PM journal events
         await wait_for(lambda: loop.applied_seq >= second, timeout=60, what="ingest to resume")
     finally:
         stop.set()
