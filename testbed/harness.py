@@ -357,6 +357,16 @@ async def raw_pms(nc: Client) -> int:
     return sum((info.state.subjects or {}).values())
 
 
+async def pms_deleted(nc: Client, timeout: float = 60.0) -> None:
+    """Wait until no raw PM is left in the stream (ingest deletes each, on a task of its own,
+    once its journal event is stored)."""
+
+    async def none_left() -> bool:
+        return await raw_pms(nc) == 0
+
+    await wait_for(none_left, timeout=timeout, interval=0.05, what="ingest to delete every raw PM")
+
+
 async def settled(nc: Client, ingest: Service | Callable[[], int], timeout: float = 60.0) -> int:
     """The stream's last seq once ingest's checkpoint has reached it. Ingest appends the "pm"
     journal events of a batch's raw PMs before it announces the batch's checkpoint, so from
@@ -371,8 +381,9 @@ async def settled(nc: Client, ingest: Service | Callable[[], int], timeout: floa
         return int(body.get("checkpoint_seq") or 0) if code == 200 else -1
 
     async def reached() -> int:
+        at = checkpoint()  # first: the events appended before it was announced are stored
         last = await stream_last_seq(nc)
-        return last if checkpoint() >= last else 0
+        return last if at >= last else 0
 
     return int(
         await wait_for(reached, timeout=timeout, interval=0.05, what="ingest to reach the stream's end")

@@ -34,7 +34,16 @@ from userstats.shared.settings import NatsSettings
 from userstats.shared.subjects import DEFAULT_STREAM, STREAM_SUBJECTS
 from userstats.sim.generator import Simulator
 
-from testbed.harness import NatsCluster, Service, Stack, publish_all, request, settled, wait_for
+from testbed.harness import (
+    NatsCluster,
+    Service,
+    Stack,
+    pms_deleted,
+    publish_all,
+    request,
+    settled,
+    wait_for,
+)
 from tests.integration.clustertools import (
     FIGURES,
     STORES,
@@ -431,6 +440,7 @@ async def test_losing_two_nodes_stops_ingest_saying_why_and_loses_nothing_stored
         replica.wait_healthy(timeout=60)
         for svc in (ingest, replica):
             await caught_up_to(svc, last)
+        await pms_deleted(nc)  # or the deletes still to come would change the stored messages
         before = await read_stream(nc)
         stats = await request(nc, {"command": "system.stats", "min_seq": last})
 
@@ -532,8 +542,9 @@ async def test_replication_is_applied_to_existing_stores_or_refused_with_a_reaso
         js = nc.jetstream()
         ingest = cstack.ingest(NATS_URL=cluster.url)  # the default: R1
         ingest.wait_healthy(timeout=60)
-        last = await publish_all(nc, Simulator(seed=261).events(3_000))
-        await caught_up_to(ingest, last)
+        await publish_all(nc, Simulator(seed=261).events(3_000))
+        await caught_up_to(ingest, await settled(nc, ingest))
+        await pms_deleted(nc)  # before the stream's messages are compared below
         assert ingest.stop() == 0
         assert [(await js.stream_info(n)).config.num_replicas for n in STORES] == [1, 1, 1]
         before = await read_stream(nc)

@@ -218,13 +218,12 @@ async def ingest_caught_up(nc: Client, port: int, timeout: float = 120) -> int:
     of them is stored and projected."""
 
     async def at() -> int:
-        last = await stream_last_seq(nc)
-        try:
+        try:  # first: the events appended before the checkpoint was announced are stored
             code, body = ingest_health(port)
         except (httpx.HTTPError, ValueError):
             return 0
         seq = body.get("checkpoint_seq") or 0
-        return int(seq) if code == 200 and seq >= last else 0
+        return int(seq) if code == 200 and seq >= await stream_last_seq(nc) else 0
 
     return int(await wait_for(at, timeout=timeout, interval=0.1, what="ingest to reach the stream's end"))
 
