@@ -2,7 +2,7 @@
 
 Bad input of any kind becomes the spec's error envelope; nothing raises out of `handle`.
 The user.* reads (and alias.get) are answered from the replica's read model, on the event
-loop; every other read from the tables, on a reader thread (query/replica.py). Replies are
+loop; every other read from the tables, on a reader thread (query/tables.py). Replies are
 cached in one ReplyCache (query/replycache.py) with what each was computed from.
 """
 
@@ -23,8 +23,9 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from userstats.query import health, reads
 from userstats.query.metrics import QueryMetrics
 from userstats.query.model import ModelUsers, ReadModel
-from userstats.query.replica import Committed, Replica
+from userstats.query.replica import Replica
 from userstats.query.replycache import Entry, ReplyCache
+from userstats.query.tables import Committed
 from userstats.shared import __version__, commands, requests
 from userstats.shared import messages as m
 from userstats.shared import replies as r
