@@ -5,7 +5,7 @@ from __future__ import annotations
 import typing
 
 from userstats.query import reads
-from userstats.query.handlers import READS
+from userstats.query.answers import READS
 from userstats.shared import commands
 
 
