@@ -26,7 +26,7 @@ import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from userstats.query import reads
-from userstats.query.handlers import READS
+from userstats.query.answers import READS
 from userstats.shared import events as ev
 from userstats.shared import requests
 from userstats.shared.stream import Item

@@ -16,7 +16,8 @@ from typing import Any
 import duckdb
 from userstats.query import reads
 from userstats.query.model import ModelUsers
-from userstats.query.replica import Committed, Replica
+from userstats.query.replica import Replica
+from userstats.query.tables import Committed
 from userstats.shared import messages as m
 from userstats.sim.generator import Simulator
 
