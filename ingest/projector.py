@@ -8,14 +8,9 @@ A watchdog restarts the stream reader when it has delivered nothing for a while 
 the stream holds messages beyond the checkpoint (an ordered consumer that did not come back
 after the cluster lost and regained its quorum).
 
-Private messages: a batch's raw PMs land in pm_erase_queue in the batch's own transaction.
-Right after that commit, and before the checkpoint is announced, each one gets its "pm"
-journal event (user and time, no text; that event is what counts it) and the raw message
-is deleted from the stream. A kill -9 anywhere in between leaves the queue rows committed,
-so the loop finishes the job when it starts: the event appended twice counts once, a
-message already gone is fine. What a failed delete and a kill left behind (counted, no
-longer queued), the sweep at start finds; a replay deletes the raw PM of each journal event
-it meets again.
+Private messages: the raw PMs a batch committed are erased (their "pm" journal events
+appended, the raw messages deleted) right after its commit and before the checkpoint is
+announced, by the loop's PmErasure (ingest/pm_erasure.py).
 """
 
 from __future__ import annotations
@@ -29,13 +24,12 @@ from collections.abc import Callable
 
 import duckdb
 from nats.js import JetStreamContext
-from nats.js.errors import APIError, NotFoundError
-from userstats.ingest.journal import Journal
+from nats.js.errors import NotFoundError
 from userstats.ingest.metrics import IngestMetrics
-from userstats.shared import apply, batch, forget
-from userstats.shared import events as ev
+from userstats.ingest.pm_erasure import PmErasure
+from userstats.shared import apply, batch
 from userstats.shared.batch import Batch, BatchResult, BatchRunner
-from userstats.shared.projection import RAW_PM_SUBJECTS, Projector
+from userstats.shared.projection import Projector
 from userstats.shared.seqgate import SequenceGate
 from userstats.shared.stream import StreamReader
 from userstats.shared.subjects import STREAM_SUBJECTS
@@ -43,9 +37,6 @@ from userstats.shared.subjects import STREAM_SUBJECTS
 log = logging.getLogger(__name__)
 
 STALL_SECONDS = 5.0  # nothing delivered this long, with the stream beyond the checkpoint: restart
-# JetStream's "no message found" and "sequence not found" (the raw PM is already gone)
-GONE = (10037, 10043)
-DELETES_AT_ONCE = 32
 
 
 class ProjectorLoop:
@@ -81,13 +72,7 @@ class ProjectorLoop:
         self.runner = BatchRunner(Projector(apply.load_state(con), cp.seq, cp.event_time_us), self._policy)
         self.write_error: str | None = None  # the last failed write, until one succeeds
         self.reader: StreamReader | None = None  # the one reading now
-        self._journal = Journal(js, stream)
-        # raw PMs to erase (seq -> username, event time, subject, error): as in pm_erase_queue
-        self._erase: dict[int, tuple[str, int, str, str]] = _erase_queue(con)
-        self.pms_erased = 0
-        self._swept = False  # raw PMs left behind by a run killed between count and delete
-        self._erased: set[int] = set()  # raw PMs deleted whose journal event is not projected yet
-        self._replayed: set[int] = set()  # raw seqs of journal events projected again: delete
+        self.pms = PmErasure(js, con, stream, metrics)
 
     @property
     def projector(self) -> Projector:
@@ -96,7 +81,7 @@ class ProjectorLoop:
     def _reload(self) -> BatchRunner:
         """A runner at the tables' checkpoint, after a failed write (worker thread)."""
         cp = apply.read_checkpoint(self._con)
-        self._erase.update(_erase_queue(self._con))
+        self.pms.reload(self._con)
         return BatchRunner(Projector(apply.load_state(self._con), cp.seq, cp.event_time_us), self._policy)
 
     @property
@@ -138,9 +123,7 @@ class ProjectorLoop:
             try:
                 if self.write_error is not None:
                     self.runner = await asyncio.to_thread(self._reload)
-                if not self._swept:
-                    self._swept = await self.sweep_raw_pms()
-                await self.erase_pms()  # what a previous run committed but did not finish
+                await self.pms.resume(self.applied_seq, self.projector.state.forgotten)
                 await self._run_once(stop)
                 return
             except (duckdb.Error, OSError) as exc:
@@ -233,94 +216,6 @@ class ProjectorLoop:
 
     async def _commit(self, b: Batch) -> None:
         result = await asyncio.to_thread(self._write, b)
-        held = result.delta.pm_erase
-        for (pm_seq,), (username, time_us, subject, error) in held.upserts.items():
-            self._erase[int(pm_seq)] = (str(username), int(time_us), str(subject), str(error))
-        for (pm_seq,) in held.deletes:  # "pm" journal events this batch projected
-            if pm_seq in self._erased:
-                self._erased.discard(pm_seq)  # the usual case: this run deleted the raw one
-            elif pm_seq not in self._erase:  # a replay (the raw one and its event in one batch)
-                self._replayed.add(int(pm_seq))
-        if self._erase or self._replayed:  # before the checkpoint is announced (see erase_pms)
-            await self.erase_pms()
+        if self.pms.committed(result.delta.pm_erase):  # before the checkpoint is announced
+            await self.pms.erase_pms(self.projector.state.forgotten)
         await self._committed(result)
-
-    async def erase_pms(self) -> None:
-        """For the committed raw PMs, oldest first: append each one's "pm" journal event (one
-        after the other: they must be stored in seq order, see PmRedacted), then delete the raw
-        messages (together), and those of journal events projected again on a replay. What
-        fails stays queued for the next batch (or the next start)."""
-        appended: list[int] = []
-        forgotten = self.projector.state.forgotten  # only grows
-        for pm_seq in sorted(self._erase):
-            username, time_us, subject, error = self._erase[pm_seq]
-            if username and forget.user_hash(username) in forgotten:
-                appended.append(pm_seq)  # forgotten since it was held: never counted, just deleted
-                continue
-            if pm_seq in self._erased:  # appended already, its delete failed: only delete it
-                appended.append(pm_seq)
-                continue
-            event = ev.PmRedacted(ev.from_us(time_us), pm_seq, username, subject, error)
-            try:
-                await self._journal.append(event, msg_id=f"userstats-pm-{pm_seq}")
-            except Exception as exc:  # NATS unavailable: the queue keeps it
-                log.warning("PM at seq %d: journal event not appended yet (%s); retrying later", pm_seq, exc)
-                break
-            appended.append(pm_seq)
-            self._erased.add(pm_seq)
-        replayed = sorted(self._replayed)
-        results: list[BaseException | None] = []
-        for i in range(0, len(appended), DELETES_AT_ONCE):  # a flood of deletes times out
-            chunk = appended[i : i + DELETES_AT_ONCE]
-            results += await asyncio.gather(*(self._delete(s) for s in chunk), return_exceptions=True)
-        for i in range(0, len(replayed), DELETES_AT_ONCE):  # most are gone already: no-ops
-            chunk = replayed[i : i + DELETES_AT_ONCE]
-            done = await asyncio.gather(*(self._delete(s) for s in chunk), return_exceptions=True)
-            self._replayed.difference_update(s for s, r in zip(chunk, done, strict=True) if r is None)
-        for pm_seq, result in zip(appended, results, strict=True):
-            if isinstance(result, BaseException):
-                log.warning("raw PM at seq %d not deleted yet (%s); retrying later", pm_seq, result)
-                continue
-            del self._erase[pm_seq]
-            self.pms_erased += 1
-            self._metrics.pms_erased.inc()
-
-    async def sweep_raw_pms(self) -> bool:
-        """Delete the raw PMs at or below the checkpoint that are not queued: counted already,
-        but their delete failed and the run that would have retried it was killed (the batch
-        with their journal event had removed them from the queue). The stream is asked for
-        each raw PM it still holds, normally none. False if it could not be asked (retried
-        at the next start of the loop)."""
-        at = 1
-        try:
-            while True:
-                try:
-                    msg = await self._js.get_msg(self._stream, seq=at, subject=RAW_PM_SUBJECTS, next=True)
-                except NotFoundError:
-                    return True
-                seq = int(msg.seq or 0)
-                if seq > self.applied_seq:
-                    return True
-                if seq not in self._erase:
-                    log.info("raw PM at seq %d was counted but not deleted; deleting it", seq)
-                    await self._delete(seq)
-                    self.pms_erased += 1
-                    self._metrics.pms_erased.inc()
-                at = seq + 1
-        except Exception as exc:  # NATS unavailable: the next start looks again
-            log.warning("looking for raw PMs left in the stream failed (%s); looking again later", exc)
-            return False
-
-    async def _delete(self, seq: int) -> None:
-        try:
-            await self._js.delete_msg(self._stream, seq)
-        except NotFoundError:
-            pass
-        except APIError as exc:
-            if exc.err_code not in GONE:
-                raise
-
-
-def _erase_queue(con: duckdb.DuckDBPyConnection) -> dict[int, tuple[str, int, str, str]]:
-    rows = con.execute("SELECT seq, username, time_us, subject, error FROM pm_erase_queue").fetchall()
-    return {int(seq): (str(user), int(t), str(subject), str(error)) for seq, user, t, subject, error in rows}

@@ -3,7 +3,7 @@ emotes and votes are counted by emotes.py and media.py.
 
 No chat or PM text is kept: the backlog dedupe keeps a digest of each line, and a raw PM is
 only held (without its text) until ingest's "pm" journal event counts it; ingest then
-deletes the raw message from the stream (ingest/projector.py)."""
+deletes the raw message from the stream (ingest/pm_erasure.py)."""
 
 from __future__ import annotations
 
