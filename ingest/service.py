@@ -24,7 +24,8 @@ from userstats.ingest.journal import Journal
 from userstats.ingest.kvstate import read_channel_state
 from userstats.ingest.metrics import IngestMetrics
 from userstats.ingest.projector import ProjectorLoop
-from userstats.ingest.rebuild import RebuildError, build_shadow
+from userstats.ingest.rebuild import RebuildError
+from userstats.ingest.rebuild_shadow import build_shadow
 from userstats.ingest.snapshotter import Snapshotter
 from userstats.ingest.stream_setup import ensure_stream
 from userstats.ingest.swap import shadow_path

@@ -16,7 +16,8 @@ import duckdb
 import pytest
 from nats.aio.client import Client
 from userstats.ingest.metrics import IngestMetrics
-from userstats.ingest.rebuild import RebuildError, build_shadow
+from userstats.ingest.rebuild import RebuildError
+from userstats.ingest.rebuild_shadow import build_shadow
 from userstats.ingest.snapshotter import Snapshotter
 from userstats.shared import schema, snapshots
 from userstats.shared.projection import is_captured
