@@ -25,6 +25,7 @@ BENCHMARKS = [
     "bench.memory",
     "bench.import_rate",
     "bench.http_rate",
+    "bench.stream_bytes",
 ]
 SMOKE = {
     "bench.ingest_rate": ["--events", "20000", "--e2e", "20000", "--nats", "single"],
