@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 import duckdb
 from nats.js import JetStreamContext
@@ -113,10 +114,10 @@ class PmErasure:
         if self._ready:
             self._wake.set()
 
-    async def run(self, stop: asyncio.Event) -> None:
+    async def run(self, stop: asyncio.Event, behind: Callable[[], bool] = lambda: False) -> None:
         """Delete the raw PMs handed over, DELETES_AT_ONCE at a time and pausing as long as each
         round took, until stopped (then what is left waits for the next start: the queue or
-        the sweep still has it)."""
+        the sweep still has it). While `behind()` (the projection is catching up) it waits."""
         while not stop.is_set():
             if not (self._ready or self._strays):
                 self._wake.clear()
@@ -124,6 +125,10 @@ class PmErasure:
                 _, rest = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
                 for w in rest:
                     w.cancel()
+                continue
+            if behind():  # projection first: a delete holds the stream the reader reads
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 0.2)
                 continue
             started = time.monotonic()
             ok = await self.delete_some()

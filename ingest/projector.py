@@ -36,6 +36,7 @@ from userstats.shared.subjects import STREAM_SUBJECTS
 
 log = logging.getLogger(__name__)
 
+BEHIND_EVENTS = 2_000  # catching up: raw PM deletes wait (they hold the stream on the server)
 STALL_SECONDS = 5.0  # nothing delivered this long, with the stream beyond the checkpoint: restart
 
 
@@ -118,7 +119,7 @@ class ProjectorLoop:
         """Project until stopped. A failed write (disk full, I/O error) rolls back, so the
         tables stay at the last checkpoint: report it, wait, reload the State from the
         tables and read the stream again from there, as often as it takes."""
-        deleter = asyncio.create_task(self.pms.run(stop))  # the raw PMs' deletes
+        deleter = asyncio.create_task(self.pms.run(stop, self._behind))  # the raw PMs' deletes
         try:
             await self._run(stop)
         finally:
@@ -126,6 +127,11 @@ class ProjectorLoop:
                 deleter.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await deleter
+
+    def _behind(self) -> bool:
+        """Catching up: the stream holds more than a batch beyond what was projected."""
+        last = self._stream_last_seq() if self._stream_last_seq is not None else 0
+        return last - self.runner.projector.last_seq > BEHIND_EVENTS
 
     async def _run(self, stop: asyncio.Event) -> None:
         backoff = 1.0
