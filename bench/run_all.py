@@ -25,7 +25,6 @@ BENCHMARKS = [
     "bench.memory",
     "bench.import_rate",
     "bench.http_rate",
-    "bench.stream_bytes",
 ]
 SMOKE = {
     "bench.ingest_rate": ["--events", "20000", "--e2e", "20000", "--nats", "single"],

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
 from datetime import UTC
-from pathlib import Path
 from typing import Any, Literal
 
 import duckdb
@@ -19,35 +16,6 @@ class AdminRequest(msgspec.Struct, frozen=True):
 
 
 ADMIN_DECODER = msgspec.json.Decoder(AdminRequest)
-
-
-async def answer_admin(
-    data: bytes,
-    applied_seq: Callable[[], int],
-    database: Path,
-    cursor: Callable[[], duckdb.DuckDBPyConnection],
-    swap: Callable[[Path], Awaitable[int]],
-) -> bytes:
-    """The reply to one request from `userstats-ingest rebuild` / `dead-letters` on this host:
-    ping (the checkpoint and the database), dead_letters (on a new cursor), or swap (a rebuilt
-    file in for the live database, waiting until it is in)."""
-    try:
-        req = ADMIN_DECODER.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        return msgspec.json.encode({"ok": False, "error": f"bad admin request: {exc}"})
-    if req.command == "ping":
-        return msgspec.json.encode({"ok": True, "seq": applied_seq(), "database": str(database)})
-    if req.command == "dead_letters":
-        rows = await asyncio.to_thread(list_dead_letters, cursor(), req.limit)
-        return msgspec.json.encode({"ok": True, "dead_letters": rows})
-    path = Path(req.path)
-    if not await asyncio.to_thread(path.is_file):
-        return msgspec.json.encode({"ok": False, "error": f"{path} does not exist on the ingest host"})
-    try:
-        seq = await swap(path)
-    except Exception as exc:
-        return msgspec.json.encode({"ok": False, "error": f"swap failed: {exc}"})
-    return msgspec.json.encode({"ok": True, "seq": seq})
 
 
 def list_dead_letters(con: duckdb.DuckDBPyConnection, limit: int) -> dict[str, Any]:

@@ -25,8 +25,7 @@ from userstats.ingest.admin import list_dead_letters
 from userstats.ingest.db import DatabaseError, open_writer
 from userstats.ingest.metrics import IngestMetrics
 from userstats.ingest.progress import Progress
-from userstats.ingest.rebuild import RebuildError
-from userstats.ingest.rebuild_shadow import build_shadow
+from userstats.ingest.rebuild import RebuildError, build_shadow
 from userstats.ingest.snapshotter import Snapshotter
 from userstats.ingest.swap import replace_database, shadow_path
 from userstats.shared import cli, natsconn

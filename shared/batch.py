@@ -47,9 +47,9 @@ INGEST = FlushPolicy(max_events=20_000, max_seconds=0.5, linger_seconds=0.1)
 # pending (or at the end): 1M simulator events write ~22k rows once instead of ~175k rows in
 # twenty 50k-event batches. It also bounds memory.
 REBUILD = FlushPolicy(max_pending_rows=250_000, check_every=10_000)
-# query replica (query/follower.py, query/tables.py): each chunk is taken at once for the
-# read model, and the tables are written lazily, at most 0.5 s after an event arrived or once
-# 20k events are pending (a read that needs a projected seq not yet written writes first).
+# query replica (query/replica.py): each chunk is taken at once for the read model, and the
+# tables are written lazily, at most 0.5 s after an event arrived or once 20k events are
+# pending (a read that needs a projected seq not yet written writes first).
 REPLICA = FlushPolicy(max_events=20_000, linger_seconds=0.5)
 # everything in one transaction at the end (tests, small tools)
 AT_END = FlushPolicy()

@@ -10,7 +10,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 from userstats.shared.subjects import DEFAULT_STREAM
@@ -88,9 +88,6 @@ class UserstatsSettings(_Section, frozen=True):
     stream_max_bytes: int = -1
     stream_max_msgs: int = -1
     stream_max_age_seconds: Annotated[float, msgspec.Meta(ge=0)] = 0
-    # "projected": only the events the projection uses (shared.projection.CAPTURED_SUBJECTS);
-    # "all": kryten.events.cytube.> (a cluster: a leader handover resumes faster, see README)
-    stream_capture: Literal["projected", "all"] = "projected"
     count_shadow_muted: bool = False
     ingest_port: Port = 28283
     http_host: str = "0.0.0.0"
@@ -167,7 +164,6 @@ ENV_OVERRIDES: dict[str, tuple[tuple[str, ...], str]] = {
     "USERSTATS_STREAM_MAX_AGE": (("userstats", "stream_max_age_seconds"), "raw"),
     "USERSTATS_STREAM_MAX_BYTES": (("userstats", "stream_max_bytes"), "raw"),
     "USERSTATS_STREAM_MAX_MSGS": (("userstats", "stream_max_msgs"), "raw"),
-    "USERSTATS_STREAM_CAPTURE": (("userstats", "stream_capture"), "str"),
     "USERSTATS_POINTER_REPLICAS": (("userstats", "pointer_replicas"), "raw"),
     "USERSTATS_SNAPSHOT_REPLICAS": (("userstats", "snapshot_replicas"), "raw"),
     "USERSTATS_PLACEMENT_CLUSTER": (("userstats", "placement_cluster"), "str"),

@@ -2,12 +2,9 @@
 
 An ordered push consumer (no acks; DESIGN explains why not pull fetch) feeds a bounded
 buffer. Our own sequence check catches what the library's ordered consumer cannot: a
-message the client dropped as a slow consumer. The consumer's delivery sequence tells the
-two kinds of jump in the stream sequence apart: a deleted message (a raw PM ingest erased)
-leaves a hole in the stream sequence but none in the delivery sequence, and is skipped;
-a jump in the delivery sequence means the client lost messages, and we resubscribe from
-the next sequence we need. A gap right after (re)subscribing means the stream no longer
-holds those messages, and is reported.
+message the client dropped as a slow consumer. On such a gap we resubscribe from the next
+sequence we need; a gap right after (re)subscribing means the stream no longer holds those
+messages, and is reported.
 """
 
 from __future__ import annotations
@@ -30,15 +27,6 @@ class Item(NamedTuple):
     stream_us: int  # when the stream stored it (part of the log, so deterministic)
 
 
-def parse_delivery(reply: str) -> tuple[str, int, int, int, int]:
-    """(consumer, stream seq, delivery seq, stored time in ns, pending) from a delivery reply."""
-    t = reply.split(".")
-    if len(t) == 9:  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>
-        return t[3], int(t[5]), int(t[6]), int(t[7]), int(t[8])
-    # $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>...
-    return t[5], int(t[7]), int(t[8]), int(t[9]), int(t[10])
-
-
 def parse_ack_reply(reply: str) -> tuple[int, int, int]:
     """(stream seq, stored time in ns, pending) from a JetStream delivery reply subject."""
     if reply.count(".") == 8:  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>
@@ -47,6 +35,12 @@ def parse_ack_reply(reply: str) -> tuple[int, int, int]:
     t = reply.split(".")
     # $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>...
     return int(t[7]), int(t[9]), int(t[10])
+
+
+def _consumer_seq(reply: str) -> int:
+    """The consumer sequence of a delivery (consecutive for an ordered consumer)."""
+    t = reply.split(".")
+    return int(t[6] if len(t) == 9 else t[8])
 
 
 class StreamReader:
@@ -65,10 +59,8 @@ class StreamReader:
         self._subjects = subjects
         self.next_seq = max(1, start_seq)  # the next sequence we need
         self.pending = 0  # messages the server still had after the newest one received
-        self.gaps: list[tuple[int, int]] = []  # ranges the stream no longer had
-        self.holes = 0  # single deleted messages skipped (normal: erased raw PMs)
-        self._consumer = ""  # the consumer of the last message, and its delivery seq
-        self._dseq = 0
+        self.gaps = 0  # messages the stream no longer had (deleted, or aged out)
+        self._dseq = 0  # the consumer sequence of the last delivery (consecutive unless dropped)
         self._buf: deque[Item] = deque()
         self._max_buffer = max_buffer
         self._room = asyncio.Event()
@@ -111,15 +103,16 @@ class StreamReader:
     async def _on_msg(self, msg: Msg) -> None:
         if not msg.reply:
             return
-        consumer, seq, dseq, ts_ns, pending = parse_delivery(msg.reply)
-        if seq < self.next_seq or self._resubscribing:
-            return  # already have it (a library reset replays), or a resubscribe is under way
-        contiguous = consumer == self._consumer and dseq == self._dseq + 1
-        self._consumer, self._dseq = consumer, dseq
+        seq, ts_ns, pending = parse_ack_reply(msg.reply)
+        if self._resubscribing:
+            return  # a resubscribe is under way
+        dseq = _consumer_seq(msg.reply)
+        consecutive = dseq == self._dseq + 1 or dseq == 1  # 1: the library reset its consumer
+        self._dseq = dseq
+        if seq < self.next_seq:
+            return  # already have it (a library reset replays)
         if seq > self.next_seq:
-            if contiguous:  # the consumer skipped nothing: those messages were deleted
-                self.holes += seq - self.next_seq
-            elif not self._fresh:
+            if not self._fresh and not consecutive:
                 log.warning(
                     "stream %s: got seq %d while expecting %d (client dropped messages); "
                     "resubscribing from %d",
@@ -129,19 +122,19 @@ class StreamReader:
                     self.next_seq,
                 )
                 self._resubscribing = True
-                self._consumer = ""
                 asyncio.get_running_loop().create_task(self._resubscribe())
                 return
-            else:
-                log.warning(
-                    "stream %s: messages %d..%d are not in the stream (deleted, or removed by its "
-                    "limits); continuing at %d",
-                    self._stream,
-                    self.next_seq,
-                    seq - 1,
-                    seq,
-                )
-                self.gaps.append((self.next_seq, seq - 1))
+            # deleted (user.forget) or aged out (the stream's limits): the log goes on. Only a
+            # gap where reading starts can be events never read; one in between is a deletion.
+            log.log(
+                logging.WARNING if self._fresh else logging.DEBUG,
+                "stream %s: messages %d..%d are no longer in the stream; continuing at %d",
+                self._stream,
+                self.next_seq,
+                seq - 1,
+                seq,
+            )
+            self.gaps += seq - self.next_seq
         self._fresh = False
         self.next_seq = seq + 1
         self.pending = pending

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,13 +17,11 @@ from typing import Any
 import httpx
 import nats
 from nats.aio.client import Client
-from userstats.shared.projection import is_captured, is_pm_subject
 from userstats.shared.snapshots import POINTER_STREAM, SNAPSHOT_STREAM
 from userstats.shared.subjects import DEFAULT_STREAM
 from userstats.sim.generator import Simulator
 
 from testbed.harness import NatsCluster, NatsServer, Service, wait_for
-from tests.integration.streamtools import pm_key
 
 STORES = (DEFAULT_STREAM, POINTER_STREAM, SNAPSHOT_STREAM)
 FIGURES: list[str] = []  # measurements the cluster tests report (printed in the terminal summary)
@@ -77,18 +74,9 @@ class Bridge:
             self.sent.append((t, data))
             self.subjects[data] = subject
 
-    def lost(self, stored: set[bytes], redacted: Collection[tuple[str, int]]) -> list[float]:
-        """Publish times of the events the stream did not store, of those it captures (the
-        subjects the projection handles; mediaUpdate and the like are never stored). A raw PM
-        that ingest erased after counting it is not lost: `redacted` holds the (sender, event
-        time) of each PM the stream keeps a "pm" journal event for (streamtools.redacted_pms)."""
-        return [
-            t
-            for t, data in self.sent
-            if data not in stored
-            and is_captured(self.subjects[data])
-            and not (is_pm_subject(self.subjects[data]) and pm_key(data) in redacted)
-        ]
+    def lost(self, stored: set[bytes]) -> list[float]:
+        """Publish times of the events the stream did not store."""
+        return [t for t, data in self.sent if data not in stored]
 
 
 async def _bridge_main(servers: list[str], seed: int, rate: float, out: Path) -> None:

@@ -5,8 +5,7 @@ from __future__ import annotations
 import typing
 
 from userstats.query import reads
-from userstats.query.answers import READS
-from userstats.query.api import READ_COMMANDS
+from userstats.query.handlers import READS
 from userstats.shared import commands
 
 
@@ -36,9 +35,3 @@ def test_every_table_read_has_its_read_function_taking_the_declared_parameters()
         assert READS[name] is getattr(reads, name.replace(".", "_"))
         if isinstance(c.reply, type):
             assert hints["return"] is c.reply, name
-
-
-def test_the_http_api_serves_the_read_entries_of_the_table_in_its_order() -> None:
-    table_reads = [c.name for c in commands.COMMANDS if not c.write]
-    assert set(READ_COMMANDS) == set(table_reads) == set(commands.COMMAND_PARAMS) - commands.WRITE_COMMANDS
-    assert list(READ_COMMANDS) == table_reads

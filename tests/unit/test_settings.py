@@ -6,9 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from userstats.ingest.stream_setup import stream_config
-from userstats.shared import settings, subjects
-from userstats.shared.projection import CAPTURED_SUBJECTS
+from userstats.shared import settings
 from userstats.shared.settings import ConfigError
 
 KRYTEN_EXAMPLE = {
@@ -155,12 +153,3 @@ def test_credentials_inside_server_urls_are_masked() -> None:
         "nats://***@h2:4222",
         "nats://h3:4222",
     ]
-
-
-def test_stream_capture_chooses_the_stream_subjects_and_refuses_other_values() -> None:
-    projected = stream_config(settings.load(None, env={}).userstats)
-    assert projected.subjects == CAPTURED_SUBJECTS and subjects.EVENTS_WILDCARD not in CAPTURED_SUBJECTS
-    everything = stream_config(settings.load(None, env={"USERSTATS_STREAM_CAPTURE": "all"}).userstats)
-    assert everything.subjects == subjects.STREAM_SUBJECTS
-    with pytest.raises(ConfigError, match="USERSTATS_STREAM_CAPTURE"):
-        settings.load(None, env={"USERSTATS_STREAM_CAPTURE": "some"})
