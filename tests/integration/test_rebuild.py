@@ -25,7 +25,7 @@ from userstats.shared.settings import NatsSettings
 from userstats.shared.subjects import DEFAULT_STREAM
 from userstats.sim.generator import Simulator
 
-from testbed.harness import Stack, caught_up, connect, metric, publish_all, request, wait_for
+from testbed.harness import Stack, caught_up, connect, metric, pms_deleted, publish_all, request, wait_for
 from tests.integration.streamtools import dump, dump_file, read_stream, rebuild
 
 
@@ -254,6 +254,7 @@ async def test_fast_reader_nats_py_reader_and_bounded_batches_build_the_same_tab
                 await js.publish(subject, data, headers={"Nats-Msg-Id": f"test-{i}", "X-Any": "x"})
         await publish_all(nc, events[15_050:])
         last = await caught_up(nc, ingest)
+        await pms_deleted(nc)  # the shadow builds below must read the same messages
         items = await read_stream(nc)
         expected = dump(rebuild(items))
         settings = NatsSettings(servers=[stack.nats.url])
