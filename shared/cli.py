@@ -8,8 +8,9 @@ import json
 import os
 import sys
 
-from userstats.shared import __version__, settings
-from userstats.shared.settings import LOG_LEVELS, ConfigError, Settings
+from userstats.shared import __version__, settings, settings_load
+from userstats.shared.settings import LOG_LEVELS, Settings
+from userstats.shared.settings_load import ConfigError
 
 
 def log_level(value: str) -> str:
@@ -54,8 +55,8 @@ def emit(text: str) -> None:
 def load_settings(args: argparse.Namespace) -> Settings:
     """Load settings or exit with status 2 and a message naming the bad key."""
     try:
-        path = settings.find_config(args.config, dict(os.environ))
-        s = settings.load(path)
+        path = settings_load.find_config(args.config, dict(os.environ))
+        s = settings_load.load(path)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import msgspec
 from nats.errors import Error as NatsError
-from userstats.shared import cli, logs, natsconn, settings
+from userstats.shared import cli, logs, natsconn, settings_load
 from userstats.shared import events as ev
 from userstats.shared.settings import NatsSettings
 from userstats.sim.generator import Simulator
@@ -35,8 +35,8 @@ def parse_start(value: str) -> int:
 def nats_settings(url: str | None) -> NatsSettings:
     """NATS_URL, NATS_USER, ... as the services read them; --nats-url replaces the servers."""
     try:
-        s = settings.load(None).nats
-    except settings.ConfigError as exc:
+        s = settings_load.load(None).nats
+    except settings_load.ConfigError as exc:
         raise SystemExit(f"userstats-sim: configuration error: {exc}") from None
     return msgspec.structs.replace(s, servers=url.split(",")) if url else s
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typing
 
+from userstats.ingest.commands import DECIDE
 from userstats.query import reads
 from userstats.query.answers import READS
 from userstats.query.api import READ_COMMANDS
@@ -25,6 +26,12 @@ def test_every_command_is_declared_once_with_its_structs() -> None:
     )
     reads = [c.name for c in commands.COMMANDS if not c.write]
     assert {c for c in reads if c.startswith("user.")} == commands.USER_COMMANDS
+
+
+def test_every_write_command_has_its_decision_taking_the_declared_parameters() -> None:
+    assert set(DECIDE) == commands.WRITE_COMMANDS
+    for name in commands.WRITE_COMMANDS:
+        assert typing.get_type_hints(DECIDE[name])["p"] is commands.BY_NAME[name].params, name
 
 
 def test_every_table_read_has_its_read_function_taking_the_declared_parameters() -> None:
