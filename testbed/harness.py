@@ -422,9 +422,13 @@ async def caught_up(nc: Client, svc: Service, pm_wait: float = 15.0) -> int:
             await wait_for(no_raw_pm, timeout=pm_wait, interval=0.02, what="no raw PM left")
         last = await stream_last_seq(nc)
     if svc.module == "query":
-        # A replica writes what it projected within 50 ms, or at once for a min_seq request:
-        # make the next plain reads see everything.
-        await request(nc, {"command": "system.stats", "min_seq": last})
+        # /health's as_of_seq is what the replica projected; its replies reflect what it has
+        # written to its tables, at most a moment later, or at once for a min_seq read. Ask
+        # this replica itself (over its HTTP API: a NATS request goes to any replica of the
+        # queue group), so that its next plain reads see everything.
+        url = f"http://127.0.0.1:{svc.port}/api/v1/system.stats"
+        r = await asyncio.to_thread(httpx.get, url, params={"min_seq": last, "timeout": 30}, timeout=35)
+        assert r.status_code == 200 and r.json()["as_of_seq"] >= last, (r.status_code, r.text[:300])
     return seq
 
 
