@@ -6,8 +6,10 @@ message the client dropped as a slow consumer. The consumer's delivery sequence 
 two kinds of jump in the stream sequence apart: a deleted message (a raw PM ingest erased)
 leaves a hole in the stream sequence but none in the delivery sequence, and is skipped;
 a jump in the delivery sequence means the client lost messages, and we resubscribe from
-the next sequence we need. A gap right after (re)subscribing means the stream no longer
-holds those messages, and is reported.
+the next sequence we need. A jump right after (re)subscribing is told apart by the
+stream's first sequence: below it the stream's limits removed the messages (a gap, reported),
+above it they were deleted one by one (holes, skipped quietly; deletes at the very front move
+the first sequence, so they read as a gap).
 """
 
 from __future__ import annotations
@@ -133,15 +135,22 @@ class StreamReader:
                 asyncio.get_running_loop().create_task(self._resubscribe())
                 return
             else:
-                log.warning(
-                    "stream %s: messages %d..%d are not in the stream (deleted, or removed by its "
-                    "limits); continuing at %d",
-                    self._stream,
-                    self.next_seq,
-                    seq - 1,
-                    seq,
-                )
-                self.gaps.append((self.next_seq, seq - 1))
+                # The first message since subscribing: the jump is either single deletes (raw
+                # PMs ingest erased: holes, normal) or messages the stream's limits removed
+                # (below its first seq: a gap, reported). Only the stream can tell them apart.
+                first = await self._stream_first_seq()
+                removed_to = seq - 1 if first is None else min(seq - 1, first - 1)
+                if removed_to >= self.next_seq:
+                    log.warning(
+                        "stream %s: messages %d..%d are not in the stream (removed by its limits "
+                        "or a purge); continuing at %d",
+                        self._stream,
+                        self.next_seq,
+                        removed_to,
+                        seq,
+                    )
+                    self.gaps.append((self.next_seq, removed_to))
+                self.holes += seq - 1 - max(removed_to, self.next_seq - 1)
         self._fresh = False
         self.next_seq = seq + 1
         self.pending = pending
@@ -150,6 +159,15 @@ class StreamReader:
         if len(self._buf) >= self._max_buffer:
             self._room.clear()
             await self._room.wait()  # backpressure: the library stops flow-control replies
+
+    async def _stream_first_seq(self) -> int | None:
+        """The stream's first stored seq, or None when the server does not say in time."""
+        try:
+            info = await self._js.stream_info(self._stream)
+        except Exception as exc:  # no answer: report the whole jump as a gap
+            log.debug("stream info for the gap check: %s", exc)
+            return None
+        return int(info.state.first_seq)
 
     async def _resubscribe(self) -> None:
         try:
