@@ -254,7 +254,7 @@ async def test_fast_reader_nats_py_reader_and_bounded_batches_build_the_same_tab
                 await js.publish(subject, data, headers={"Nats-Msg-Id": f"test-{i}", "X-Any": "x"})
         await publish_all(nc, events[15_050:])
         last = await caught_up(nc, ingest)
-        await pms_deleted(nc)  # the shadow builds below must read the same messages
+        await pms_deleted(nc, timeout=240)  # the shadow builds must read the same messages (900 PMs)
         items = await read_stream(nc)
         expected = dump(rebuild(items))
         settings = NatsSettings(servers=[stack.nats.url])
