@@ -22,13 +22,12 @@ from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import NotFoundError
 from userstats.ingest.admin import list_dead_letters
-from userstats.ingest.db import DatabaseError, open_writer
+from userstats.ingest.db import DatabaseError, open_writer, replace_database, shadow_path
 from userstats.ingest.metrics import IngestMetrics
 from userstats.ingest.progress import Progress
 from userstats.ingest.rebuild import RebuildError
 from userstats.ingest.rebuild_shadow import build_shadow
 from userstats.ingest.snapshotter import Snapshotter
-from userstats.ingest.swap import replace_database, shadow_path
 from userstats.shared import cli, natsconn
 from userstats.shared.settings import Settings
 from userstats.shared.subjects import INGEST_ADMIN_SUBJECT

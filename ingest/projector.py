@@ -28,9 +28,8 @@ from nats.js.errors import NotFoundError
 from userstats.ingest.metrics import IngestMetrics
 from userstats.ingest.pm_erasure import PmErasure
 from userstats.shared import apply, batch
-from userstats.shared.batch import Batch, BatchResult, BatchRunner
+from userstats.shared.batch import Batch, BatchResult, BatchRunner, SequenceGate
 from userstats.shared.projection import Projector
-from userstats.shared.seqgate import SequenceGate
 from userstats.shared.stream import StreamReader
 from userstats.shared.subjects import STREAM_SUBJECTS
 

@@ -1,7 +1,7 @@
 """Rebuilding the tables from the stream into a shadow DuckDB file.
 
 The live database is never touched here: a crash (even kill -9) leaves only a partial
-shadow file, which the next attempt deletes. Swapping the result in is `swap.py`'s job.
+shadow file, which the next attempt deletes. Swapping the result in is `db.replace_database`'s job.
 
 This process reads the stream (rebuild_feed.py); a worker process projects and writes
 (rebuild_worker.py). A stream that lost its beginning starts from a base (rebuild.py).

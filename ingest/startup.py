@@ -12,12 +12,11 @@ from __future__ import annotations
 import logging
 
 from nats.js import JetStreamContext, api
-from userstats.ingest.db import WriterDatabase
+from userstats.ingest.db import WriterDatabase, shadow_path
 from userstats.ingest.journal import Journal
 from userstats.ingest.kvstate import read_channel_state
 from userstats.ingest.rebuild import RebuildError
 from userstats.ingest.rebuild_shadow import build_shadow
-from userstats.ingest.swap import shadow_path
 from userstats.shared import apply, schema
 from userstats.shared.settings import Settings
 

@@ -21,9 +21,8 @@ from userstats.query.model import ReadModel
 from userstats.query.tables import FLUSH_EVENTS, LINGER_SECONDS, TableStore
 from userstats.shared import batch as batches
 from userstats.shared import subjects
-from userstats.shared.batch import Batch, BatchRunner
+from userstats.shared.batch import Batch, BatchRunner, SequenceGate
 from userstats.shared.projection import Projector
-from userstats.shared.seqgate import SequenceGate
 from userstats.shared.snapshots import SnapshotError
 from userstats.shared.stream import Item, StreamReader
 

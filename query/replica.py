@@ -31,15 +31,14 @@ from typing import Any, TypeVar
 import duckdb
 from nats.js import JetStreamContext
 from userstats.query.follower import Follower, catch_up
+from userstats.query.health import WAITING, Phase, ReplicaStatus
 from userstats.query.model import ReadModel
 from userstats.query.snapshot import fetch, watch_pointer
-from userstats.query.status import WAITING, Phase, ReplicaStatus
 from userstats.query.tables import Tables, TableStore
 from userstats.shared import batch as batches
 from userstats.shared import schema
-from userstats.shared.batch import BatchRunner
+from userstats.shared.batch import BatchRunner, SequenceGate
 from userstats.shared.projection import Projector
-from userstats.shared.seqgate import SequenceGate
 from userstats.shared.snapshots import SnapshotError, SnapshotPointer
 from userstats.shared.stream import StreamReader
 
