@@ -20,9 +20,9 @@ from userstats.shared.settings import Settings
 
 Read = Callable[[reads.Scope, Any], Any]
 
-# Each table read's function, by the naming rule of shared/commands.py (user.stats ->
-# reads.user_stats); a declared read without its function fails here, at import.
-READS: dict[str, Read] = {name: getattr(reads, name.replace(".", "_")) for name in commands.TABLE_READS}
+# Each table read's function, by the naming rule of query/reads (user.stats ->
+# reads.users.user_stats); a declared read without its function fails here, at import.
+READS: dict[str, Read] = {name: reads.read_function(name) for name in commands.TABLE_READS}
 
 
 class Answers:
