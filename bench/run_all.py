@@ -36,6 +36,7 @@ SMOKE = {
     "bench.memory": ["--events", "20000", "--import-users", "2000"],
     "bench.import_rate": ["--users", "2000"],
     "bench.http_rate": ["--events", "20000", "--seconds", "3"],
+    "bench.stream_bytes": ["--hours", "2"],
 }
 
 
