@@ -26,6 +26,7 @@ BENCHMARKS = [
     "bench.import_rate",
     "bench.http_rate",
     "bench.stream_bytes",
+    "bench.pm_deletes",
 ]
 SMOKE = {
     "bench.ingest_rate": ["--events", "20000", "--e2e", "20000", "--nats", "single"],
@@ -37,6 +38,7 @@ SMOKE = {
     "bench.import_rate": ["--users", "2000"],
     "bench.http_rate": ["--events", "20000", "--seconds", "3"],
     "bench.stream_bytes": ["--hours", "2"],
+    "bench.pm_deletes": ["--messages", "5000", "--deletes", "50", "--backlog", "5000"],
 }
 
 
