@@ -51,7 +51,7 @@ async def ready(s: Stack) -> None:
 
 def replication(s: Stack) -> dict[str, str]:
     """Service environment for the stack: R3 stores on a cluster."""
-    cluster = {"USERSTATS_REPLICAS": "3", "USERSTATS_STREAM_CAPTURE": "all"}  # as the README advises
+    cluster = {"USERSTATS_REPLICAS": "3"}
     return cluster if isinstance(s.nats, NatsCluster) else {}
 
 

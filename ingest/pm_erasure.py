@@ -35,10 +35,10 @@ log = logging.getLogger(__name__)
 
 # JetStream's "no message found" and "sequence not found" (the raw PM is already gone)
 GONE = (10037, 10043)
-# The server erases one at a time anyway (each delete overwrites the message and holds the
-# stream ~10-15 ms): with several pending at once, a NATS cluster's leader handover waited on
-# them and the stream stored nothing for about 1 s (test_cluster's stepdown under load, 2 runs
-# in 6 with 4 at once, none in 6 with 1).
+# The server erases one at a time anyway: each delete rewrites the block holding the message
+# and holds the stream meanwhile (15 ms with S2, bench.pm_deletes). With 4 at once under a
+# flood of PMs, test_cluster's stepdown lost about 1 s of events in 2 runs of 6 (see README,
+# "A flood of PMs on a cluster").
 DELETES_AT_ONCE = 1
 
 Held = tuple[str, int, str, str]  # username, event time (us), subject, error: as in pm_erase_queue

@@ -79,7 +79,7 @@ class UserstatsSettings(Section, frozen=True):
     stream_max_msgs: int = -1
     stream_max_age_seconds: Annotated[float, msgspec.Meta(ge=0)] = 0
     # "projected": only the events the projection uses (shared.projection.CAPTURED_SUBJECTS);
-    # "all": kryten.events.cytube.> (a cluster: a leader handover resumes faster, see README)
+    # "all": every bridge event, kryten.events.cytube.> (twice the messages, see README)
     stream_capture: Literal["projected", "all"] = "projected"
     count_shadow_muted: bool = False
     ingest_port: Port = 28283

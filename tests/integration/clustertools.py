@@ -41,6 +41,16 @@ def order_from(cluster: NatsCluster, first: NatsServer) -> list[str]:
     return cluster.urls_from(first).split(",")
 
 
+# PMs per 100 events the bridge stand-in sends: 0.1, one a second at 1,000 events/s. CyTube
+# sends a "pm" frame only to its sender and its recipient (src/channel/chat.js, handlePm), so
+# the bridge's account sees only the PMs to or from itself, and CyTube throttles each user at
+# 10 a second. The simulator's default 3% would be 30 a second to the bot, all test long:
+# each erase rewrites the message's whole block (up to 8 MB) on every server of the stream
+# (nats-server filestore eraseMsg), and with 3 servers on this 2-core machine doing that 30
+# times a second a leader handover took about 1 s instead of tens of ms (the README says so).
+BRIDGE_PM_WEIGHT = 0.1
+
+
 class Bridge:
     """A stand-in for kryten-robot in a process of its own (as the bridge is): core-publishes
     simulator events at a fixed rate and records when each one went out (CLOCK_MONOTONIC,
@@ -72,7 +82,7 @@ class Bridge:
         code = await asyncio.to_thread(self.proc.wait, 30)
         assert code == 0, self.log.read_text()[-2000:]
         times = json.loads(self.out.read_text())
-        events = Simulator(seed=self.seed).events(len(times))
+        events = Simulator(seed=self.seed, pm_weight=BRIDGE_PM_WEIGHT).events(len(times))
         for t, (subject, data) in zip(times, events, strict=True):
             self.sent.append((t, data))
             self.subjects[data] = subject
@@ -95,7 +105,7 @@ async def _bridge_main(servers: list[str], seed: int, rate: float, out: Path) ->
     nc = await connect_to(servers, "bridge-stand-in")
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    events = Simulator(seed=seed).events(10**7)
+    events = Simulator(seed=seed, pm_weight=BRIDGE_PM_WEIGHT).events(10**7)
     times: list[float] = []
     print("publishing", flush=True)
     started = time.monotonic()

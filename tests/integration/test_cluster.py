@@ -91,9 +91,8 @@ def on(cluster: NatsCluster, node: int, **extra: str) -> dict[str, str]:
         "NATS_URL": cluster.urls_from(cluster.nodes[node - 1]),
         "NATS_RANDOMIZE": "false",
         "USERSTATS_REPLICAS": "3",
-        # as the README advises for a cluster; "projected" loses about 1 s of events per
-        # leader handover (USERSTATS_TEST_CLUSTER_CAPTURE=projected shows it)
-        "USERSTATS_STREAM_CAPTURE": os.environ.get("USERSTATS_TEST_CLUSTER_CAPTURE", "all"),
+        # the default, "projected"; USERSTATS_TEST_CLUSTER_CAPTURE=all runs them with every event
+        "USERSTATS_STREAM_CAPTURE": os.environ.get("USERSTATS_TEST_CLUSTER_CAPTURE", "projected"),
         **extra,
     }
 
