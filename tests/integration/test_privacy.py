@@ -25,7 +25,7 @@ from userstats.shared import events as ev
 from userstats.shared.projection import CAPTURED_SUBJECTS, Projector
 from userstats.shared.subjects import event_subject
 
-from testbed.harness import Stack, caught_up, connect, publish_all, raw_pms, request, wait_for
+from testbed.harness import NatsServer, Stack, caught_up, connect, publish_all, raw_pms, request, wait_for
 from tests.integration.streamtools import dump, dump_file, read_stream, rebuild
 from tests.integration.test_rebuild import cli, finish
 from tests.projection_helpers import Log
@@ -42,6 +42,9 @@ class Markers:
         word = f"pmsecret{RUN}x{len(self.words)}"
         self.words.append(word)
         return word
+
+    def found_in_bytes(self, blob: bytes) -> list[str]:
+        return [w for w in self.words if w.encode() in blob]
 
     def found_in(self, blob: Any) -> list[str]:
         text = blob if isinstance(blob, str) else repr(blob)
@@ -127,6 +130,16 @@ async def no_marker_anywhere(nc: Client, stack: Stack, markers: Markers, tmp: Pa
         assert markers.found_in(duckdb_rows(path)) == [], f"PM text in snapshot {path}"
     for chunk in await object_store_chunks(nc):
         assert markers.found_in(chunk) == []
+    # and on the server's disk: an erase overwrites the message in its block file (a delete
+    # with no_erase would leave the bytes, and S2 keeps a unique word as a literal)
+    assert isinstance(stack.nats, NatsServer)
+    on_disk = [
+        (str(f.relative_to(stack.nats.store)), w)
+        for f in stack.nats.store.rglob("*")
+        if f.is_file()
+        for w in markers.found_in_bytes(f.read_bytes())
+    ]
+    assert on_disk == [], f"PM text in the NATS store files: {on_disk[:5]}"
 
 
 async def test_pm_text_is_erased_everywhere_and_each_pm_counts_once(stack: Stack, tmp_path: Path) -> None:
