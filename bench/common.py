@@ -51,7 +51,8 @@ async def ready(s: Stack) -> None:
 
 def replication(s: Stack) -> dict[str, str]:
     """Service environment for the stack: R3 stores on a cluster."""
-    return {"USERSTATS_REPLICAS": "3"} if isinstance(s.nats, NatsCluster) else {}
+    cluster = {"USERSTATS_REPLICAS": "3"}
+    return cluster if isinstance(s.nats, NatsCluster) else {}
 
 
 def topologies(arg: str) -> list[str]:

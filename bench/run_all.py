@@ -25,6 +25,8 @@ BENCHMARKS = [
     "bench.memory",
     "bench.import_rate",
     "bench.http_rate",
+    "bench.stream_bytes",
+    "bench.pm_deletes",
 ]
 SMOKE = {
     "bench.ingest_rate": ["--events", "20000", "--e2e", "20000", "--nats", "single"],
@@ -35,6 +37,8 @@ SMOKE = {
     "bench.memory": ["--events", "20000", "--import-users", "2000"],
     "bench.import_rate": ["--users", "2000"],
     "bench.http_rate": ["--events", "20000", "--seconds", "3"],
+    "bench.stream_bytes": ["--hours", "2"],
+    "bench.pm_deletes": ["--messages", "5000", "--deletes", "50", "--backlog", "5000"],
 }
 
 

@@ -13,7 +13,7 @@ from userstats.ingest.db import DatabaseError
 from userstats.ingest.journal import JournalError
 from userstats.ingest.rebuild import RebuildError
 from userstats.ingest.service import IngestService
-from userstats.shared import cli, logs
+from userstats.shared import cli
 from userstats.shared.http import PortInUseError
 from userstats.shared.natsconn import ConnectError
 from userstats.shared.replication import ReplicationError
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     settings = cli.load_settings(args)
-    logs.configure(args.log_level or settings.log_level)
+    cli.configure_logging(args.log_level or settings.log_level)
     try:
         if args.cmd == "rebuild":
             sys.exit(asyncio.run(maintenance.rebuild(settings, args.to_seq, args.output, args.force)))

@@ -10,6 +10,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -19,11 +20,21 @@ from userstats.ingest.journal import Journal, JournalError
 from userstats.ingest.projector import ProjectorLoop
 from userstats.shared import forget, requests
 from userstats.shared import messages as m
+from userstats.shared.state import State
 from userstats.shared.subjects import INGEST_COMMAND_SUBJECT, INGEST_QUEUE_GROUP
 
 log = logging.getLogger(__name__)
 
 PROJECT_TIMEOUT = 10.0
+
+Outcome = aliases.AliasOutcome | forget.ForgetOutcome
+# Each write command's decision on the live State (its params are the command's, shared/commands.py)
+DECIDE: dict[str, Callable[[State, Any, datetime], Outcome]] = {
+    "alias.add": aliases.decide_add,
+    "alias.delete": aliases.decide_delete,
+    "alias.update": aliases.decide_update,
+    "user.forget": forget.decide,
+}
 
 
 class WriteCommands:
@@ -65,18 +76,7 @@ class WriteCommands:
     async def _execute(self, req: requests.Request) -> bytes:
         state = self._loop().projector.state
         now = datetime.now(UTC)
-        p = req.params
-        outcome: aliases.AliasOutcome | forget.ForgetOutcome
-        if isinstance(p, m.ForgetParams):
-            outcome = forget.decide(state, p, now)
-        elif isinstance(p, m.AliasUpdateParams):
-            outcome = aliases.decide_update(state, p, now)
-        elif req.command == "alias.add":
-            assert isinstance(p, m.AliasPairParams)
-            outcome = aliases.decide_add(state, p, now)
-        else:
-            assert isinstance(p, m.AliasPairParams)
-            outcome = aliases.decide_delete(state, p, now)
+        outcome = DECIDE[req.command](state, req.params, now)
         if outcome.event is None:
             return m.ok(req.command, outcome.data, self._loop().applied_seq)
         try:

@@ -6,10 +6,24 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
-from userstats.ingest.swap import replace_database
 from userstats.shared import apply
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def shadow_path(live: Path) -> Path:
+    """Where a rebuild writes: beside the live file, so the final rename is atomic."""
+    return live.with_name(live.name + ".rebuild")
+
+
+def replace_database(shadow: Path, live: Path) -> None:
+    """Atomically rename the shadow over the live file. Nobody may hold the live file open.
+
+    The live file's WAL must go first: DuckDB would replay it into the new file.
+    """
+    Path(f"{live}.wal").unlink(missing_ok=True)
+    Path(f"{shadow}.wal").unlink(missing_ok=True)
+    shadow.replace(live)
 
 
 class DatabaseError(Exception):

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from nats.aio.client import Client
+from userstats.ingest.admin import AdminRequest
 from userstats.ingest.import_report import Report
 from userstats.ingest.import_rows import msg_id, read_batches
 from userstats.ingest.import_source import COLUMNS, SourceError, count_rows, open_source
@@ -77,17 +78,17 @@ async def run_import(settings: Settings, path: Path, source: str, dry_run: bool,
 async def _wait_projected(nc: Client, seq: int, wait: float) -> None:
     deadline = time.monotonic() + wait
     while True:
-        reply = await admin(nc, {"command": "ping"})
+        reply = await admin(nc, AdminRequest("ping"))
         if reply is None:
             print(
                 "ingest is not running: the history is in the stream and is projected when it starts "
                 "(a rebuild includes it too)"
             )
             return
-        if int(reply.get("seq", 0)) >= seq:
+        if (reply.seq or 0) >= seq:
             print(f"ingest has projected the import (seq {seq}); queries include it now")
             return
         if time.monotonic() >= deadline:
-            print(f"ingest is at seq {reply.get('seq')} of {seq}; it will get there (stopped waiting)")
+            print(f"ingest is at seq {reply.seq} of {seq}; it will get there (stopped waiting)")
             return
         await asyncio.sleep(0.2)

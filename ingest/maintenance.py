@@ -13,7 +13,6 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import duckdb
 import msgspec
@@ -21,13 +20,19 @@ from nats.aio.client import Client
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.errors import NotFoundError
-from userstats.ingest.admin import list_dead_letters
-from userstats.ingest.db import DatabaseError, open_writer
+from userstats.ingest.admin import (
+    ADMIN_REPLY_DECODER,
+    AdminReply,
+    AdminRequest,
+    DeadLetterList,
+    list_dead_letters,
+)
+from userstats.ingest.db import DatabaseError, open_writer, replace_database, shadow_path
 from userstats.ingest.metrics import IngestMetrics
 from userstats.ingest.progress import Progress
-from userstats.ingest.rebuild import RebuildError, build_shadow
+from userstats.ingest.rebuild import RebuildError
+from userstats.ingest.rebuild_shadow import build_shadow
 from userstats.ingest.snapshotter import Snapshotter
-from userstats.ingest.swap import replace_database, shadow_path
 from userstats.shared import cli, natsconn
 from userstats.shared.settings import Settings
 from userstats.shared.subjects import INGEST_ADMIN_SUBJECT
@@ -35,14 +40,13 @@ from userstats.shared.subjects import INGEST_ADMIN_SUBJECT
 log = logging.getLogger(__name__)
 
 
-async def admin(nc: Client, body: dict[str, Any], timeout: float = 3) -> dict[str, Any] | None:
+async def admin(nc: Client, req: AdminRequest, timeout: float = 3) -> AdminReply | None:
     """Ask the running ingest; None when no ingest is running."""
     try:
-        msg = await nc.request(INGEST_ADMIN_SUBJECT, msgspec.json.encode(body), timeout=timeout)
+        msg = await nc.request(INGEST_ADMIN_SUBJECT, msgspec.json.encode(req), timeout=timeout)
     except (NoRespondersError, NatsTimeoutError, TimeoutError):
         return None
-    reply: dict[str, Any] = msgspec.json.decode(msg.data)
-    return reply
+    return ADMIN_REPLY_DECODER.decode(msg.data)
 
 
 def check_output(output: Path, live: Path, force: bool) -> Path:
@@ -63,10 +67,10 @@ def check_output(output: Path, live: Path, force: bool) -> Path:
     return dest
 
 
-def _live_database(configured: str, pong: dict[str, Any] | None) -> Path:
+def _live_database(configured: str, pong: AdminReply | None) -> Path:
     """The live database: where the running ingest says it is, else database.path from here."""
-    if pong and pong.get("database"):
-        return Path(str(pong["database"]))
+    if pong and pong.database:
+        return Path(pong.database)
     return Path(configured).expanduser().resolve()
 
 
@@ -74,7 +78,7 @@ async def rebuild(settings: Settings, to_seq: int | None, output: Path | None, f
     nc = await natsconn.connect(settings.nats, "userstats-ingest-rebuild", wait=0)
     try:
         js = nc.jetstream()
-        pong = await admin(nc, {"command": "ping"})
+        pong = await admin(nc, AdminRequest("ping"))
         running = pong is not None
         live = _live_database(settings.database.path, pong)
         if output is not None:
@@ -117,12 +121,13 @@ async def rebuild(settings: Settings, to_seq: int | None, output: Path | None, f
             cli.emit(f"tables as of seq {result.seq} written to {dest} (the live database is unchanged)")
             return 0
         if running:
-            reply = await admin(nc, {"command": "swap", "path": str(dest)}, timeout=150)
-            if not reply or not reply.get("ok"):
-                print(f"the running ingest did not swap the rebuild in: {reply}", file=sys.stderr)
+            reply = await admin(nc, AdminRequest("swap", path=str(dest)), timeout=150)
+            if not reply or not reply.ok:
+                why = reply.error if reply else "no ingest answered"
+                print(f"the running ingest did not swap the rebuild in: {why}", file=sys.stderr)
                 return 1
             cli.emit(
-                f"swapped into the running ingest at seq {reply['seq']}; "
+                f"swapped into the running ingest at seq {reply.seq}; "
                 "it is catching up and publishing a snapshot"
             )
         else:
@@ -145,13 +150,13 @@ async def rebuild(settings: Settings, to_seq: int | None, output: Path | None, f
 async def dead_letters(settings: Settings, limit: int) -> int:
     """Through the running ingest if there is one; else straight from the file."""
     nc: Client | None = None
-    data: dict[str, Any] | None = None
-    pong: dict[str, Any] | None = None
+    data: DeadLetterList | None = None
+    pong: AdminReply | None = None
     try:
         nc = await natsconn.connect(settings.nats, "userstats-ingest-cli", wait=0)
-        pong = await admin(nc, {"command": "ping"})
-        reply = await admin(nc, {"command": "dead_letters", "limit": limit}) if pong else None
-        data = reply["dead_letters"] if reply and reply.get("ok") else None
+        pong = await admin(nc, AdminRequest("ping"))
+        reply = await admin(nc, AdminRequest("dead_letters", limit=limit)) if pong else None
+        data = reply.dead_letters if reply and reply.ok else None
     except natsconn.ConnectError as exc:
         log.info("%s; reading the database file instead", exc)
     finally:
@@ -170,5 +175,5 @@ async def dead_letters(settings: Settings, limit: int) -> int:
         except duckdb.Error as exc:
             first = str(exc).strip().splitlines()[0]
             raise DatabaseError(f"cannot read {live}: {first} (is an ingest holding it?)") from exc
-    cli.emit(json.dumps(data, indent=2))
+    cli.emit(json.dumps(msgspec.to_builtins(data), indent=2))
     return 0

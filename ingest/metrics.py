@@ -18,6 +18,16 @@ class IngestMetrics:
         self.dead_letters = Counter(
             "userstats_ingest_dead_letters", "Messages recorded as dead letters", registry=r
         )
+        self.pms_erased = Counter(
+            "userstats_ingest_pms_erased",
+            "Raw private messages replaced by a text-free journal event and deleted from the stream",
+            registry=r,
+        )
+        self.pms_pending = Gauge(
+            "userstats_ingest_pms_to_delete",
+            "Raw private messages counted (or being counted) and not deleted from the stream yet",
+            registry=r,
+        )
         self.checkpoint_seq = Gauge(
             "userstats_ingest_checkpoint_seq", "Stream sequence the tables reflect", registry=r
         )

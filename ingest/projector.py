@@ -7,6 +7,10 @@ drop the in-memory State, reload it from the tables and read the stream again fr
 A watchdog restarts the stream reader when it has delivered nothing for a while although
 the stream holds messages beyond the checkpoint (an ordered consumer that did not come back
 after the cluster lost and regained its quorum).
+
+Private messages: the raw PMs a batch committed get their "pm" journal events right after
+its commit and before the checkpoint is announced; a task of the loop's PmErasure
+(ingest/pm_erasure.py) then deletes the raw messages.
 """
 
 from __future__ import annotations
@@ -22,15 +26,16 @@ import duckdb
 from nats.js import JetStreamContext
 from nats.js.errors import NotFoundError
 from userstats.ingest.metrics import IngestMetrics
+from userstats.ingest.pm_erasure import PmErasure
 from userstats.shared import apply, batch
-from userstats.shared.batch import Batch, BatchResult, BatchRunner
+from userstats.shared.batch import Batch, BatchResult, BatchRunner, SequenceGate
 from userstats.shared.projection import Projector
-from userstats.shared.seqgate import SequenceGate
 from userstats.shared.stream import StreamReader
 from userstats.shared.subjects import STREAM_SUBJECTS
 
 log = logging.getLogger(__name__)
 
+BEHIND_EVENTS = 2_000  # catching up: raw PM deletes wait (they hold the stream on the server)
 STALL_SECONDS = 5.0  # nothing delivered this long, with the stream beyond the checkpoint: restart
 
 
@@ -67,6 +72,7 @@ class ProjectorLoop:
         self.runner = BatchRunner(Projector(apply.load_state(con), cp.seq, cp.event_time_us), self._policy)
         self.write_error: str | None = None  # the last failed write, until one succeeds
         self.reader: StreamReader | None = None  # the one reading now
+        self.pms = PmErasure(js, con, stream, metrics)
 
     @property
     def projector(self) -> Projector:
@@ -75,6 +81,7 @@ class ProjectorLoop:
     def _reload(self) -> BatchRunner:
         """A runner at the tables' checkpoint, after a failed write (worker thread)."""
         cp = apply.read_checkpoint(self._con)
+        self.pms.reload(self._con)
         return BatchRunner(Projector(apply.load_state(self._con), cp.seq, cp.event_time_us), self._policy)
 
     @property
@@ -111,11 +118,27 @@ class ProjectorLoop:
         """Project until stopped. A failed write (disk full, I/O error) rolls back, so the
         tables stay at the last checkpoint: report it, wait, reload the State from the
         tables and read the stream again from there, as often as it takes."""
+        deleter = asyncio.create_task(self.pms.run(stop, self._behind))  # the raw PMs' deletes
+        try:
+            await self._run(stop)
+        finally:
+            if not stop.is_set():
+                deleter.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await deleter
+
+    def _behind(self) -> bool:
+        """Catching up: the stream holds more than a batch beyond what was projected."""
+        last = self._stream_last_seq() if self._stream_last_seq is not None else 0
+        return last - self.runner.projector.last_seq > BEHIND_EVENTS
+
+    async def _run(self, stop: asyncio.Event) -> None:
         backoff = 1.0
         while not stop.is_set():
             try:
                 if self.write_error is not None:
                     self.runner = await asyncio.to_thread(self._reload)
+                await self.pms.resume(self.applied_seq, self.projector.state.forgotten)
                 await self._run_once(stop)
                 return
             except (duckdb.Error, OSError) as exc:
@@ -208,4 +231,6 @@ class ProjectorLoop:
 
     async def _commit(self, b: Batch) -> None:
         result = await asyncio.to_thread(self._write, b)
+        if self.pms.committed(result.delta.pm_erase):  # before the checkpoint is announced
+            await self.pms.erase_pms(self.projector.state.forgotten)
         await self._committed(result)

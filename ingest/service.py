@@ -11,24 +11,21 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import msgspec
 import prometheus_client
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from userstats.ingest.admin import ADMIN_DECODER, list_dead_letters
+from userstats.ingest import startup
+from userstats.ingest.admin import answer_admin
 from userstats.ingest.commands import WriteCommands
 from userstats.ingest.db import WriterDatabase
 from userstats.ingest.eraser import Eraser
 from userstats.ingest.journal import Journal
-from userstats.ingest.kvstate import read_channel_state
 from userstats.ingest.metrics import IngestMetrics
 from userstats.ingest.projector import ProjectorLoop
-from userstats.ingest.rebuild import RebuildError, build_shadow
 from userstats.ingest.snapshotter import Snapshotter
 from userstats.ingest.stream_setup import ensure_stream
-from userstats.ingest.swap import shadow_path
-from userstats.shared import apply, jshealth, natsconn, replication, schema, snapshots
+from userstats.shared import jshealth, natsconn, replication, schema, snapshots
 from userstats.shared.http import HttpServer, build_app
 from userstats.shared.settings import Settings
 from userstats.shared.subjects import INGEST_ADMIN_SUBJECT, STREAM_SUBJECTS
@@ -72,6 +69,7 @@ class IngestService:
             "checkpoint_seq": checkpoint,
             "stream_last_seq": last,
             "lag_events": lag,
+            "raw_pms_to_delete": loop.pms.pending if loop else None,
             "projection_version": schema.PROJECTION_VERSION,
             "uptime_seconds": round(time.monotonic() - self.started, 2),
             "nats_server": natsconn.server_of(self.nc),
@@ -146,72 +144,9 @@ class IngestService:
                 self.metrics.registry,
                 "userstats_ingest",
             )
-            if u.stream_max_age_seconds and u.snapshot_interval_seconds >= u.stream_max_age_seconds:
-                log.warning(
-                    "stream_max_age_seconds (%g) is not longer than snapshot_interval_seconds (%g): events "
-                    "may age out before a snapshot covers them, and a rebuild then has no base",
-                    u.stream_max_age_seconds,
-                    u.snapshot_interval_seconds,
-                )
-            cp = apply.read_checkpoint(self.db.con)
-            first = int(info.state.first_seq)
-            fresh = cp.seq == 0 and first > 1
-            if cp.seq and cp.seq + 1 < first:
-                log.error(
-                    "the stream's retention removed seq %d..%d before they were projected: those events "
-                    "are lost to the tables (make the retention longer than ingest can be down)",
-                    cp.seq + 1,
-                    first - 1,
-                )
-            if cp.projection_version != schema.PROJECTION_VERSION or fresh:
-                if fresh:
-                    log.warning(
-                        "database %s is new and the stream starts at seq %d (retention): starting from the "
-                        "newest snapshot instead of seq 1",
-                        live,
-                        first,
-                    )
-                else:
-                    log.warning(
-                        "database %s was built by projection version %d, this is %d: rebuilding from the "
-                        "stream (replicas keep serving the old snapshot meanwhile)",
-                        live,
-                        cp.projection_version,
-                        schema.PROJECTION_VERSION,
-                    )
-                self.db.close()
-                try:
-                    result = await build_shadow(js, u.stream, shadow_path(live), nats=self.settings.nats)
-                except RebuildError as exc:
-                    if not fresh:
-                        raise
-                    log.error("%s; projecting what the stream still holds, from seq %d", exc, first)
-                    self.db.open()
-                else:
-                    self.db.swap(result.path)
-                    log.info(
-                        "rebuild done: %d events, %d dead letters, %.1f s",
-                        result.events,
-                        result.dead_letters,
-                        result.seconds,
-                    )
-            m.projected_through = apply.read_checkpoint(self.db.con).seq
-            log.info(
-                "database %s at seq %d (projection version %d); stream %s holds %d..%d",
-                live,
-                m.projected_through,
-                schema.PROJECTION_VERSION,
-                u.stream,
-                info.state.first_seq,
-                info.state.last_seq,
-            )
+            m.projected_through = await startup.catch_up(js, self.db, s, info)
             journal = Journal(js, u.stream)
-            await journal.sync_settings(s)
-            for ch in s.channels:
-                event = await read_channel_state(js, ch)
-                if event is not None:
-                    seq = await journal.append(event)
-                    log.info("%s/%s: bridge KV state appended at seq %d", ch.domain, ch.channel, seq)
+            await startup.append_start_events(js, journal, s)
             self.eraser = Eraser(js, u.stream, STREAM_SUBJECTS)
             commands = WriteCommands(nc, journal, self._projector, u.request_max_bytes, self.eraser)
             await commands.start()
@@ -309,27 +244,16 @@ class IngestService:
 
     async def admin(self, data: bytes) -> bytes:
         """Maintenance requests from `userstats-ingest rebuild` / `dead-letters` on this host."""
-        try:
-            req = ADMIN_DECODER.decode(data)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            return msgspec.json.encode({"ok": False, "error": f"bad admin request: {exc}"})
-        if req.command == "ping":
-            seq = self.loop.applied_seq if self.loop else 0
-            return msgspec.json.encode({"ok": True, "seq": seq, "database": str(self.live)})
-        if req.command == "dead_letters":
-            rows = await asyncio.to_thread(list_dead_letters, self._cursor(), req.limit)
-            return msgspec.json.encode({"ok": True, "dead_letters": rows})
-        path = Path(req.path)
-        if not await asyncio.to_thread(path.is_file):
-            return msgspec.json.encode({"ok": False, "error": f"{path} does not exist on the ingest host"})
+        return await answer_admin(
+            data, lambda: self.loop.applied_seq if self.loop else 0, self.live, self._cursor, self._swap_in
+        )
+
+    async def _swap_in(self, path: Path) -> int:
+        """End the running epoch and swap `path` in between two batches; the seq it is at."""
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._swap = (path, future)
         self._epoch_end.set()
-        try:
-            seq = await asyncio.wait_for(future, 120)
-        except Exception as exc:
-            return msgspec.json.encode({"ok": False, "error": f"swap failed: {exc}"})
-        return msgspec.json.encode({"ok": True, "seq": seq})
+        return await asyncio.wait_for(future, 120)
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         return self.db.con.cursor()

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from userstats.ingest.stream_setup import ensure_stream
-from userstats.shared import natsconn, settings
+from userstats.shared import natsconn, settings, settings_load
 from userstats.sim.generator import DEFAULT_CHANNELS
 
 COLORS = {"nats": "\033[36m", "ingest": "\033[33m", "query": "\033[32m", "sim": "\033[35m"}
@@ -36,7 +36,7 @@ def nats_server_binary() -> str:
 
 def configured_servers(config: str | None, env: dict[str, str]) -> list[str]:
     """NATS servers named in the config file, if any: then no local server is started."""
-    path = settings.find_config(config, env)
+    path = settings_load.find_config(config, env)
     if path is None:
         return []
     try:
@@ -47,8 +47,8 @@ def configured_servers(config: str | None, env: dict[str, str]) -> list[str]:
     if not servers:
         return []
     try:
-        return list(settings.load(path, env).nats.servers)
-    except settings.ConfigError as exc:
+        return list(settings_load.load(path, env).nats.servers)
+    except settings_load.ConfigError as exc:
         raise SystemExit(f"configuration error: {exc}") from None
 
 
@@ -56,7 +56,7 @@ def configured_channels(config: str | None, env: dict[str, str]) -> bool:
     """Whether the config file or USERSTATS_CHANNELS names any channel."""
     if env.get("USERSTATS_CHANNELS"):
         return True
-    path = settings.find_config(config, env)
+    path = settings_load.find_config(config, env)
     if path is None:
         return False
     try:
@@ -68,7 +68,7 @@ def configured_channels(config: str | None, env: dict[str, str]) -> bool:
 
 def config_sets(config: str | None, env: dict[str, str], *keys: str) -> bool:
     """Whether the config file gives a value for `keys` (e.g. userstats.http_host)."""
-    path = settings.find_config(config, env)
+    path = settings_load.find_config(config, env)
     try:
         node: object = json.loads(path.read_text(encoding="utf-8")) if path else {}
     except (OSError, ValueError):
@@ -82,8 +82,8 @@ def config_sets(config: str | None, env: dict[str, str], *keys: str) -> bool:
 
 def load(config: str | None, env: dict[str, str]) -> settings.Settings:
     try:
-        return settings.load(settings.find_config(config, env), env)
-    except settings.ConfigError as exc:
+        return settings_load.load(settings_load.find_config(config, env), env)
+    except settings_load.ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 

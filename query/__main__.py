@@ -8,7 +8,7 @@ import logging
 import sys
 
 from userstats.query.service import QueryService
-from userstats.shared import cli, logs
+from userstats.shared import cli
 from userstats.shared.http import PortInUseError
 from userstats.shared.natsconn import ConnectError
 
@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> None:
     cli.add_common(parser)
     args = parser.parse_args(argv)
     settings = cli.load_settings(args)
-    logs.configure(args.log_level or settings.log_level)
+    cli.configure_logging(args.log_level or settings.log_level)
     try:
         asyncio.run(QueryService(settings).run())
     except (ConnectError, PortInUseError) as exc:

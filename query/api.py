@@ -38,7 +38,7 @@ from userstats.shared.commands import COMMANDS
 from userstats.shared.subjects import COMMAND_SUBJECT
 
 PREFIX = "/api/v1"
-READ_COMMANDS = tuple(c for c in requests.COMMAND_PARAMS if c not in requests.WRITE_COMMANDS)
+READ_COMMANDS = tuple(c.name for c in COMMANDS if not c.write)  # in the table's order
 # Their replies hold uptime, request counters or the time of day: never the same twice.
 LIVE_COMMANDS = frozenset(c.name for c in COMMANDS if c.cache == "live")
 NUMBER_FIELDS = frozenset({"min_seq", "timeout"})  # envelope fields parse() reads as JSON numbers

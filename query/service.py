@@ -1,4 +1,9 @@
-"""The replica's composition root: NATS, the private copy, request handling, HTTP."""
+"""The replica's composition root: NATS, the private copy, request handling, HTTP.
+
+Every HTML response carries a Content-Security-Policy that allows scripts, styles and
+connections from this origin only: no inline script or style, no plugin, no framing, so
+even a string that escaped the templates' autoescaping could not run.
+"""
 
 from __future__ import annotations
 
@@ -11,19 +16,53 @@ from pathlib import Path
 from typing import Any
 
 import prometheus_client
+from fastapi import FastAPI
 from nats.aio.client import Client
-from userstats.query import health, web
+from starlette.types import ASGIApp
+from userstats.query import health
+from userstats.query.api import Api, ApiFirst, Backend
+from userstats.query.assets import Assets
 from userstats.query.endpoints import Endpoints
 from userstats.query.handlers import Dispatcher
+from userstats.query.health import ReplicaStatus
 from userstats.query.lifecycle import Lifecycle
 from userstats.query.metrics import QueryMetrics, spec_totals
+from userstats.query.openapi import Docs
+from userstats.query.pages import Pages, environment
 from userstats.query.replica import Replica
-from userstats.query.status import ReplicaStatus
 from userstats.shared import jshealth, natsconn, snapshots, subjects
 from userstats.shared.http import HttpServer, build_app
 from userstats.shared.settings import Settings
 
 log = logging.getLogger(__name__)
+
+PACKAGE = __name__.rpartition(".")[0]
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+HEADERS = {
+    "Content-Security-Policy": CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+
+def install_web(app: FastAPI, backend: Backend, settings: Settings) -> ASGIApp:
+    """Add the API and /docs, and the pages unless `userstats.web_pages` is off; returns the
+    app to serve (the API's requests skip the app's routing, see ApiFirst)."""
+    u = settings.userstats
+    assets = Assets(PACKAGE, HEADERS)
+    env = environment(PACKAGE, assets)
+    api = Api(backend, u.request_max_bytes, HEADERS)
+    routes = [*api.routes(), *Docs(env, HEADERS).routes()]
+    routes += assets.routes()  # /docs uses the stylesheet too
+    if u.web_pages:
+        routes += Pages(backend, env, HEADERS).routes()
+    app.router.routes.extend(routes)
+    return ApiFirst(api, app)
 
 
 class QueryService:
@@ -124,7 +163,7 @@ class QueryService:
             except OSError as exc:
                 raise SystemExit(f"userstats.replica_dir: cannot create {u.replica_dir} ({exc})") from None
         app = build_app("userstats-query", self.metrics.registry, self.health)
-        http = HttpServer(web.install(app, self, s), u.http_host, s.metrics.port)
+        http = HttpServer(install_web(app, self, s), u.http_host, s.metrics.port)
         http.start()
         self.nc = nc = await natsconn.connect(s.nats, "userstats-query")
         self.stores = jshealth.StoreWatch(

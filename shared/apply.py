@@ -17,7 +17,7 @@ import duckdb
 from userstats.shared import forget, schema
 from userstats.shared.delta import Delta, TableDelta
 from userstats.shared.keys import ChannelKey, ChannelPartKey
-from userstats.shared.schema import TableSpec
+from userstats.shared.schema import PM_COUNTED_THROUGH, TableSpec
 from userstats.shared.state import Media, ProjectionSettings, RecentChat, Session, State
 
 
@@ -192,4 +192,5 @@ def load_state(con: duckdb.DuckDBPyConnection) -> State:
         json.loads(settings.get("count_shadow_muted", "false")),
         int(settings.get("population_interval_seconds", defaults.population_interval_seconds)),
     )
+    st.pm_counted_through = int(settings.get(PM_COUNTED_THROUGH, "0"))
     return st

@@ -5,15 +5,19 @@ Every writer uses it: ingest's projector (which projects batch N+1 while batch N
 written), the rebuild's worker process, the query replica and the tests. They differ only in
 their FlushPolicy, named here, and in what they do with the BatchResult.
 
+The SequenceGate at the end is what a runner's owner advances once a batch is written (the
+seq min_seq and read-your-writes wait for).
+
 A runner is used from one thread at a time, except that a Batch it handed out may be written
 (`write`) on another thread while the runner projects the next one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import NamedTuple, Protocol
@@ -47,9 +51,9 @@ INGEST = FlushPolicy(max_events=20_000, max_seconds=0.5, linger_seconds=0.1)
 # pending (or at the end): 1M simulator events write ~22k rows once instead of ~175k rows in
 # twenty 50k-event batches. It also bounds memory.
 REBUILD = FlushPolicy(max_pending_rows=250_000, check_every=10_000)
-# query replica (query/replica.py): each chunk is taken at once for the read model, and the
-# tables are written lazily, at most 0.5 s after an event arrived or once 20k events are
-# pending (a read that needs a projected seq not yet written writes first).
+# query replica (query/follower.py, query/tables.py): each chunk is taken at once for the
+# read model, and the tables are written lazily, at most 0.5 s after an event arrived or once
+# 20k events are pending (a read that needs a projected seq not yet written writes first).
 REPLICA = FlushPolicy(max_events=20_000, linger_seconds=0.5)
 # everything in one transaction at the end (tests, small tools)
 AT_END = FlushPolicy()
@@ -230,3 +234,29 @@ class BatchRunner:
         if self.pending or self.events:
             results.append(self.flush(con))
         return results
+
+
+class SequenceGate:
+    """`wait(n)` returns once `seq` reaches n (read-your-writes, min_seq). `seq` grows with
+    each advance; a replica that loads a rebuilt generation may set it lower directly."""
+
+    def __init__(self, seq: int = 0) -> None:
+        self.seq = seq
+        self.listeners: list[Callable[[], None]] = []  # called after every advance
+        self._cond = asyncio.Condition()
+
+    async def advance(self, seq: int) -> None:
+        self.seq = seq
+        async with self._cond:
+            self._cond.notify_all()
+        for listener in self.listeners:
+            listener()
+
+    async def wait(self, seq: int, timeout: float) -> bool:
+        """True once `seq` is reached, False after `timeout` seconds."""
+        async with self._cond:
+            try:
+                await asyncio.wait_for(self._cond.wait_for(lambda: self.seq >= seq), timeout)
+            except TimeoutError:
+                return False
+        return True

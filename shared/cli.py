@@ -1,15 +1,30 @@
 """Command-line pieces common to the services and tools: --config, --log-level, --validate-config,
-and printing to a pipe that may close early (`... | head`)."""
+the logging set-up, and printing to a pipe that may close early (`... | head`)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 
-from userstats.shared import __version__, settings
-from userstats.shared.settings import LOG_LEVELS, ConfigError, Settings
+from userstats.shared import __version__, settings, settings_load
+from userstats.shared.settings import LOG_LEVELS, Settings
+from userstats.shared.settings_load import ConfigError
+
+
+def configure_logging(level: str) -> None:
+    """Logging set-up, called once from each service's __main__."""
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    # Third-party chatter at INFO is noise in our logs.
+    for noisy in ("nats", "uvicorn", "uvicorn.error"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLogger().level))
 
 
 def log_level(value: str) -> str:
@@ -54,8 +69,8 @@ def emit(text: str) -> None:
 def load_settings(args: argparse.Namespace) -> Settings:
     """Load settings or exit with status 2 and a message naming the bad key."""
     try:
-        path = settings.find_config(args.config, dict(os.environ))
-        s = settings.load(path)
+        path = settings_load.find_config(args.config, dict(os.environ))
+        s = settings_load.load(path)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -120,6 +120,7 @@ class Delta:
         self.parts: TableDelta[k.ChannelPartKey] = t[schema.CHANNEL_PARTS.name]
         self.baselines: TableDelta[k.BaselineKey] = t[schema.IMPORT_BASELINES.name]
         self.forgotten: TableDelta[k.ForgottenKey] = t[schema.FORGOTTEN_USERS.name]
+        self.pm_erase: TableDelta[k.PmEraseKey] = t[schema.PM_ERASE_QUEUE.name]
         self.dead_letters: TableDelta[k.DeadLetterKey] = t[schema.DEAD_LETTERS.name]
         # user.forget: hashes whose rows apply purges from every table before the rest; and
         # the stream seqs of a forgotten user's events the projection ignored (ingest deletes them)

@@ -181,6 +181,18 @@ class Forget(msgspec.Struct, frozen=True, tag="forget"):
     request_id: str = ""
 
 
+class PmRedacted(msgspec.Struct, frozen=True, tag="pm"):
+    """A private message, without its text: ingest appends it for each raw PM it projected
+    (the raw one is then deleted from the stream). The projection counts the PM here, once
+    per `seq` (the raw message's stream sequence): a repeat of an older seq changes nothing."""
+
+    timestamp: datetime  # the PM's own event time
+    seq: int
+    username: str = ""
+    subject: str = ""  # with `error`: the raw PM could not be projected (a dead letter, no bytes)
+    error: str = ""
+
+
 # --- History imported from a kryten-userstats 0.7.1 SQLite file (ingest/importer.py) ---
 # Rows travel as JSON arrays. Counts are baselines: a later import of the same `source`
 # replaces them (the projection adds the difference), so importing twice never doubles.
@@ -252,7 +264,7 @@ class ImportBatch(msgspec.Struct, frozen=True, tag="import"):
     aliases: list[ImportAlias] = []
 
 
-JournalEvent = Tick | SettingsChanged | KvState | AliasChange | ImportBatch | Forget
+JournalEvent = Tick | SettingsChanged | KvState | AliasChange | ImportBatch | Forget | PmRedacted
 
 ENVELOPE_DECODER = msgspec.json.Decoder(Envelope)
 JOURNAL_DECODER = msgspec.json.Decoder(JournalEvent)

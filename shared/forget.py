@@ -74,13 +74,16 @@ def decide(state: State, p: m.ForgetParams, now: datetime, request_id: str = "")
 
 def event_names(subject: str, data: bytes) -> list[str]:
     """The names a stored message belongs to: a chat line's or PM's sender, the user of an
-    addUser / userLeave / setAFK / setUserMeta, an alias change's user and aliases. Rosters
-    (userlist, KV state) and imports name many users: they belong to none of them."""
+    addUser / userLeave / setAFK / setUserMeta, an alias change's user and aliases, a "pm"
+    journal event's sender. Rosters (userlist, KV state) and imports name many users: they
+    belong to none of them."""
     try:
         if subject.startswith(_JOURNAL_DOT):
             e = ev.JOURNAL_DECODER.decode(data)
             if isinstance(e, ev.AliasChange):
                 return [n for n in (e.username, e.alias, e.new_alias) if n]
+            if isinstance(e, ev.PmRedacted):  # the count of a PM whose raw message is erased
+                return [e.username] if e.username else []
             return []
         env = ev.ENVELOPE_DECODER.decode(data)
         kind = env.event_name.lower()

@@ -93,6 +93,10 @@ class ForgottenKey(NamedTuple):
     user_hash: str
 
 
+class PmEraseKey(NamedTuple):
+    seq: int  # the raw PM's stream seq
+
+
 class DeadLetterKey(NamedTuple):
     seq: int
 
@@ -114,6 +118,7 @@ KEY_TYPES: dict[str, type[tuple[object, ...]]] = {
     schema.CHANNEL_PARTS.name: ChannelPartKey,
     schema.IMPORT_BASELINES.name: BaselineKey,
     schema.FORGOTTEN_USERS.name: ForgottenKey,
+    schema.PM_ERASE_QUEUE.name: PmEraseKey,
     schema.DEAD_LETTERS.name: DeadLetterKey,
 }
 

@@ -20,7 +20,10 @@ from typing import Literal
 #    say `$.payload...`.
 # 5: user.forget (journal "forget" events, forgotten_users): a forgotten user's rows are
 #    removed and the user is never counted again.
-PROJECTION_VERSION = 5
+# 6: private messages are counted from ingest's "pm" journal event (the raw PM is only held in
+#    pm_erase_queue until then, and deleted from the stream); recent_chat keeps a digest of each
+#    line's text instead of the text.
+PROJECTION_VERSION = 6
 
 Merge = Literal["add", "min", "max", "set"]
 
@@ -142,7 +145,7 @@ OPEN_SESSIONS = TableSpec(
     ),
 )
 # The channel's last chat lines for backlog dedupe, one JSON row per channel:
-# [[seq, username, time_ms, msg], ...] oldest first.
+# [[seq, username, time_ms, digest of the text], ...] oldest first (no chat text at rest).
 RECENT_CHAT = TableSpec("recent_chat", (_c("domain"), _c("channel")), (_c("lines"),))
 CHANNEL_CLOCK = TableSpec("channel_clock", (_c("domain"), _c("channel")), (_c("last_boundary_us", "BIGINT"),))
 PROJECTION_SETTINGS = TableSpec("projection_settings", (_c("name"),), (_c("value"),))
@@ -169,7 +172,18 @@ USERNAME_COLUMNS: tuple[tuple[str, str], ...] = (
     ("user_aliases", "alias"),
     ("open_sessions", "username"),
     ("import_baselines", "string_split(key, chr(31))[3]"),
+    ("pm_erase_queue", "username"),
 )
+# Raw private messages projected but not yet counted: ingest appends a "pm" journal event for
+# each (which counts it and removes the row) and deletes the raw message from the stream. No
+# text: the sender and the PM's event time; for one that could not be projected, its subject
+# and error (it becomes a dead letter, without its bytes, when its journal event is projected).
+PM_ERASE_QUEUE = TableSpec(
+    "pm_erase_queue",
+    (_c("seq", "BIGINT"),),
+    (_c("username"), _c("time_us", "BIGINT"), _c("subject"), _c("error")),
+)
+PM_COUNTED_THROUGH = "pm_counted_through"  # projection_settings: State.pm_counted_through
 DEAD_LETTERS = TableSpec(
     "dead_letters",
     (_c("seq", "BIGINT"),),
@@ -193,6 +207,7 @@ TABLES: tuple[TableSpec, ...] = (
     CHANNEL_PARTS,
     IMPORT_BASELINES,
     FORGOTTEN_USERS,
+    PM_ERASE_QUEUE,
     DEAD_LETTERS,
 )
 

@@ -1,16 +1,12 @@
-"""Typed settings: a kryten-userstats config.json (optional), `${VAR}` expansion, env overrides.
+"""Typed settings: the sections of a kryten-userstats config.json, with their defaults and bounds.
 
-Validated once at start-up; an invalid value raises ConfigError naming the key.
+shared/settings_load.py reads them (the file, `${VAR}` expansion, env overrides) and
+validates them once at start-up.
 """
 
 from __future__ import annotations
 
-import difflib
-import json
-import os
-import re
-from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from userstats.shared.subjects import DEFAULT_STREAM
@@ -20,18 +16,12 @@ Positive = Annotated[float, msgspec.Meta(gt=0)]
 AtLeastOne = Annotated[float, msgspec.Meta(ge=1)]
 Replicas = Annotated[int, msgspec.Meta(ge=1, le=5)]  # JetStream allows 1 to 5
 
-DEFAULT_CONFIG_PATHS = (Path("/etc/kryten/kryten-userstats/config.json"), Path("config.json"))
+
+class Section(msgspec.Struct, kw_only=True, frozen=True):
+    """A section of the settings (settings_load checks each one's keys)."""
 
 
-class ConfigError(Exception):
-    """The configuration cannot be used; the message names the key."""
-
-
-class _Section(msgspec.Struct, kw_only=True, frozen=True):
-    pass
-
-
-class NatsSettings(_Section, frozen=True):
+class NatsSettings(Section, frozen=True):
     servers: Annotated[list[str], msgspec.Meta(min_length=1)] = msgspec.field(
         default_factory=lambda: ["nats://127.0.0.1:4222"]
     )
@@ -51,43 +41,46 @@ class NatsSettings(_Section, frozen=True):
     randomize: bool = True  # false: connect to the first reachable of `servers` in the listed order
 
 
-class ChannelSettings(_Section, frozen=True):
+class ChannelSettings(Section, frozen=True):
     domain: Annotated[str, msgspec.Meta(min_length=1)]
     channel: Annotated[str, msgspec.Meta(min_length=1)]
 
 
-class ServiceSettings(_Section, frozen=True):
+class ServiceSettings(Section, frozen=True):
     name: str = "userstats"
     enable_heartbeat: bool = True
     heartbeat_interval: Annotated[int, msgspec.Meta(ge=5, le=300)] = 30
     enable_discovery: bool = True
 
 
-class DatabaseSettings(_Section, frozen=True):
+class DatabaseSettings(Section, frozen=True):
     path: str = "data/userstats.duckdb"
 
 
-class MetricsSettings(_Section, frozen=True):
+class MetricsSettings(Section, frozen=True):
     port: Port = 28282
 
 
-class SnapshotSettings(_Section, frozen=True):
+class SnapshotSettings(Section, frozen=True):
     """`interval_seconds` is the population snapshot period in event time (spec 3.10)."""
 
     interval_seconds: Annotated[int, msgspec.Meta(ge=10, le=86400)] = 300
 
 
-class KudosSettings(_Section, frozen=True):
+class KudosSettings(Section, frozen=True):
     default_phrases: list[str] = msgspec.field(default_factory=lambda: ["lol", "rofl", "haha"])
 
 
-class UserstatsSettings(_Section, frozen=True):
+class UserstatsSettings(Section, frozen=True):
     """Settings kryten-userstats did not have (the `userstats` section of config.json)."""
 
     stream: Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]+$")] = DEFAULT_STREAM
     stream_max_bytes: int = -1
     stream_max_msgs: int = -1
     stream_max_age_seconds: Annotated[float, msgspec.Meta(ge=0)] = 0
+    # "projected": only the events the projection uses (shared.projection.CAPTURED_SUBJECTS);
+    # "all": every bridge event, kryten.events.cytube.> (twice the messages, see README)
+    stream_capture: Literal["projected", "all"] = "projected"
     count_shadow_muted: bool = False
     ingest_port: Port = 28283
     http_host: str = "0.0.0.0"
@@ -113,7 +106,7 @@ class UserstatsSettings(_Section, frozen=True):
     placement_tags: list[str] = msgspec.field(default_factory=list)  # ...and/or server tags
 
 
-class Settings(_Section, frozen=True):
+class Settings(Section, frozen=True):
     service: ServiceSettings = msgspec.field(default_factory=ServiceSettings)
     nats: NatsSettings = msgspec.field(default_factory=NatsSettings)
     channels: list[ChannelSettings] = msgspec.field(default_factory=list)
@@ -134,192 +127,7 @@ class Settings(_Section, frozen=True):
         return self.channels[0].channel if self.channels else None
 
 
-# Environment overrides: variable -> (path in the config, how to parse it).
-ENV_OVERRIDES: dict[str, tuple[tuple[str, ...], str]] = {
-    "NATS_URL": (("nats", "servers"), "list"),
-    "NATS_USER": (("nats", "user"), "str"),
-    "NATS_PASSWORD": (("nats", "password"), "str"),
-    "NATS_TOKEN": (("nats", "token"), "str"),
-    "NATS_CREDS": (("nats", "creds"), "str"),
-    "NATS_NKEY_SEED": (("nats", "nkey_seed"), "str"),
-    "NATS_TLS_CA": (("nats", "tls_ca"), "str"),
-    "NATS_TLS_CERT": (("nats", "tls_cert"), "str"),
-    "NATS_TLS_KEY": (("nats", "tls_key"), "str"),
-    "NATS_STARTUP_WAIT": (("nats", "startup_wait_seconds"), "raw"),
-    "NATS_RANDOMIZE": (("nats", "randomize"), "raw"),
-    "USERSTATS_CHANNELS": (("channels",), "channels"),
-    "USERSTATS_DB_PATH": (("database", "path"), "str"),
-    "USERSTATS_METRICS_PORT": (("metrics", "port"), "raw"),
-    "USERSTATS_INGEST_PORT": (("userstats", "ingest_port"), "raw"),
-    "USERSTATS_HTTP_HOST": (("userstats", "http_host"), "str"),
-    "USERSTATS_WEB_PAGES": (("userstats", "web_pages"), "raw"),
-    "USERSTATS_REQUEST_MAX_BYTES": (("userstats", "request_max_bytes"), "raw"),
-    "USERSTATS_STREAM": (("userstats", "stream"), "str"),
-    "USERSTATS_SNAPSHOT_INTERVAL": (("userstats", "snapshot_interval_seconds"), "raw"),
-    "USERSTATS_TICK_INTERVAL": (("userstats", "tick_interval_seconds"), "raw"),
-    "USERSTATS_COUNT_SHADOW_MUTED": (("userstats", "count_shadow_muted"), "raw"),
-    "USERSTATS_REPLICA_DIR": (("userstats", "replica_dir"), "str"),
-    "USERSTATS_REPLICAS": (("userstats", "replicas"), "raw"),
-    "USERSTATS_STREAM_REPLICAS": (("userstats", "stream_replicas"), "raw"),
-    "USERSTATS_STREAM_MAX_AGE": (("userstats", "stream_max_age_seconds"), "raw"),
-    "USERSTATS_STREAM_MAX_BYTES": (("userstats", "stream_max_bytes"), "raw"),
-    "USERSTATS_STREAM_MAX_MSGS": (("userstats", "stream_max_msgs"), "raw"),
-    "USERSTATS_POINTER_REPLICAS": (("userstats", "pointer_replicas"), "raw"),
-    "USERSTATS_SNAPSHOT_REPLICAS": (("userstats", "snapshot_replicas"), "raw"),
-    "USERSTATS_PLACEMENT_CLUSTER": (("userstats", "placement_cluster"), "str"),
-    "USERSTATS_PLACEMENT_TAGS": (("userstats", "placement_tags"), "list"),
-    "USERSTATS_LOG_LEVEL": (("log_level",), "str"),
-}
-
-# Keys kryten-userstats 0.7.1 reads or accepts (spec 6.1) that userstats has no use for:
-# accepted and ignored, so a 0.7.1 config.json works as it is. Any other key is a mistake.
-KRYTEN_ONLY_KEYS: dict[str, frozenset[str]] = {
-    "$": frozenset(
-        {"handler_timeout", "retry_attempts", "retry_delay", "max_concurrent_handlers", "chat_min_delay"}
-        | {"chat_jitter"}
-    ),
-    "$.service": frozenset(
-        {"version", "enable_lifecycle", "health_port", "metrics_port", "health_path", "metrics_path"}
-    ),
-    "$.metrics": frozenset({"health_path", "metrics_path"}),
-}
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-
-_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-def _expand(value: Any, path: str, env: dict[str, str]) -> Any:
-    """Expand ${VAR} and ${VAR:-default} in every string of the parsed JSON."""
-    if isinstance(value, str):
-
-        def sub(m: re.Match[str]) -> str:
-            name, default = m.group(1), m.group(2)
-            if name in env:
-                return env[name]
-            if default is not None:
-                return default
-            raise ConfigError(f"config key {path}: environment variable {name} is not set")
-
-        return _PLACEHOLDER.sub(sub, value)
-    if isinstance(value, dict):
-        return {k: _expand(v, f"{path}.{k}", env) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_expand(v, f"{path}[{i}]", env) for i, v in enumerate(value)]
-    return value
-
-
-def _struct_fields(t: Any) -> dict[str, Any]:
-    """Field name -> type of a settings Struct (for the unknown-key check)."""
-    return {f.name: f.type for f in msgspec.structs.fields(t)}
-
-
-def _section_type(t: Any) -> Any:
-    """The Struct a value of type `t` holds, if any (a section, or a list of them)."""
-    for arg in (t, *getattr(t, "__args__", ())):
-        if isinstance(arg, type) and issubclass(arg, _Section):
-            return arg
-    return None
-
-
-def unknown_keys(raw: dict[str, Any], t: Any = None, path: str = "$") -> list[str]:
-    """Every key neither userstats nor kryten-userstats 0.7.1 knows, with the close match.
-
-    Keys starting with `_` or `$` (comments such as "_comment", "$schema") are allowed.
-    """
-    fields = _struct_fields(t or Settings)
-    known = set(fields) | KRYTEN_ONLY_KEYS.get(path, frozenset())
-    out: list[str] = []
-    for key, value in raw.items():
-        if key.startswith(("_", "$")):
-            continue
-        if key not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
-            hint = f" (did you mean {close[0]!r}?)" if close else f" (known here: {', '.join(sorted(known))})"
-            out.append(f"{path}.{key}{hint}")
-            continue
-        section = _section_type(fields.get(key))
-        if section is None:
-            continue
-        if isinstance(value, dict):
-            out += unknown_keys(value, section, f"{path}.{key}")
-        elif isinstance(value, list):
-            for i, item in enumerate(value):
-                if isinstance(item, dict):
-                    out += unknown_keys(item, section, f"{path}.{key}[{i}]")
-    return out
-
-
-def _parse_env(name: str, raw: str, how: str) -> Any:
-    if how == "str":
-        return raw
-    if how == "list":
-        return [s.strip() for s in raw.split(",") if s.strip()]
-    if how == "channels":
-        out = []
-        for item in (s.strip() for s in raw.split(",") if s.strip()):
-            domain, sep, channel = item.partition("/")
-            if not sep:
-                raise ConfigError(f"{name}: expected domain/channel[,domain/channel...], got {item!r}")
-            out.append({"domain": domain, "channel": channel})
-        return out
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError:
-        return raw  # let type validation name it
-
-
-def find_config(explicit: str | None, env: dict[str, str]) -> Path | None:
-    if explicit:
-        return Path(explicit)
-    if env.get("USERSTATS_CONFIG"):
-        return Path(env["USERSTATS_CONFIG"])
-    for p in DEFAULT_CONFIG_PATHS:
-        if p.is_file():
-            return p
-    return None
-
-
-def load(path: Path | None, env: dict[str, str] | None = None) -> Settings:
-    """Read, expand, override and validate. Raises ConfigError with the bad key."""
-    env = dict(os.environ) if env is None else env
-    raw: dict[str, Any] = {}
-    if path is not None:
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
-        try:
-            parsed = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path}: not valid JSON ({exc})") from exc
-        if not isinstance(parsed, dict):
-            raise ConfigError(f"{path}: the top level must be a JSON object")
-        raw = _expand(parsed, "$", env)
-        unknown = unknown_keys(raw)
-        if unknown:
-            raise ConfigError(
-                f"unknown key{'s' if len(unknown) > 1 else ''} in {path}: " + "; ".join(unknown)
-            )
-    from_env: dict[str, str] = {}
-    for name, (keys, how) in ENV_OVERRIDES.items():
-        if name in env and env[name] != "":
-            node = raw
-            for k in keys[:-1]:
-                child = node.get(k)
-                if not isinstance(child, dict):
-                    child = node[k] = {}
-                node = child
-            node[keys[-1]] = _parse_env(name, env[name], how)
-            from_env["$." + ".".join(keys)] = name
-    try:
-        return msgspec.convert(raw, Settings, strict=False)
-    except msgspec.ValidationError as exc:
-        msg = str(exc)
-        for key, name in from_env.items():
-            if key in msg:
-                msg += f" (set by {name})"
-        where = f" in {path}" if path else ""
-        raise ConfigError(f"invalid configuration{where}: {msg}") from exc
 
 
 def mask_url(url: str) -> str:

@@ -69,6 +69,8 @@ class State:
     baselines: dict[str, tuple[int, int]] = field(default_factory=dict)
     # shared.forget.user_hash of every forgotten user (schema.FORGOTTEN_USERS)
     forgotten: set[str] = field(default_factory=set)
+    # the newest raw PM seq a "pm" journal event counted (a repeat at or below it counts nothing)
+    pm_counted_through: int = 0
 
     def alias_owner(self, alias_lower: str) -> str | None:
         owners = self.aliases.get(alias_lower)

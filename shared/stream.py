@@ -2,9 +2,14 @@
 
 An ordered push consumer (no acks; DESIGN explains why not pull fetch) feeds a bounded
 buffer. Our own sequence check catches what the library's ordered consumer cannot: a
-message the client dropped as a slow consumer. On such a gap we resubscribe from the next
-sequence we need; a gap right after (re)subscribing means the stream no longer holds those
-messages, and is reported.
+message the client dropped as a slow consumer. The consumer's delivery sequence tells the
+two kinds of jump in the stream sequence apart: a deleted message (a raw PM ingest erased)
+leaves a hole in the stream sequence but none in the delivery sequence, and is skipped;
+a jump in the delivery sequence means the client lost messages, and we resubscribe from
+the next sequence we need. A jump right after (re)subscribing is told apart by the
+stream's first sequence: below it the stream's limits removed the messages (a gap, reported),
+above it they were deleted one by one (holes, skipped quietly; deletes at the very front move
+the first sequence, so they read as a gap).
 """
 
 from __future__ import annotations
@@ -27,6 +32,15 @@ class Item(NamedTuple):
     stream_us: int  # when the stream stored it (part of the log, so deterministic)
 
 
+def parse_delivery(reply: str) -> tuple[str, int, int, int, int]:
+    """(consumer, stream seq, delivery seq, stored time in ns, pending) from a delivery reply."""
+    t = reply.split(".")
+    if len(t) == 9:  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>
+        return t[3], int(t[5]), int(t[6]), int(t[7]), int(t[8])
+    # $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>...
+    return t[5], int(t[7]), int(t[8]), int(t[9]), int(t[10])
+
+
 def parse_ack_reply(reply: str) -> tuple[int, int, int]:
     """(stream seq, stored time in ns, pending) from a JetStream delivery reply subject."""
     if reply.count(".") == 8:  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>
@@ -35,12 +49,6 @@ def parse_ack_reply(reply: str) -> tuple[int, int, int]:
     t = reply.split(".")
     # $JS.ACK.<domain>.<account>.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>...
     return int(t[7]), int(t[9]), int(t[10])
-
-
-def _consumer_seq(reply: str) -> int:
-    """The consumer sequence of a delivery (consecutive for an ordered consumer)."""
-    t = reply.split(".")
-    return int(t[6] if len(t) == 9 else t[8])
 
 
 class StreamReader:
@@ -59,8 +67,10 @@ class StreamReader:
         self._subjects = subjects
         self.next_seq = max(1, start_seq)  # the next sequence we need
         self.pending = 0  # messages the server still had after the newest one received
-        self.gaps = 0  # messages the stream no longer had (deleted, or aged out)
-        self._dseq = 0  # the consumer sequence of the last delivery (consecutive unless dropped)
+        self.gaps: list[tuple[int, int]] = []  # ranges the stream no longer had
+        self.holes = 0  # single deleted messages skipped (normal: erased raw PMs)
+        self._consumer = ""  # the consumer of the last message, and its delivery seq
+        self._dseq = 0
         self._buf: deque[Item] = deque()
         self._max_buffer = max_buffer
         self._room = asyncio.Event()
@@ -103,16 +113,15 @@ class StreamReader:
     async def _on_msg(self, msg: Msg) -> None:
         if not msg.reply:
             return
-        seq, ts_ns, pending = parse_ack_reply(msg.reply)
-        if self._resubscribing:
-            return  # a resubscribe is under way
-        dseq = _consumer_seq(msg.reply)
-        consecutive = dseq == self._dseq + 1 or dseq == 1  # 1: the library reset its consumer
-        self._dseq = dseq
-        if seq < self.next_seq:
-            return  # already have it (a library reset replays)
+        consumer, seq, dseq, ts_ns, pending = parse_delivery(msg.reply)
+        if seq < self.next_seq or self._resubscribing:
+            return  # already have it (a library reset replays), or a resubscribe is under way
+        contiguous = consumer == self._consumer and dseq == self._dseq + 1
+        self._consumer, self._dseq = consumer, dseq
         if seq > self.next_seq:
-            if not self._fresh and not consecutive:
+            if contiguous:  # the consumer skipped nothing: those messages were deleted
+                self.holes += seq - self.next_seq
+            elif not self._fresh:
                 log.warning(
                     "stream %s: got seq %d while expecting %d (client dropped messages); "
                     "resubscribing from %d",
@@ -122,19 +131,26 @@ class StreamReader:
                     self.next_seq,
                 )
                 self._resubscribing = True
+                self._consumer = ""
                 asyncio.get_running_loop().create_task(self._resubscribe())
                 return
-            # deleted (user.forget) or aged out (the stream's limits): the log goes on. Only a
-            # gap where reading starts can be events never read; one in between is a deletion.
-            log.log(
-                logging.WARNING if self._fresh else logging.DEBUG,
-                "stream %s: messages %d..%d are no longer in the stream; continuing at %d",
-                self._stream,
-                self.next_seq,
-                seq - 1,
-                seq,
-            )
-            self.gaps += seq - self.next_seq
+            else:
+                # The first message since subscribing: the jump is either single deletes (raw
+                # PMs ingest erased: holes, normal) or messages the stream's limits removed
+                # (below its first seq: a gap, reported). Only the stream can tell them apart.
+                first = await self._stream_first_seq()
+                removed_to = seq - 1 if first is None else min(seq - 1, first - 1)
+                if removed_to >= self.next_seq:
+                    log.warning(
+                        "stream %s: messages %d..%d are not in the stream (removed by its limits "
+                        "or a purge); continuing at %d",
+                        self._stream,
+                        self.next_seq,
+                        removed_to,
+                        seq,
+                    )
+                    self.gaps.append((self.next_seq, removed_to))
+                self.holes += seq - 1 - max(removed_to, self.next_seq - 1)
         self._fresh = False
         self.next_seq = seq + 1
         self.pending = pending
@@ -143,6 +159,15 @@ class StreamReader:
         if len(self._buf) >= self._max_buffer:
             self._room.clear()
             await self._room.wait()  # backpressure: the library stops flow-control replies
+
+    async def _stream_first_seq(self) -> int | None:
+        """The stream's first stored seq, or None when the server does not say in time."""
+        try:
+            info = await self._js.stream_info(self._stream)
+        except Exception as exc:  # no answer: report the whole jump as a gap
+            log.debug("stream info for the gap check: %s", exc)
+            return None
+        return int(info.state.first_seq)
 
     async def _resubscribe(self) -> None:
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 # The bridge (kryten-robot) publishes kryten.events.cytube.<channel>.<event> with core NATS.
 EVENTS_PREFIX = "kryten.events.cytube"
 EVENTS_WILDCARD = f"{EVENTS_PREFIX}.>"
@@ -10,7 +12,10 @@ EVENTS_WILDCARD = f"{EVENTS_PREFIX}.>"
 JOURNAL_PREFIX = "userstats.journal"
 JOURNAL_WILDCARD = f"{JOURNAL_PREFIX}.>"
 
-# The stream captures both, and every reader of it filters on both.
+# The stream captures one subject per bridge event the projection handles, and the journal
+# (captured_subjects; the list is shared.projection.CAPTURED_SUBJECTS, derived from the
+# projection's own handler table). Every reader filters on all the stream can hold: what it
+# captures now and what a stream made before this rule captured (kryten.events.cytube.>).
 STREAM_SUBJECTS = [EVENTS_WILDCARD, JOURNAL_WILDCARD]
 DEFAULT_STREAM = "USERSTATS"
 
@@ -36,6 +41,13 @@ LIFECYCLE_PREFIX = "kryten.lifecycle"
 ROBOT_STARTUP = "kryten.lifecycle.robot.startup"
 GROUP_RESTART = "kryten.lifecycle.group.restart"
 DISCOVERY_POLL = "kryten.service.discovery.poll"
+
+
+def captured_subjects(event_names: Iterable[str]) -> list[str]:
+    """The stream's subjects: kryten.events.cytube.*.<event> for each of these (lower-cased)
+    bridge event names (the bridge lower-cases the name into the subject, and its channel
+    token has no dots), plus the journal."""
+    return [*(f"{EVENTS_PREFIX}.*.{name}" for name in event_names), JOURNAL_WILDCARD]
 
 
 def journal_subject(kind: str) -> str:

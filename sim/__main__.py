@@ -12,7 +12,7 @@ from pathlib import Path
 
 import msgspec
 from nats.errors import Error as NatsError
-from userstats.shared import cli, logs, natsconn, settings
+from userstats.shared import cli, natsconn, settings_load
 from userstats.shared import events as ev
 from userstats.shared.settings import NatsSettings
 from userstats.sim.generator import Simulator
@@ -35,8 +35,8 @@ def parse_start(value: str) -> int:
 def nats_settings(url: str | None) -> NatsSettings:
     """NATS_URL, NATS_USER, ... as the services read them; --nats-url replaces the servers."""
     try:
-        s = settings.load(None).nats
-    except settings.ConfigError as exc:
+        s = settings_load.load(None).nats
+    except settings_load.ConfigError as exc:
         raise SystemExit(f"userstats-sim: configuration error: {exc}") from None
     return msgspec.structs.replace(s, servers=url.split(",")) if url else s
 
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.count < 0 or args.users < 1 or args.rate < 0:
         parser.error("--count, --rate and --users must not be negative (--users at least 1)")
-    logs.configure(args.log_level)
+    cli.configure_logging(args.log_level)
     step = int(1_000_000 / args.rate) if args.rate > 0 else 20_000
     sim = Simulator(seed=args.seed, step_us=step, users_per_channel=args.users, start_us=args.start)
     if args.jsonl:

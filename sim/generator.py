@@ -69,6 +69,7 @@ class Simulator:
         step_us: int = 20_000,
         channels: tuple[tuple[str, str], ...] = DEFAULT_CHANNELS,
         users_per_channel: int = 200,
+        pm_weight: float = 3.0,  # PMs per 100 events (a stress: see tests/integration/clustertools.py)
     ) -> None:
         self.rng = random.Random(seed)
         self.now_us = start_us
@@ -77,7 +78,7 @@ class Simulator:
             _Channel(d, c, [f"{c[:4]}User{i}" for i in range(users_per_channel)]) for d, c in channels
         ]
         self._kinds = [k for k, _ in _EVENT_WEIGHTS]
-        self._weights = [w for _, w in _EVENT_WEIGHTS]
+        self._weights = [pm_weight if k == "pm" else float(w) for k, w in _EVENT_WEIGHTS]
 
     def _envelope(self, ch: _Channel, name: str, payload: Any) -> tuple[str, bytes]:
         env = ev.EnvelopeOut(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import re
@@ -15,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import httpx
 import nats
 from nats.aio.client import Client
 from userstats.shared import events as ev
+from userstats.shared.projection import RAW_PM_SUBJECTS, is_captured
 from userstats.shared.subjects import DEFAULT_STREAM, event_subject
 
 NATS_BIN = str(Path(sys.executable).parent / "nats-server")
@@ -284,22 +286,34 @@ async def publish_all(
     come drops some (seen with a million at full speed on 2 busy cores). So this keeps at
     most 50k unstored messages in flight, which a real bridge (channel event rates) never nears.
     """
-    before = int((await nc.jetstream().stream_info(DEFAULT_STREAM)).state.messages)
-    n = 0
-    for subject, data in events:
+    # counted in stream seqs, not messages: ingest deletes raw PMs meanwhile (some without a
+    # new journal event, e.g. after a kill -9 between its append and the delete)
+    before = await stream_last_seq(nc)
+    n = 0  # the ones the stream captures (mediaUpdate, usercount and the like it does not)
+    for sent, (subject, data) in enumerate(events, 1):
         await nc.publish(subject, data)
-        n += 1
-        if n % flush_every == 0:
+        n += is_captured(subject)
+        if sent % flush_every == 0:
             await nc.flush()
             if wait and n > 50_000:
-                await stored(nc, before + n - 50_000)
+                await stored_to(nc, before + n - 50_000)
     await nc.flush()
-    return await stored(nc, before + n) if wait else 0
+    return await stored_to(nc, before + n) if wait else 0
 
 
 async def stream_last_seq(nc: Client, stream: str = DEFAULT_STREAM) -> int:
     info = await nc.jetstream().stream_info(stream)
     return int(info.state.last_seq)
+
+
+async def stored_to(nc: Client, seq: int, stream: str = DEFAULT_STREAM) -> int:
+    """Wait until the stream's last seq reaches `seq` (core publishes are stored asynchronously)."""
+
+    async def last() -> int:
+        at = await stream_last_seq(nc, stream)
+        return at if at >= seq else 0
+
+    return int(await wait_for(last, timeout=120, interval=0.005, what=f"the stream at seq {seq}"))
 
 
 async def stored(nc: Client, at_least: int, stream: str = DEFAULT_STREAM) -> int:
@@ -309,7 +323,8 @@ async def stored(nc: Client, at_least: int, stream: str = DEFAULT_STREAM) -> int
         info = await nc.jetstream().stream_info(stream)
         return int(info.state.last_seq) if info.state.messages >= at_least else 0
 
-    return int(await wait_for(count, timeout=60, interval=0.005, what=f"{at_least} messages in the stream"))
+    # S2 compression and the erasure of raw PMs beside a loaded machine: allow two minutes
+    return int(await wait_for(count, timeout=120, interval=0.005, what=f"{at_least} messages in the stream"))
 
 
 async def request(
@@ -336,23 +351,76 @@ async def wait_for(
     raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
 
 
-async def caught_up(nc: Client, svc: Service) -> int:
-    """Wait until the service (ingest or replica) reflects the stream's last sequence."""
-    last = await stream_last_seq(nc)
+async def raw_pms(nc: Client) -> int:
+    """Raw private messages still in the stream (ingest erases each once it is counted)."""
+    info = await nc.jetstream().stream_info(DEFAULT_STREAM, subjects_filter=RAW_PM_SUBJECTS)
+    return sum((info.state.subjects or {}).values())
 
+
+async def pms_deleted(nc: Client, timeout: float = 60.0) -> None:
+    """Wait until no raw PM is left in the stream (ingest deletes each, on a task of its own,
+    once its journal event is stored)."""
+
+    async def none_left() -> bool:
+        return await raw_pms(nc) == 0
+
+    await wait_for(none_left, timeout=timeout, interval=0.05, what="ingest to delete every raw PM")
+
+
+async def settled(nc: Client, ingest: Service | Callable[[], int], timeout: float = 60.0) -> int:
+    """The stream's last seq once ingest's checkpoint has reached it. Ingest appends the "pm"
+    journal events of a batch's raw PMs before it announces the batch's checkpoint, so from
+    then on every one of them is stored and projected, and the seq only grows with new events
+    (and ingest's ticks): it is what publish_all's seq becomes once ingest has counted the PMs.
+    `ingest`: the service, or a function giving its checkpoint (an in-process loop)."""
+
+    def checkpoint() -> int:
+        if not isinstance(ingest, Service):
+            return ingest()
+        code, body = ingest.health()
+        return int(body.get("checkpoint_seq") or 0) if code == 200 else -1
+
+    async def reached() -> int:
+        at = checkpoint()  # first: the events appended before it was announced are stored
+        last = await stream_last_seq(nc)
+        return last if at >= last else 0
+
+    return int(
+        await wait_for(reached, timeout=timeout, interval=0.05, what="ingest to reach the stream's end")
+    )
+
+
+async def caught_up(nc: Client, svc: Service, pm_wait: float = 15.0) -> int:
+    """Wait until the service (ingest or replica) reflects the stream's last sequence.
+
+    Ingest appends a "pm" journal event for each raw PM before it deletes the raw one (and
+    before it announces the batch's checkpoint), so this also waits (at most `pm_wait`
+    seconds, ingest may not be running) until no raw PM is left, then for the events after."""
+    last, seq = await stream_last_seq(nc), -1
     seen: list[Any] = []
 
-    def at() -> int:
+    def at(target: int) -> int:
         code, body = svc.health()
         seen[:] = [code, body]
         seq = body.get("checkpoint_seq", body.get("as_of_seq")) or 0
-        return int(seq) if code == 200 and seq >= last else 0
+        return int(seq) if code == 200 and seq >= target else 0
 
-    try:
-        seq = int(await wait_for(at, timeout=60, what=f"{svc.module} to reach seq {last}"))
-    except AssertionError as exc:  # say where it stood, and what it logged
-        tail = svc.log.read_text(errors="replace")[-4000:] if svc.log.exists() else "(no log)"
-        raise AssertionError(f"{exc}; last /health {seen}; log tail:\n{tail}") from None
+    async def no_raw_pm() -> bool:
+        return await raw_pms(nc) == 0
+
+    while seq < last:
+        try:
+            seq = int(
+                await wait_for(
+                    functools.partial(at, last), timeout=60, what=f"{svc.module} to reach seq {last}"
+                )
+            )
+        except AssertionError as exc:  # say where it stood, and what it logged
+            tail = svc.log.read_text(errors="replace")[-4000:] if svc.log.exists() else "(no log)"
+            raise AssertionError(f"{exc}; last /health {seen}; log tail:\n{tail}") from None
+        with contextlib.suppress(AssertionError):
+            await wait_for(no_raw_pm, timeout=pm_wait, interval=0.02, what="no raw PM left")
+        last = await stream_last_seq(nc)
     if svc.module == "query":
         # /health's as_of_seq is what the replica projected; its replies reflect what it has
         # written to its tables, at most a moment later, or at once for a min_seq read. Ask

@@ -43,6 +43,15 @@ class Log:
         self.messages.append((event_subject(channel, name), ev.encode(env), ev.to_us(self.now)))
         return self
 
+    def pm(self, payload: Any, channel: str = CHANNEL) -> Log:
+        """A raw PM and the "pm" journal event ingest appends for it (which is what counts it).
+
+        Only for logs projected directly: the journal event names the raw PM's position in
+        this log as its seq. Tests that publish a log to a live ingest use event("pm", ...)."""
+        self.event("pm", payload, channel)
+        sender = ev.CHAT_DECODER.decode(ev.encode(payload)).sender()
+        return self.journal(ev.PmRedacted(timestamp=self.now, seq=len(self.messages), username=sender))
+
     def raw(self, subject: str, data: bytes) -> Log:
         self.messages.append((subject, data, ev.to_us(self.now)))
         return self

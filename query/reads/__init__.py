@@ -2,8 +2,14 @@
 
 Each read takes the Scope and the command's parameter Struct and returns the command's reply
 Struct of shared/replies.py, so mypy holds the server to the contract the client decodes with.
+A command's function is found by its name in its family's module (`read_function`), so a new
+read command is one declaration in shared/commands.py and one function in that module.
 """
 
+from types import ModuleType
+from typing import Any
+
+from userstats.query.reads import channels, leaderboards, overview, timeseries, users
 from userstats.query.reads.channels import (
     channel_list,
     channel_media_history,
@@ -45,7 +51,27 @@ from userstats.query.reads.users import (
     user_stats,
 )
 
+# The module of each command family (the part of the name before the dot).
+FAMILIES: dict[str, ModuleType] = {
+    "user": users,
+    "alias": users,
+    "channel": channels,
+    "stats": channels,
+    "leaderboard": leaderboards,
+    "timeseries": timeseries,
+    "system": overview,
+}
+
+
+def read_function(command: str) -> Any:
+    """The read behind a command: `<family>.<name>` is `<family's module>.<family>_<name>`
+    (user.stats -> users.user_stats). KeyError or AttributeError when there is none."""
+    family = command.partition(".")[0]
+    return getattr(FAMILIES[family], command.replace(".", "_"))
+
+
 __all__ = [
+    "FAMILIES",
     "SOURCE_READS",
     "AllStatsTables",
     "Scope",
@@ -77,6 +103,7 @@ __all__ = [
     "media_history",
     "movie_votes",
     "parse_time",
+    "read_function",
     "snapshot_rows",
     "stats_global",
     "system_stats",

@@ -35,10 +35,12 @@ class Rules:
         row = self._users.get(name)
         if row is None:
             self._users[name] = [t, t, seq]
-        elif t > row[1]:
-            row[1] = t  # first_seen and first_seq only go down, and seq only grows
-        elif t < row[0]:
-            row[0] = t
+        else:  # first_seen and first_seq only go down, last_seen only up (as USERS merges them)
+            if t > row[1]:
+                row[1] = t
+            elif t < row[0]:
+                row[0] = t
+            row[2] = min(row[2], seq)  # a PM is seen at its journal event, with the raw PM's seq
         low = name.lower()
         if low not in self.state.users_lower:
             self.state.users_lower[low] = name

@@ -9,16 +9,46 @@ import msgspec
 from userstats.shared import events as ev
 from userstats.shared.delta import Delta
 from userstats.shared.keys import ChannelKey, CounterKey, DeadLetterKey, UserKey
-from userstats.shared.projection.chat import ChatRules
+from userstats.shared.projection.chat import PM_EVENT, ChatRules, is_pm_subject
 from userstats.shared.projection.forgetting import ForgetRules
 from userstats.shared.projection.imports import ImportRules
 from userstats.shared.projection.journal import JournalRules
 from userstats.shared.schema import COUNTER
 from userstats.shared.state import State
-from userstats.shared.subjects import EVENTS_PREFIX, JOURNAL_PREFIX
+from userstats.shared.subjects import EVENTS_PREFIX, JOURNAL_PREFIX, captured_subjects
 
 _EVENTS_DOT = EVENTS_PREFIX.split(".", 1)[0] + "."  # "kryten."
 _JOURNAL_DOT = JOURNAL_PREFIX + "."
+
+# The bridge events the projection handles: lower-cased event name -> (payload decoder, method).
+# The stream captures exactly these (CAPTURED_SUBJECTS), so what is stored and what is projected
+# cannot drift apart: a new handler here is a new captured subject.
+_HANDLERS: dict[str, tuple[msgspec.json.Decoder[Any], str]] = {
+    "chatmsg": (ev.CHAT_DECODER, "_chat"),
+    PM_EVENT: (ev.CHAT_DECODER, "_pm"),
+    "adduser": (ev.USER_DECODER, "_add_user"),
+    "userleave": (ev.USER_DECODER, "_user_leave"),
+    "setafk": (ev.USER_DECODER, "_set_afk"),
+    "setusermeta": (ev.USER_DECODER, "_set_user_meta"),
+    "userlist": (ev.USERLIST_DECODER, "_userlist"),
+    "changemedia": (ev.MEDIA_DECODER, "_change_media"),
+    "emotelist": (ev.EMOTELIST_DECODER, "_emote_list"),
+    "updateemote": (ev.EMOTE_DECODER, "_update_emote"),
+    "removeemote": (ev.EMOTE_DECODER, "_remove_emote"),
+    "renameemote": (ev.EMOTE_DECODER, "_rename_emote"),
+}
+HANDLED_EVENTS: tuple[str, ...] = tuple(_HANDLERS)
+CAPTURED_SUBJECTS: list[str] = captured_subjects(HANDLED_EVENTS)  # the stream's config
+_HANDLED = frozenset(HANDLED_EVENTS)
+_EVENT_TOKENS = EVENTS_PREFIX.count(".") + 3  # kryten.events.cytube.<channel>.<event>
+
+
+def is_captured(subject: str) -> bool:
+    """Whether the stream stores a message published on `subject` (CAPTURED_SUBJECTS)."""
+    if subject.startswith(_JOURNAL_DOT):
+        return True
+    tokens = subject.split(".")
+    return len(tokens) == _EVENT_TOKENS and subject.startswith(_EVENTS_DOT) and tokens[-1] in _HANDLED
 
 
 class Projector(ChatRules, JournalRules, ImportRules, ForgetRules):
@@ -31,18 +61,7 @@ class Projector(ChatRules, JournalRules, ImportRules, ForgetRules):
         self.last_event_us = last_event_us
         self._channels: dict[tuple[str, str], ChannelKey] = {}  # each event's key, built once
         self._bridge: dict[str, tuple[msgspec.json.Decoder[Any], Callable[..., None]]] = {
-            "chatmsg": (ev.CHAT_DECODER, self._chat),
-            "pm": (ev.CHAT_DECODER, self._pm),
-            "adduser": (ev.USER_DECODER, self._add_user),
-            "userleave": (ev.USER_DECODER, self._user_leave),
-            "setafk": (ev.USER_DECODER, self._set_afk),
-            "setusermeta": (ev.USER_DECODER, self._set_user_meta),
-            "userlist": (ev.USERLIST_DECODER, self._userlist),
-            "changemedia": (ev.MEDIA_DECODER, self._change_media),
-            "emotelist": (ev.EMOTELIST_DECODER, self._emote_list),
-            "updateemote": (ev.EMOTE_DECODER, self._update_emote),
-            "removeemote": (ev.EMOTE_DECODER, self._remove_emote),
-            "renameemote": (ev.EMOTE_DECODER, self._rename_emote),
+            name: (decoder, getattr(self, method)) for name, (decoder, method) in _HANDLERS.items()
         }
 
     def take_delta(self) -> Delta:
@@ -80,12 +99,16 @@ class Projector(ChatRules, JournalRules, ImportRules, ForgetRules):
             self._dead_letter(seq, subject, f"{type(exc).__name__}: {exc}", data, stream_us)
 
     def _dead_letter(self, seq: int, subject: str, error: str, data: bytes, stream_us: int) -> None:
+        if is_pm_subject(subject):  # no PM text kept: the dead letter comes with its journal event
+            self._pm_dead_letter(seq, subject, error, stream_us)
+            return
         self.delta.dead_letters.put(DeadLetterKey(seq), [subject, error[:1000], data, stream_us])
         self._count("dead_letters")
 
     def _bridge_event(self, seq: int, data: bytes, stream_us: int) -> None:
         env = ev.ENVELOPE_DECODER.decode(data)
-        entry = self._bridge.get(env.event_name.lower())
+        event_name = env.event_name.lower()
+        entry = self._bridge.get(event_name)
         if entry is None:
             self._count("events_ignored")
             return
@@ -95,6 +118,9 @@ class Projector(ChatRules, JournalRules, ImportRules, ForgetRules):
         except msgspec.ValidationError as exc:  # its path is relative to the payload
             raise msgspec.ValidationError(_in_payload(str(exc))) from None
         t = ev.to_us(env.timestamp) if env.timestamp is not None else stream_us
+        if event_name == PM_EVENT:  # held only: counted by its "pm" journal event (see _pm)
+            handler(seq, payload, t)
+            return
         self.last_event_us = max(self.last_event_us, t)
         key = self._channel(env.domain, env.channel)
         first = self._advance_clock(key, t)
@@ -129,6 +155,8 @@ class Projector(ChatRules, JournalRules, ImportRules, ForgetRules):
             self._import(seq, event)
         elif isinstance(event, ev.Forget):
             self._forget(seq, event)
+        elif isinstance(event, ev.PmRedacted):
+            self._pm_redacted(seq, event, t)
         else:
             self._alias(seq, event)
 

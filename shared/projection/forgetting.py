@@ -74,6 +74,9 @@ class ForgetRules(Rules):
         dead = self.delta.dead_letters
         for k in [k for k, v in dead.upserts.items() if any(hit(w) == h for w in forget.words(v[_DEAD_RAW]))]:
             dead.delete(k)
+        held = self.delta.pm_erase  # raw PMs of this batch not yet counted: never counted now
+        for pm in [pm for pm, v in held.upserts.items() if v[0] and hit(v[0]) == h]:
+            held.delete(pm)
         for table, positions in _NAME_KEYS.items():
             td = self.delta.tables[table]
             for k in [k for k in td.upserts if any(k[i] and hit(k[i]) == h for i in positions)]:

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import duckdb
 from nats.aio.client import Client
 from userstats.shared import apply, schema
+from userstats.shared import events as ev
 from userstats.shared.batch import AT_END, BatchRunner
-from userstats.shared.projection import Projector
+from userstats.shared.projection import Projector, is_pm_subject
 from userstats.shared.stream import Item, StreamReader
 from userstats.shared.subjects import DEFAULT_STREAM, STREAM_SUBJECTS
 
@@ -58,14 +60,49 @@ def dump_file(path: Path) -> dict[str, list[tuple[Any, ...]]]:
         con.close()
 
 
+PM_JOURNAL_SUBJECT = "userstats.journal.pm"
+
+
+def pm_key(data: bytes) -> tuple[str, int] | None:
+    """(sender, event time in us) of a raw PM envelope: what its "pm" journal event says."""
+    try:
+        env = ev.ENVELOPE_DECODER.decode(data)
+        sender = ev.CHAT_DECODER.decode(env.payload).sender()
+    except (ValueError, TypeError):  # msgspec's errors are ValueErrors
+        return None
+    return (sender, ev.to_us(env.timestamp)) if env.timestamp is not None else None
+
+
+def redacted_pms(messages: Iterable[tuple[str, bytes]]) -> dict[tuple[str, int], int]:
+    """The PMs the stored "pm" journal events stand for (ingest erased most of their raw
+    messages once it had counted them): (sender, event time in us) -> the raw PM's seq."""
+    out: dict[tuple[str, int], int] = {}
+    for subject, data in messages:
+        if subject == PM_JOURNAL_SUBJECT:
+            e = ev.JOURNAL_DECODER.decode(data)
+            if isinstance(e, ev.PmRedacted) and not e.error:
+                out[(e.username, ev.to_us(e.timestamp))] = e.seq
+    return out
+
+
 class Oracle:
-    """Totals counted straight from the published envelopes, independently of the projection."""
+    """Totals counted straight from the published envelopes, independently of the projection.
+
+    From what a stream holds, a PM is its raw envelope or, once ingest erased that, its "pm"
+    journal event (sender and time, no text), and counts once when both are there."""
 
     def __init__(self, events: list[tuple[str, bytes]]) -> None:
         self.messages: Counter[tuple[str, str, str]] = Counter()
         self.pms: Counter[str] = Counter()
         self.users: set[str] = set()
-        for _, data in events:
+        redacted = redacted_pms(events)
+        for sender, _ in redacted:
+            if sender:
+                self.pms[sender] += 1
+                self.users.add(sender)
+        for subject, data in events:
+            if is_pm_subject(subject) and pm_key(data) in redacted:
+                continue  # counted from its journal event
             try:
                 env = json.loads(data)
                 name, p = env["event_name"].lower(), env["payload"]

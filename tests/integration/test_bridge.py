@@ -26,7 +26,7 @@ import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from userstats.query import reads
-from userstats.query.handlers import READS
+from userstats.query.answers import READS
 from userstats.shared import events as ev
 from userstats.shared import requests
 from userstats.shared.stream import Item
@@ -73,14 +73,23 @@ class Run:
         return n
 
     async def stored(self) -> None:
-        """published(), and the stream holds it."""
-        n = await self.published()
+        """published(), and the stream holds everything the bridge published before the mark.
 
-        async def in_stream() -> bool:
-            msg = await self.nc.jetstream().get_last_msg(DEFAULT_STREAM, f"{SUBJECT}.mediaupdate")
-            return bool(json.loads(msg.data or b"{}")["payload"]["currentTime"] == n)
+        The mark (a mediaUpdate) is not captured: the stream keeps only what the projection
+        uses. The server had every earlier message from the bridge's connection before it
+        passed the mark on, and the stream stores in arrival order, so once its last seq holds
+        still for a few polls after the mark, nothing before the mark is still on its way."""
+        await self.published()
+        js = self.nc.jetstream()
+        seen: list[int] = []
 
-        await wait_for(in_stream, timeout=20, what=f"mark {n} in the stream")
+        async def settled() -> bool:
+            seen.append(int((await js.stream_info(DEFAULT_STREAM)).state.last_seq))
+            return len(seen) >= 4 and len(set(seen[-4:])) == 1
+
+        await wait_for(
+            settled, timeout=20, interval=0.05, what="the stream to hold what came before the mark"
+        )
 
     async def start_bridge(self) -> None:
         logins = self.cytube.logins

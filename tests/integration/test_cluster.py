@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +34,16 @@ from userstats.shared.settings import NatsSettings
 from userstats.shared.subjects import DEFAULT_STREAM, STREAM_SUBJECTS
 from userstats.sim.generator import Simulator
 
-from testbed.harness import NatsCluster, Service, Stack, publish_all, request, wait_for
+from testbed.harness import (
+    NatsCluster,
+    Service,
+    Stack,
+    pms_deleted,
+    publish_all,
+    request,
+    settled,
+    wait_for,
+)
 from tests.integration.clustertools import (
     FIGURES,
     STORES,
@@ -48,7 +58,7 @@ from tests.integration.clustertools import (
     spec_gauges,
     step_down,
 )
-from tests.integration.streamtools import Oracle, dump, dump_file, read_stream, rebuild
+from tests.integration.streamtools import Oracle, dump, dump_file, read_stream, rebuild, redacted_pms
 
 RATE = 1000  # events/s, as in the observation
 # maxElectionTimeout (9 s) + the longest campaign delay (0.8 s) + a vote round and the new
@@ -81,6 +91,8 @@ def on(cluster: NatsCluster, node: int, **extra: str) -> dict[str, str]:
         "NATS_URL": cluster.urls_from(cluster.nodes[node - 1]),
         "NATS_RANDOMIZE": "false",
         "USERSTATS_REPLICAS": "3",
+        # the default, "projected"; USERSTATS_TEST_CLUSTER_CAPTURE=all runs them with every event
+        "USERSTATS_STREAM_CAPTURE": os.environ.get("USERSTATS_TEST_CLUSTER_CAPTURE", "projected"),
         **extra,
     }
 
@@ -266,7 +278,7 @@ async def test_kill_9_of_the_stream_leader_under_load(
             assert any(it.stream_us / 1e6 > time.time() - (time.monotonic() - restarted_at) for it in ticks)
 
         # What was lost was published while the stream had no leader, and no more than that.
-        lost = bridge.lost(stored)
+        lost = bridge.lost(stored, redacted_pms((it.subject, it.data) for it in items))
         per_kill = [[t for t in lost if k - 0.2 <= t <= k + ELECTION_BOUND_S] for _, k, _, _ in rounds]
         assert sum(len(x) for x in per_kill) == len(lost), "events lost outside an election"
         for (node, killed_at, _, caught_up_s), times in zip(rounds, per_kill, strict=True):
@@ -353,7 +365,7 @@ async def test_stepdown_and_rolling_restart_in_lame_duck_mode_under_load(
         oracle = Oracle([(bridge.subjects.get(d, ""), d) for d in stored])
         assert sum(r[-2] for r in tables["counters"] if r[0] == "message") == oracle.total_messages
 
-        lost = bridge.lost(stored)
+        lost = bridge.lost(stored, redacted_pms((it.subject, it.data) for it in items))
         per_op = {what: [t for t in lost if a - 0.2 <= t <= b + 1.0] for what, a, b, _, _ in ops}
         assert sum(len(v) for v in per_op.values()) == len(lost), "events lost outside a handover"
         for (what, a, b, lead_before, lead_after), times in zip(ops, per_op.values(), strict=True):
@@ -422,10 +434,12 @@ async def test_losing_two_nodes_stops_ingest_saying_why_and_loses_nothing_stored
     nc = await connect_to(order_from(cluster, cluster.nodes[0]), "test")
     try:
         first = list(Simulator(seed=231).events(5_000))
-        last = await publish_all(nc, first)
+        await publish_all(nc, first)
+        last = await settled(nc, ingest)  # past the PM journal events ingest appended
         replica.wait_healthy(timeout=60)
         for svc in (ingest, replica):
             await caught_up_to(svc, last)
+        await pms_deleted(nc)  # or the deletes still to come would change the stored messages
         before = await read_stream(nc)
         stats = await request(nc, {"command": "system.stats", "min_seq": last})
 
@@ -456,7 +470,8 @@ async def test_losing_two_nodes_stops_ingest_saying_why_and_loses_nothing_stored
             await wait_for(lambda svc=svc: svc.health()[0] == 200, timeout=60, what=f"{svc.module} healthy")
         recovered = time.monotonic() - back_at
         second = list(Simulator(seed=232, start_us=1_765_000_000_000_000).events(2_000))
-        last = await publish_all(nc, second)
+        await publish_all(nc, second)
+        last = await settled(nc, ingest)
         for svc in (ingest, replica):
             await caught_up_to(svc, last)
         after = await read_stream(nc)
@@ -526,8 +541,9 @@ async def test_replication_is_applied_to_existing_stores_or_refused_with_a_reaso
         js = nc.jetstream()
         ingest = cstack.ingest(NATS_URL=cluster.url)  # the default: R1
         ingest.wait_healthy(timeout=60)
-        last = await publish_all(nc, Simulator(seed=261).events(3_000))
-        await caught_up_to(ingest, last)
+        await publish_all(nc, Simulator(seed=261).events(3_000))
+        await caught_up_to(ingest, await settled(nc, ingest))
+        await pms_deleted(nc)  # before the stream's messages are compared below
         assert ingest.stop() == 0
         assert [(await js.stream_info(n)).config.num_replicas for n in STORES] == [1, 1, 1]
         before = await read_stream(nc)

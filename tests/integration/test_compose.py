@@ -213,17 +213,19 @@ def ingest_health(port: int) -> tuple[int, dict[str, Any]]:
 
 
 async def ingest_caught_up(nc: Client, port: int, timeout: float = 120) -> int:
-    last = await stream_last_seq(nc)
+    """Ingest's checkpoint once it has reached the stream's last seq. Ingest appends the PM
+    journal events of a batch before it announces the batch's checkpoint, so then every one
+    of them is stored and projected."""
 
-    def at() -> int:
-        try:
+    async def at() -> int:
+        try:  # first: the events appended before the checkpoint was announced are stored
             code, body = ingest_health(port)
         except (httpx.HTTPError, ValueError):
             return 0
         seq = body.get("checkpoint_seq") or 0
-        return int(seq) if code == 200 and seq >= last else 0
+        return int(seq) if code == 200 and seq >= await stream_last_seq(nc) else 0
 
-    return int(await wait_for(at, timeout=timeout, interval=0.1, what=f"ingest to reach seq {last}"))
+    return int(await wait_for(at, timeout=timeout, interval=0.1, what="ingest to reach the stream's end"))
 
 
 # Commands whose answers only published events change. (Ingest appends a `tick` to the
@@ -365,7 +367,8 @@ async def test_compose_stack_scales_survives_kills_restarts_and_down_up(
         nc = await nats.connect(f"nats://127.0.0.1:{v['NATS_PORT']}", name="userstats-compose-test")
         sim = Simulator(seed=21)
         events = list(sim.events(20_000))
-        last = await publish_all(nc, events)
+        await publish_all(nc, events)
+        last = await ingest_caught_up(nc, ingest_port)  # with the PM journal events
         oracle = Oracle(events)
 
         # Every replica counts exactly; requests are shared by all three, one answer each.
@@ -398,7 +401,7 @@ async def test_compose_stack_scales_survives_kills_restarts_and_down_up(
         assert reported < loaded, "ingest finished the load before it was killed: the kill proved nothing"
         state = json.loads(docker("inspect", "--format", "{{json .State}}", f"{c.project}-ingest-1").stdout)
         assert state["Status"] == "exited" and state["ExitCode"] == 137, state
-        last = await publish_all(nc, tail)
+        await publish_all(nc, tail)
         c("start", "ingest")
         resumed = await wait_for(
             lambda: (
@@ -408,7 +411,7 @@ async def test_compose_stack_scales_survives_kills_restarts_and_down_up(
             what="ingest to answer again",
         )
         assert resumed >= reported, "a checkpoint ingest had reported was lost in the kill"
-        await ingest_caught_up(nc, ingest_port)
+        last = await ingest_caught_up(nc, ingest_port)
         oracle = Oracle(events + load + tail)
         texts = replica_texts(c, last)
         for i, text in enumerate(texts, 1):

@@ -1,7 +1,7 @@
 """Issue 10: `userstats-ingest import-sqlite` brings a kryten-userstats 0.7.1 database's history in.
 
 The 0.7.1 database is written by 0.7.1's own code, and "what 0.7.1 answered" comes from its
-own command handlers over that file (tests/reference/kus071.py), compared with the replies
+own command handlers over that file (testbed/kus071.py), compared with the replies
 of a live replica after the import.
 """
 

@@ -16,7 +16,8 @@ from typing import Any
 import duckdb
 from userstats.query import reads
 from userstats.query.model import ModelUsers
-from userstats.query.replica import Committed, Replica
+from userstats.query.replica import Replica
+from userstats.query.tables import Committed
 from userstats.shared import messages as m
 from userstats.sim.generator import Simulator
 
@@ -56,8 +57,8 @@ async def test_reads_answer_while_a_large_write_is_under_way(stack: Stack) -> No
 
     blocker: asyncio.Future[None] | None = None
     try:
-        last = await publish_all(nc, Simulator(seed=3, step_us=50_000).events(5_000))
-        await caught_up(nc, ingest)
+        await publish_all(nc, Simulator(seed=3, step_us=50_000).events(5_000))
+        last = await caught_up(nc, ingest)  # past the PM journal events ingest appended
         await wait_for(lambda: replica.following and replica.applied_seq >= last, timeout=60, what="follow")
         await replica.flush_to(last)
         seq, before = await replica.read(message_total)

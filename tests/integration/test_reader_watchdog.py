@@ -27,7 +27,7 @@ from userstats.shared.settings import UserstatsSettings
 from userstats.shared.subjects import DEFAULT_STREAM
 from userstats.sim.generator import Simulator
 
-from testbed.harness import NatsServer, connect, metric, publish_all, stream_last_seq, wait_for
+from testbed.harness import NatsServer, connect, metric, publish_all, settled, stream_last_seq, wait_for
 from tests.integration.streamtools import Oracle, dump, read_stream, rebuild
 
 
@@ -77,7 +77,8 @@ async def run_and_break_the_reader(
         caplog.clear()
         deleted = await _take_the_consumer_away(nc, loop)
         assert deleted, "the reader has a consumer on the stream"
-        second = await publish_all(nc, events[3_000:])
+        await publish_all(nc, events[3_000:])
+        second = await settled(nc, lambda: loop.applied_seq)  # with the PM journal events
         await wait_for(lambda: loop.applied_seq >= second, timeout=60, what="ingest to resume")
     finally:
         stop.set()

@@ -7,7 +7,8 @@ import json
 import time
 from typing import Any
 
-from userstats.query.replica import Committed, Replica
+from userstats.query.replica import Replica
+from userstats.query.tables import Committed
 from userstats.shared import events as ev
 from userstats.shared.subjects import DEFAULT_STREAM
 from userstats.sim.generator import Simulator

@@ -22,15 +22,7 @@ def counts(p: Projection, table: str, value: str) -> dict[str, int]:
 
 
 def test_users_first_and_last_seen_in_event_time() -> None:
-    log = (
-        Log()
-        .at(0)
-        .join("alice")
-        .at(60)
-        .chat("alice", "hi")
-        .at(120)
-        .event("pm", {"username": "alice", "msg": "x"})
-    )
+    log = Log().at(0).join("alice").at(60).chat("alice", "hi").at(120).pm({"username": "alice", "msg": "x"})
     p = project(log)
     first, last = p.rows("SELECT first_seen_at, last_seen_at FROM users WHERE username = 'alice'")[0]
     assert first == T0.replace(tzinfo=None)
@@ -39,8 +31,8 @@ def test_users_first_and_last_seen_in_event_time() -> None:
 
 def test_message_and_pm_counts() -> None:
     log = Log().chat("alice", "a").chat("alice", "b", channel="Other").chat("bob", "c")
-    log.event("pm", {"username": "alice", "msg": "hello", "to": "Bot"})
-    log.event("pm", {"from": "carol", "msg": "untyped pm"})
+    log.pm({"username": "alice", "msg": "hello", "to": "Bot"})
+    log.pm({"from": "carol", "msg": "untyped pm"})
     got = counters(log)
     assert sorted((user, channel, n) for (user, channel, *_), (n, _) in got[schema.MESSAGES].items()) == [
         ("alice", "420Grindhouse", 1),
@@ -90,9 +82,12 @@ def test_bridge_restart_backlog_is_not_counted_twice() -> None:
 
 
 def test_events_without_a_username_are_counted_apart() -> None:
-    p = project(Log().event("chatMsg", {"msg": "who am i", "time": 1}).event("pm", {"msg": "x"}))
+    p = project(Log().event("chatMsg", {"msg": "who am i", "time": 1}).pm({"msg": "x"}))
     assert p.table("message_counts") == []
-    assert p.value("SELECT value FROM projection_counters WHERE name = 'events_without_username'") == 2
+    assert p.table("pm_counts") == []
+    assert (
+        p.value("SELECT value FROM projection_counters WHERE name = 'events_without_username'") == 2
+    )  # the chat line, and the PM (counted from its journal event)
 
 
 def test_event_name_matching_is_case_insensitive_and_others_are_ignored() -> None:

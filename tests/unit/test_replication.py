@@ -13,19 +13,19 @@ import pytest
 from nats.js import api
 from nats.js.errors import APIError
 from userstats.ingest.stream_setup import stream_config
-from userstats.shared import jshealth, replication, settings
+from userstats.shared import jshealth, replication, settings_load
 from userstats.shared.natsconn import connect_options
 from userstats.shared.replication import Replication
-from userstats.shared.settings import ConfigError
+from userstats.shared.settings_load import ConfigError
 from userstats.shared.subjects import DEFAULT_STREAM
 
 
 def test_replication_defaults_to_r1_without_placement() -> None:
-    u = settings.load(None, env={}).userstats
+    u = settings_load.load(None, env={}).userstats
     for store in replication.STORES:
         assert replication.for_store(u, store) == Replication(1)
     assert stream_config(u).num_replicas == 1 and stream_config(u).placement is None
-    assert connect_options(settings.load(None, env={}).nats, "x")["dont_randomize"] is False
+    assert connect_options(settings_load.load(None, env={}).nats, "x")["dont_randomize"] is False
 
 
 def test_one_setting_for_all_three_and_one_per_store(tmp_path: Path) -> None:
@@ -36,7 +36,7 @@ def test_one_setting_for_all_three_and_one_per_store(tmp_path: Path) -> None:
         "USERSTATS_PLACEMENT_TAGS": "ssd, az:1",
         "NATS_RANDOMIZE": "false",
     }
-    s = settings.load(None, env=env)
+    s = settings_load.load(None, env=env)
     u = s.userstats
     assert replication.for_store(u, "stream") == Replication(3, "east", ("ssd", "az:1"))
     assert replication.for_store(u, "pointer").replicas == 5
@@ -46,7 +46,7 @@ def test_one_setting_for_all_three_and_one_per_store(tmp_path: Path) -> None:
     assert connect_options(s.nats, "x")["dont_randomize"] is True
     cfg = tmp_path / "config.json"
     cfg.write_text('{"userstats": {"replicas": 3, "snapshot_replicas": 1}}')
-    u = settings.load(cfg, env={}).userstats
+    u = settings_load.load(cfg, env={}).userstats
     assert [replication.for_store(u, x).replicas for x in replication.STORES] == [3, 3, 1]
 
 
@@ -61,7 +61,7 @@ def test_one_setting_for_all_three_and_one_per_store(tmp_path: Path) -> None:
 )
 def test_bad_replication_values_name_the_key(env: dict[str, str], key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace("$", r"\$")):
-        settings.load(None, env=env)
+        settings_load.load(None, env=env)
 
 
 def config(replicas: int = 1, placement: api.Placement | None = None) -> api.StreamConfig:
