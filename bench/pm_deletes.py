@@ -53,7 +53,7 @@ async def delete_cost(
         for label, no_erase, chosen in (("erase", False, seqs[:deletes]), ("no_erase", True, seqs[deletes:])):
             took: list[float] = []
             for seq in chosen:
-                body = json.dumps({"seq": seq, "no_erase": no_erase} if no_erase else {"seq": seq}).encode()
+                body = json.dumps({"seq": seq, "no_erase": no_erase}).encode()
                 t = time.perf_counter()
                 reply = await nc.request(f"$JS.API.STREAM.MSG.DELETE.{STREAM}", body, timeout=10)
                 took.append((time.perf_counter() - t) * 1000)

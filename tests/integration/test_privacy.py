@@ -25,7 +25,17 @@ from userstats.shared import events as ev
 from userstats.shared.projection import CAPTURED_SUBJECTS, Projector
 from userstats.shared.subjects import event_subject
 
-from testbed.harness import NatsServer, Stack, caught_up, connect, publish_all, raw_pms, request, wait_for
+from testbed.harness import (
+    NatsServer,
+    Service,
+    Stack,
+    caught_up,
+    connect,
+    publish_all,
+    raw_pms,
+    request,
+    wait_for,
+)
 from tests.integration.streamtools import dump, dump_file, read_stream, rebuild
 from tests.integration.test_rebuild import cli, finish
 from tests.projection_helpers import Log
@@ -119,6 +129,14 @@ async def pm_counts(nc: Client, users: list[str], min_seq: int = 0) -> dict[str,
     return out
 
 
+async def counted_and_erased(nc: Client, ingest: Service, query: Service, users: list[str]) -> dict[str, int]:
+    """Ingest and the replica at the stream's end with no raw PM left; the replica's PM counts."""
+    await caught_up(nc, ingest)
+    last = await caught_up(nc, query)
+    assert await raw_pms(nc) == 0
+    return await pm_counts(nc, users, last)
+
+
 async def no_marker_anywhere(nc: Client, stack: Stack, markers: Markers, tmp: Path) -> None:
     stream = await all_stream_messages(nc)
     hits = [
@@ -179,10 +197,7 @@ async def test_pm_text_is_erased_everywhere_and_each_pm_counts_once(stack: Stack
             ingest.kill9()
             ingest = stack.ingest()
             ingest.wait_healthy()
-        await caught_up(nc, ingest)
-        last = await caught_up(nc, query)
-        assert await raw_pms(nc) == 0
-        assert await pm_counts(nc, users, last) == sent
+        assert await counted_and_erased(nc, ingest, query, users) == sent
 
         # the crash window itself: a batch committed (its PMs queued), ingest killed before it
         # erased them; for the first, its journal event was appended but the raw PM not deleted
@@ -199,10 +214,7 @@ async def test_pm_text_is_erased_everywhere_and_each_pm_counts_once(stack: Stack
         await Journal(nc.jetstream(), "USERSTATS").append(pm, msg_id=f"test-{uuid.uuid4().hex}")
         ingest = stack.ingest()
         ingest.wait_healthy()
-        await caught_up(nc, ingest)
-        last = await caught_up(nc, query)
-        assert await raw_pms(nc) == 0
-        assert await pm_counts(nc, users, last) == sent
+        assert await counted_and_erased(nc, ingest, query, users) == sent
         await wait_for(
             lambda: "pms_erased_total 5.0" in ingest.metrics(), what="the sweep to erase the 5 queued PMs"
         )
@@ -220,10 +232,7 @@ async def test_pm_text_is_erased_everywhere_and_each_pm_counts_once(stack: Stack
         assert await raw_pms(nc) == 2
         ingest = stack.ingest()
         ingest.wait_healthy()
-        await caught_up(nc, ingest)
-        last = await caught_up(nc, query)
-        assert await raw_pms(nc) == 0
-        assert await pm_counts(nc, users, last) == sent
+        assert await counted_and_erased(nc, ingest, query, users) == sent
         assert "was counted but not deleted; deleting it" in ingest.log.read_text()
 
         # every table after a rebuild equals the live ones; a replay of the stream does too
