@@ -32,7 +32,7 @@ from typing import Any
 
 from userstats.shared import events as ev
 from userstats.shared.subjects import DEFAULT_STREAM
-from userstats.sim.generator import Simulator
+from userstats.sim.generator import BRIDGE_PM_WEIGHT, Simulator
 
 from bench.common import TOPOLOGY_NAMES, percentile, ready, replication, report, stack, topologies
 from testbed.harness import NatsCluster, connect, wait_for
@@ -41,7 +41,12 @@ BRIDGE_PREFIX = "kryten.events.cytube."
 
 
 async def background(nc: object, rate: float, stop: asyncio.Event, seed: int = 5) -> int:
-    sim = Simulator(seed=seed, start_us=ev.to_us(ev.EPOCH) + int(time.time() * 1e6), step_us=int(1e6 / rate))
+    sim = Simulator(
+        seed=seed,
+        pm_weight=BRIDGE_PM_WEIGHT,
+        start_us=ev.to_us(ev.EPOCH) + int(time.time() * 1e6),
+        step_us=int(1e6 / rate),
+    )
     gen = sim.events(10**9)
     started = time.perf_counter()
     sent = 0

@@ -20,7 +20,7 @@ import asyncio
 import time
 
 import httpx
-from userstats.sim.generator import Simulator
+from userstats.sim.generator import BRIDGE_PM_WEIGHT, Simulator
 
 from bench.common import TOPOLOGY_NAMES, Timer, ready, replication, report, stack, topologies
 from bench.rebuild_rate import read_only
@@ -50,7 +50,7 @@ async def run(events: int, topology: str = "single") -> list[dict[str, object]]:
         ingest.stop()
         nc = await connect(s.nats.url)
         try:
-            generated = list(Simulator(seed=1).events(events))
+            generated = list(Simulator(seed=1, pm_weight=BRIDGE_PM_WEIGHT).events(events))
             with Timer() as t:
                 last = await publish_all(nc, generated)
             rows.append(
@@ -89,7 +89,7 @@ async def run(events: int, topology: str = "single") -> list[dict[str, object]]:
             more = events // 2
             # the stream's seq after them: it stores only the captured events (no mediaUpdate,
             # usercount), plus ingest's journal events
-            target = await publish_all(nc, list(Simulator(seed=2).events(more)))
+            target = await publish_all(nc, list(Simulator(seed=2, pm_weight=BRIDGE_PM_WEIGHT).events(more)))
             # a replica loads the snapshot (first half) and follows the second half from the stream
             query = s.query(**rep)
             with Timer() as t:
@@ -130,7 +130,7 @@ async def end_to_end(events: int, topology: str = "single") -> list[dict[str, ob
         s.query(**rep).wait_healthy(timeout=60)
         nc = await connect(s.nats.url)
         try:
-            generated = list(Simulator(seed=1).events(events))
+            generated = list(Simulator(seed=1, pm_weight=BRIDGE_PM_WEIGHT).events(events))
             started = time.perf_counter()
             last = await publish_all(nc, generated)
             published = time.perf_counter() - started

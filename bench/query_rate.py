@@ -40,7 +40,7 @@ from bench.sampling import (
     hit_ratio,
     simulator,
 )
-from testbed.harness import Service, Stack, caught_up, connect, publish_all
+from testbed.harness import Service, Stack, caught_up, connect, pms_deleted, publish_all
 
 
 def user_bodies(users: list[User]) -> list[bytes]:
@@ -176,7 +176,8 @@ def _traffic_process(url: str, rate: float, stop: Any) -> None:
 
 @contextmanager
 def filled_stack(events: int) -> Iterator[tuple[Stack, list[Service]]]:
-    """A stack with ingest, one replica, and the corpus's first `events` events applied."""
+    """A stack with ingest, one replica, and the corpus's first `events` events applied,
+    their raw PMs erased (so nothing runs in the background at rest)."""
     with stack() as s:
         s.ingest().wait_healthy()
         replicas = [s.query()]
@@ -186,6 +187,7 @@ def filled_stack(events: int) -> Iterator[tuple[Stack, list[Service]]]:
             nc = await connect(s.nats.url)
             await publish_all(nc, list(simulator(seed=1).events(events)))
             await caught_up(nc, replicas[0])  # every event applied before the first row
+            await pms_deleted(nc, timeout=600)  # and ingest's erasing done: at rest means idle
             await nc.close()
 
         asyncio.run(fill())

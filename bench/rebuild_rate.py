@@ -20,7 +20,7 @@ from userstats.shared.projection import Projector
 from userstats.shared.settings import NatsSettings
 from userstats.shared.stream import StreamReader
 from userstats.shared.subjects import DEFAULT_STREAM, STREAM_SUBJECTS
-from userstats.sim.generator import Simulator
+from userstats.sim.generator import BRIDGE_PM_WEIGHT, Simulator
 
 from bench.common import report, stack
 from testbed.harness import connect, publish_all
@@ -83,7 +83,7 @@ def run(events: int) -> list[dict[str, object]]:
         ingest = s.ingest()
         ingest.wait_healthy()
         ingest.stop()
-        generated = list(Simulator(seed=1).events(events))
+        generated = list(Simulator(seed=1, pm_weight=BRIDGE_PM_WEIGHT).events(events))
         last = asyncio.run(fill(s.nats.url, generated))
         raw_s = asyncio.run(read_raw(s.nats.url, last))
         read_s = asyncio.run(read_only(s.nats.url, last))

@@ -22,7 +22,7 @@ import re
 from bisect import bisect_right
 from itertools import accumulate
 
-from userstats.sim.generator import DEFAULT_CHANNELS, Simulator
+from userstats.sim.generator import BRIDGE_PM_WEIGHT, DEFAULT_CHANNELS, Simulator
 
 CHANNELS: tuple[tuple[str, str], ...] = (*DEFAULT_CHANNELS, ("cytu.be", "RetroTV"))
 USERS_PER_CHANNEL = 600
@@ -35,8 +35,15 @@ User = tuple[str, str, str]  # username, channel, domain
 
 
 def simulator(seed: int = 1, **kwargs: int) -> Simulator:
-    """The benches' traffic: the simulator's mix over CHANNELS, USERS_PER_CHANNEL each."""
-    return Simulator(seed=seed, channels=CHANNELS, users_per_channel=USERS_PER_CHANNEL, **kwargs)
+    """The benches' traffic: the simulator's mix over CHANNELS, USERS_PER_CHANNEL each, with
+    PMs at the rate a bridge sees them (BRIDGE_PM_WEIGHT)."""
+    return Simulator(
+        seed=seed,
+        channels=CHANNELS,
+        users_per_channel=USERS_PER_CHANNEL,
+        pm_weight=BRIDGE_PM_WEIGHT,
+        **kwargs,
+    )
 
 
 def corpus_users(events: int, seed: int = 1) -> list[User]:

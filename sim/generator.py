@@ -59,6 +59,15 @@ class _Channel:
     afk: set[str] = field(default_factory=set)
 
 
+# PMs per 100 events a real bridge sees: 0.1, one a second at 1,000 events/s. CyTube sends a
+# "pm" frame only to its sender and its recipient (src/channel/chat.js, handlePm), so the
+# bridge's account sees only the PMs to or from itself (and CyTube throttles each user at 10 a
+# second). The simulator's default, 3 per 100, is a stress of the PM path: every raw PM costs
+# an erase in the stream (a rewrite of the block that holds it, bench.pm_deletes), so at 3% a
+# busy channel's traffic would spend most of a core of nats-server on erasing.
+BRIDGE_PM_WEIGHT = 0.1
+
+
 class Simulator:
     """Yields (subject, envelope bytes) pairs; event time advances `step_us` per event."""
 
@@ -69,7 +78,7 @@ class Simulator:
         step_us: int = 20_000,
         channels: tuple[tuple[str, str], ...] = DEFAULT_CHANNELS,
         users_per_channel: int = 200,
-        pm_weight: float = 3.0,  # PMs per 100 events (a stress: see tests/integration/clustertools.py)
+        pm_weight: float = 3.0,  # PMs per 100 events (a stress: see BRIDGE_PM_WEIGHT)
     ) -> None:
         self.rng = random.Random(seed)
         self.now_us = start_us

@@ -21,7 +21,7 @@ from nats.aio.client import Client
 from userstats.shared.projection import is_captured, is_pm_subject
 from userstats.shared.snapshots import POINTER_STREAM, SNAPSHOT_STREAM
 from userstats.shared.subjects import DEFAULT_STREAM
-from userstats.sim.generator import Simulator
+from userstats.sim.generator import BRIDGE_PM_WEIGHT, Simulator
 
 from testbed.harness import NatsCluster, NatsServer, Service, wait_for
 from tests.integration.streamtools import pm_key
@@ -41,14 +41,10 @@ def order_from(cluster: NatsCluster, first: NatsServer) -> list[str]:
     return cluster.urls_from(first).split(",")
 
 
-# PMs per 100 events the bridge stand-in sends: 0.1, one a second at 1,000 events/s. CyTube
-# sends a "pm" frame only to its sender and its recipient (src/channel/chat.js, handlePm), so
-# the bridge's account sees only the PMs to or from itself, and CyTube throttles each user at
-# 10 a second. The simulator's default 3% would be 30 a second to the bot, all test long:
-# each erase rewrites the message's whole block (up to 8 MB) on every server of the stream
-# (nats-server filestore eraseMsg), and with 3 servers on this 2-core machine doing that 30
-# times a second a leader handover took about 1 s instead of tens of ms (the README says so).
-BRIDGE_PM_WEIGHT = 0.1
+# The bridge stand-in sends PMs at a real bridge's rate (BRIDGE_PM_WEIGHT, 1 a second at 1,000
+# events/s), not the simulator's 3%: with 3 servers on this 2-core machine erasing 30 raw PMs a
+# second (each erase rewrites the message's whole block on every server, nats-server filestore
+# eraseMsg), a leader handover took about 1 s instead of tens of ms (the README says so).
 
 
 class Bridge:
