@@ -24,6 +24,11 @@ from nats.js import JetStreamContext, api
 
 log = logging.getLogger(__name__)
 
+# A resubscribe that fails (the server unreachable, the consumer create timing out) is tried
+# again after this long, doubling up to the most, until it works or the reader is stopped.
+RESUBSCRIBE_FIRST_WAIT = 0.5
+RESUBSCRIBE_MAX_WAIT = 8.0
+
 
 class Item(NamedTuple):
     seq: int
@@ -79,8 +84,14 @@ class StreamReader:
         self._sub: JetStreamContext.PushSubscription | None = None
         self._fresh = True  # the next message is the first since (re)subscribing
         self._resubscribing = False
+        self._resubscribe_task: asyncio.Task[None] | None = None
+        self._stopped = False
+
+    def stopped(self) -> bool:
+        return self._stopped
 
     async def start(self) -> None:
+        self._stopped = False
         await self._subscribe()
 
     async def _subscribe(self) -> None:
@@ -102,6 +113,13 @@ class StreamReader:
         log.debug("stream %s: reading from seq %d", self._stream, self.next_seq)
 
     async def stop(self) -> None:
+        self._stopped = True
+        task, self._resubscribe_task = self._resubscribe_task, None
+        if task is not None and not task.done():
+            task.cancel()  # a resubscribe still trying: the reader is done
+        await self._unsubscribe()
+
+    async def _unsubscribe(self) -> None:
         sub, self._sub = self._sub, None
         if sub is not None:
             try:
@@ -132,7 +150,7 @@ class StreamReader:
                 )
                 self._resubscribing = True
                 self._consumer = ""
-                asyncio.get_running_loop().create_task(self._resubscribe())
+                self._resubscribe_task = asyncio.get_running_loop().create_task(self._resubscribe())
                 return
             else:
                 # The first message since subscribing: the jump is either single deletes (raw
@@ -170,9 +188,28 @@ class StreamReader:
         return int(info.state.first_seq)
 
     async def _resubscribe(self) -> None:
+        """Read again from `next_seq` on a new consumer, retrying until it works (a reader
+        left without a subscription would wait forever) or the reader is stopped."""
+        wait = RESUBSCRIBE_FIRST_WAIT
         try:
-            await self.stop()
-            await self._subscribe()
+            await self._unsubscribe()
+            while not self.stopped():
+                try:
+                    await self._subscribe()
+                except Exception as exc:  # unreachable server, consumer create timed out, ...
+                    log.warning(
+                        "stream %s: cannot resubscribe from seq %d (%s); trying again in %.1f s",
+                        self._stream,
+                        self.next_seq,
+                        exc or type(exc).__name__,
+                        wait,
+                    )
+                    await asyncio.sleep(wait)
+                    wait = min(wait * 2, RESUBSCRIBE_MAX_WAIT)
+                    continue
+                if self.stopped():  # stopped while the subscribe was under way
+                    await self._unsubscribe()
+                return
         finally:
             self._resubscribing = False
 

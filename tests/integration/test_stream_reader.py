@@ -3,6 +3,7 @@ the stream's limits removed (a gap it reports), also on the first message it rea
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 import nats
@@ -67,5 +68,48 @@ async def test_messages_removed_by_the_limits_are_a_reported_gap(
         assert reader.gaps == [(2, 5)]
         assert reader.holes == 1
         assert [r for r in caplog.records if "messages 2..5 are not in the stream" in r.getMessage()]
+    finally:
+        await nc.close()
+
+
+async def test_a_resubscribe_during_an_outage_is_retried_until_the_server_is_back(
+    nats_server: NatsServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The reader resubscribes when the client dropped messages (a slow consumer); if the
+    server cannot be reached then, it tries again until it can, and reads on from where it was
+    (before, the failed subscribe ended the task and the reader waited forever)."""
+    nc = await nats.connect(nats_server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.2)
+    try:
+        js = nc.jetstream(timeout=1)
+        await js.add_stream(api.StreamConfig(name=STREAM, subjects=SUBJECTS))
+        for i in range(5):
+            await js.publish("rt.x", str(i).encode())
+        reader = StreamReader(js, STREAM, SUBJECTS, 1)
+        await reader.start()
+        got: list[int] = []
+
+        async def have(n: int) -> bool:
+            await reader.wait(0.2)
+            got.extend(i.seq for i in reader.take(1000))
+            return len(got) >= n
+
+        await wait_for(lambda: have(5), timeout=20, what="the first 5 messages")
+        nats_server.stop()
+        with caplog.at_level(logging.WARNING, logger="userstats.shared.stream"):
+            resubscribe = asyncio.create_task(reader._resubscribe())  # what a dropped message starts
+            await wait_for(
+                lambda: [r for r in caplog.records if "cannot resubscribe from seq 6" in r.getMessage()],
+                timeout=20,
+                what="a failed resubscribe",
+            )
+            assert not resubscribe.done()  # still trying
+            nats_server.start()
+            await wait_for(resubscribe.done, timeout=30, what="the resubscribe to succeed")
+        assert resubscribe.exception() is None
+        for i in range(5, 10):
+            await js.publish("rt.x", str(i).encode())
+        await wait_for(lambda: have(10), timeout=20, what="the messages after the outage")
+        assert got == list(range(1, 11))
+        await reader.stop()
     finally:
         await nc.close()
