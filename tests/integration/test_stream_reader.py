@@ -113,3 +113,43 @@ async def test_a_resubscribe_during_an_outage_is_retried_until_the_server_is_bac
         await reader.stop()
     finally:
         await nc.close()
+
+
+async def test_a_reader_that_takes_nothing_holds_back_the_server(nats_server: NatsServer) -> None:
+    """Flow control bounds what is in flight: a reader whose buffer is full gets at most
+    about the server's flow-control window (32 MiB) beyond it, not the whole backlog (with a
+    callback subscription nats-py confirmed flow control on arrival, and a million-event
+    backlog became 500 MB of queued messages in ingest); once it takes them, everything
+    arrives, in order."""
+    nc = await nats.connect(nats_server.url)
+    try:
+        js = nc.jetstream()
+        await js.add_stream(api.StreamConfig(name=STREAM, subjects=SUBJECTS))
+        body = b"x" * 1000
+        total = 120_000  # 120 MB: nearly four windows
+        for start in range(0, total, 5000):
+            await asyncio.gather(*(js.publish("rt.x", body) for _ in range(5000)))
+            del start
+        reader = StreamReader(js, STREAM, SUBJECTS, 1, max_buffer=1000)
+        await reader.start()
+
+        async def delivered() -> int:
+            infos = await js.consumers_info(STREAM)
+            return max(int(i.delivered.stream_seq) for i in infos)
+
+        await wait_for(lambda: reader.buffered() >= 1000, timeout=20, what="a full buffer")
+        await asyncio.sleep(2)  # long enough for an unbounded consumer to send everything
+        sent = await delivered()
+        assert sent < total // 2, f"the server sent {sent} of {total} messages to a reader taking none"
+        got: list[int] = []
+
+        async def have_all() -> bool:
+            await reader.wait(0.2)
+            got.extend(i.seq for i in reader.take(5000))
+            return len(got) >= total
+
+        await wait_for(have_all, timeout=60, what="every message once the reader takes them")
+        assert got == list(range(1, total + 1))
+        await reader.stop()
+    finally:
+        await nc.close()
