@@ -1,7 +1,8 @@
-"""The read commands' replies, cached: the user.* reads (and alias.get) from the replica's
-read model, on the event loop; every other read from the tables, on a reader thread
-(query/tables.py). Each reply is cached in the one ReplyCache (query/replycache.py) with what
-it was computed from, and served again while that is unchanged.
+"""The read commands' replies, cached: the user.* reads (and alias.get, alias.find) from the
+replica's read model, on the event loop; every other read from the tables, on a reader thread
+(query/tables.py). Each reply (but the model's alias.find, one look-up) is cached in the one
+ReplyCache (query/replycache.py) with what it was computed from, and served again while that
+is unchanged.
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ class Answers:
         channel = getattr(p, "channel", None)
         if channel and not model.has_channel(domain, channel):
             return None
+        if req.command == "alias.find":  # one look-up by alias: not worth a cache entry
+            found = reads.SOURCE_READS[req.command](ModelUsers(model, domain), p)
+            return m.ok(req.command, found, model.seq)
         user: str = p.username  # type: ignore[attr-defined]
         e = self._cache.get(key)
         if (

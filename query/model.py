@@ -24,6 +24,7 @@ USER_KINDS = frozenset(
 CounterKey = tuple[str, str, str, str, str, int]  # kind, username, channel, domain, item, bucket
 Row = tuple[str, str, str, str, int, int]  # kind, channel, domain, item, n1, n2 (UserFigures' rows)
 _EPOCHS = itertools.count(1)
+_LOAD_CHUNK = 10_000
 _EPOCH0 = datetime(1970, 1, 1)
 
 
@@ -52,6 +53,7 @@ class ReadModel:
         self.seq = seq
         self.event_us = event_us
         self.users: dict[str, UserEntry] = {}
+        self.alias_owners: dict[str, dict[str, int]] = {}  # alias -> {username: seq}, for alias.find
         self.changed: dict[str, int] = {}  # lower-cased name -> the last seq that changed its rows
         self.clock: dict[tuple[str, str], str] = {}  # (domain, channel) lower -> the smallest spelling
         self._clock_keys: set[tuple[str, str]] = set()
@@ -67,18 +69,26 @@ class ReadModel:
         assert row is not None
         model = cls(int(row[0]), int(row[1]))
         kinds = sorted(USER_KINDS)
-        for k, u, c, d, i, b, n1, n2 in con.execute(
+        # Each fetched row brings its own string objects: one object per distinct kind, name,
+        # channel, domain and item instead (after an import of 208k counters rows: the model
+        # takes 55 MB instead of 103), read in chunks so the rows are never all in memory.
+        pool: dict[str, str] = {}
+        one = pool.setdefault
+        cur = con.execute(
             "SELECT kind, username, channel, domain, item, bucket, n1, n2 FROM counters "
             f"WHERE kind IN ({', '.join('?' * len(kinds))}) AND username <> ''",
             kinds,
-        ).fetchall():
-            model._put_counter((k, u, c, d, i, int(b)), int(n1), int(n2))
+        )
+        while chunk := cur.fetchmany(_LOAD_CHUNK):
+            for k, u, c, d, i, b, n1, n2 in chunk:
+                key = (one(k, k), one(u, u), one(c, c), one(d, d), one(i, i), int(b))
+                model._put_counter(key, int(n1), int(n2))
         for name, first, last, first_seq in con.execute(
             "SELECT username, epoch_us(first_seen_at), epoch_us(last_seen_at), first_seq FROM users"
         ).fetchall():
             model._entry(name).spellings[name] = [int(first), int(last), int(first_seq)]
         for name, alias, seq in con.execute("SELECT username, alias, seq FROM user_aliases").fetchall():
-            model._entry(name).aliases[(name, alias)] = int(seq)
+            model._set_alias(name, alias, int(seq))
         for domain, channel in con.execute("SELECT domain, channel FROM channel_clock").fetchall():
             model._add_clock(domain, channel)
         model.changed.clear()
@@ -112,6 +122,20 @@ class ReadModel:
                 self.channel_messages[ck] = left
             else:  # no chat line left there: the channel has no counters row (as in the tables)
                 del self.channel_messages[ck]
+
+    def _set_alias(self, name: str, alias: str, seq: int) -> None:
+        self._entry(name).aliases[(name, alias)] = seq
+        self.alias_owners.setdefault(alias, {})[name] = seq
+
+    def _drop_alias(self, name: str, alias: str) -> None:
+        e = self.users.get(name.lower())
+        if e is not None:
+            e.aliases.pop((name, alias), None)
+        owners = self.alias_owners.get(alias)
+        if owners is not None:
+            owners.pop(name, None)
+            if not owners:
+                del self.alias_owners[alias]
 
     def _add_clock(self, domain: str, channel: str) -> None:
         self._clock_keys.add((domain, channel))
@@ -148,12 +172,10 @@ class ReadModel:
                 row[0], row[1], row[2] = min(row[0], first), max(row[1], last), min(row[2], first_seq)
             changed[name.lower()] = seq
         for name, alias in delta.aliases.deletes:
-            e = self.users.get(name.lower())
-            if e is not None:
-                e.aliases.pop((name, alias), None)
+            self._drop_alias(name, alias)
             changed[name.lower()] = seq
         for (name, alias), (aseq,) in delta.aliases.upserts.items():
-            self._entry(name).aliases[(name, alias)] = aseq
+            self._set_alias(name, alias, aseq)
             changed[name.lower()] = seq
         if delta.clock.deletes:
             self._clock_keys -= delta.clock.deletes
@@ -171,12 +193,14 @@ class ReadModel:
         for low in [low for low in self.users if hit(low) in hashes]:
             for key in list(self.users[low].counters):
                 self._drop_counter(key)
+            for name, alias in list(self.users[low].aliases):
+                self._drop_alias(name, alias)
             del self.users[low]
             self.changed[low] = seq
         for low, e in self.users.items():  # an alias that is the forgotten name
             gone = [k for k in e.aliases if hit(k[1]) in hashes]
-            for k in gone:
-                del e.aliases[k]
+            for name, alias in gone:
+                self._drop_alias(name, alias)
             if gone:
                 self.changed[low] = seq
 
@@ -215,6 +239,13 @@ class ReadModel:
         e = self.users.get(user.lower())
         return sorted(a for _u, a in e.aliases) if e is not None else []
 
+    def alias_owner(self, alias: str) -> str | None:
+        """Who owns an alias (stored lower-cased): the earliest to take it, then by name."""
+        owners = self.alias_owners.get(alias.lower())
+        if not owners:
+            return None
+        return min(owners.items(), key=lambda kv: (kv[1], kv[0]))[0]
+
     def channel_spelling(self, domain: str, channel: str) -> str:
         return self.clock.get((domain.lower(), channel.lower()), channel)
 
@@ -244,4 +275,5 @@ class ModelUsers:
         self.counter_rows = model.counter_rows
         self.seen = model.seen
         self.aliases = model.aliases
+        self.alias_owner = model.alias_owner
         self.channel_spelling = model.channel_spelling

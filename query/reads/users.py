@@ -32,6 +32,7 @@ class UserSource(Protocol):
     def counter_rows(self, user: str) -> list[Row]: ...
     def seen(self, user: str) -> tuple[str | None, str | None]: ...
     def aliases(self, user: str) -> list[str]: ...
+    def alias_owner(self, alias: str) -> str | None: ...
     def channel_spelling(self, domain: str, channel: str) -> str: ...
 
 
@@ -76,6 +77,15 @@ class SqlUsers:
                 self.sc, f"SELECT alias FROM user_aliases WHERE {BY_USER} ORDER BY alias", [user]
             )
         ]
+
+    def alias_owner(self, alias: str) -> str | None:
+        """Who owns an alias (stored lower-cased): the earliest to take it, then by name."""
+        owner = fetch_one(
+            self.sc,
+            "SELECT username FROM user_aliases WHERE alias = lower(?) ORDER BY seq, username LIMIT 1",
+            [alias],
+        )
+        return None if owner is None else str(owner)
 
     def channel_spelling(self, domain: str, channel: str) -> str:
         return channel_spelling(self.sc, domain, channel)
@@ -211,6 +221,11 @@ def alias_get_of(src: UserSource, p: m.AliasUserParams) -> r.AliasGet:
     return r.AliasGet(username=src.spelling(p.username), aliases=aliases, count=len(aliases))
 
 
+def alias_find_of(src: UserSource, p: m.AliasFindParams) -> r.AliasFound:
+    owner = src.alias_owner(p.alias)
+    return r.AliasFound(alias=p.alias, username=owner, found=owner is not None)
+
+
 # The reads a UserSource answers, by command (the replica answers these from its read model).
 SOURCE_READS: dict[str, Callable[[UserSource, Any], Any]] = {
     "user.stats": stats_of,
@@ -219,6 +234,7 @@ SOURCE_READS: dict[str, Callable[[UserSource, Any], Any]] = {
     "user.activity": activity_of,
     "user.kudos": kudos_of,
     "alias.get": alias_get_of,
+    "alias.find": alias_find_of,
 }
 
 
@@ -256,7 +272,4 @@ def alias_get(sc: Scope, p: m.AliasUserParams) -> r.AliasGet:
 
 
 def alias_find(sc: Scope, p: m.AliasFindParams) -> r.AliasFound:
-    owner = fetch_one(
-        sc, "SELECT username FROM user_aliases WHERE alias = lower(?) ORDER BY seq LIMIT 1", [p.alias]
-    )
-    return r.AliasFound(alias=p.alias, username=owner, found=owner is not None)
+    return alias_find_of(SqlUsers(sc), p)

@@ -110,6 +110,10 @@ def every_request(model: ReadModel, con: duckdb.DuckDBPyConnection) -> list[tupl
         out.append(("user.messages", m.UserMessagesParams(username=variant, channel=channel)))
         out.append(("user.kudos", m.UserDomainParams(username=variant)))
         out.append(("alias.get", m.AliasUserParams(username=variant)))
+    aliases = {a for (a,) in con.execute("SELECT alias FROM user_aliases").fetchall()}
+    aliases |= set(model.alias_owners) | {"no-such-alias"}
+    for n, alias in enumerate(sorted(aliases)):
+        out.append(("alias.find", m.AliasFindParams(alias=alias.upper() if n % 2 else alias)))
     return out
 
 
@@ -167,6 +171,7 @@ def test_a_model_loaded_from_the_tables_answers_as_the_one_kept_from_deltas() ->
             continue
         other = loaded.users[name]
         assert (other.counters, other.spellings, other.aliases) == (e.counters, e.spellings, e.aliases)
+    assert loaded.alias_owners == kept.alias_owners
     assert loaded.busiest_channel() == kept.busiest_channel()
     sc = reads.Scope(con, DOMAIN, kept.event_us)
     assert kept.busiest_channel() == reads.busiest_channel(sc.con)
@@ -181,3 +186,4 @@ def test_unknown_users_and_channels_read_as_from_the_tables() -> None:
     assert checked > 0
     assert model.spelling("ALICE") == "alice"
     assert model.aliases("Alice") == ["ally"]
+    assert (model.alias_owner("ALLY"), model.alias_owner("nobody")) == ("alice", None)
