@@ -232,9 +232,13 @@ class Service:
 class Stack:
     """One NATS server plus any number of ingest/query processes sharing it."""
 
-    def __init__(self, tmp: Path, nats_server: NatsServer | NatsCluster) -> None:
+    def __init__(
+        self, tmp: Path, nats_server: NatsServer | NatsCluster, snapshot_interval: str | None = "0.3"
+    ) -> None:
         self.tmp = tmp
         self.nats = nats_server
+        # Tests take a snapshot every 0.3 s so replicas start fast; None: the product's default.
+        self.snapshot_interval = snapshot_interval
         self.db_path = tmp / "ingest" / "userstats.duckdb"
         self.services: list[Service] = []
 
@@ -243,12 +247,13 @@ class Stack:
         env.update(
             NATS_URL=self.nats.url,
             USERSTATS_DB_PATH=str(self.db_path),
-            USERSTATS_SNAPSHOT_INTERVAL="0.3",
             USERSTATS_TICK_INTERVAL="3600",
             USERSTATS_HTTP_HOST="127.0.0.1",
             USERSTATS_LOG_LEVEL="INFO",
             PYTHONUNBUFFERED="1",
         )
+        if self.snapshot_interval is not None:
+            env["USERSTATS_SNAPSHOT_INTERVAL"] = self.snapshot_interval
         env.update(extra)
         return env
 
