@@ -81,7 +81,7 @@ unit: $(STAMP)
 integration: $(STAMP) system-deps
 	$(BIN)/pytest -q tests/integration
 
-## bench: every benchmark in bench/ (tables on stdout, JSON in bench/results/; about 15 minutes)
+## bench: every benchmark in bench/ (tables on stdout, JSON in bench/results/; about 35 minutes)
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all
 
