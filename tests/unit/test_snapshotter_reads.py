@@ -1,7 +1,8 @@
 """The snapshotter reads the checkpoint while the projector may be writing on the same
-DuckDB connection in another thread. On the connection itself that second call fails
-("connection is busy", seen in the disk-full fault test) or, in a race, finds no row; on a
-cursor of its own it works."""
+DuckDB connection in another thread. On the connection itself a second call never answers
+normally while the other thread's query runs: it is refused ("connection is busy", seen in the
+disk-full fault test), or it waits for that query to end and may then return the other
+query's row (no row, or a row of another shape); on a cursor of its own it works."""
 
 from __future__ import annotations
 
@@ -11,16 +12,33 @@ import time
 from pathlib import Path
 
 import duckdb
-import pytest
 from userstats.ingest.snapshotter import _checkpoint
 from userstats.shared import apply, schema
 
+QUERY = "SELECT count(*) FROM range(3000000000) a WHERE a % 7 = 3"  # seconds of work
 
-def _busy(con: duckdb.DuckDBPyConnection, started: threading.Event) -> threading.Thread:
+
+def _busy(
+    con: duckdb.DuckDBPyConnection, started: threading.Event, ran: list[tuple[float, float]] | None = None
+) -> threading.Thread:
+    """A thread running QUERY on `con` until it ends or is interrupted; `ran` gets the
+    (start, end) of the attempt that had the connection."""
+
     def work() -> None:
         started.set()
-        with contextlib.suppress(duckdb.InterruptException):  # the test is over
-            con.execute("SELECT count(*) FROM range(3000000000) a WHERE a % 7 = 3").fetchall()
+        while True:
+            t0 = time.monotonic()
+            try:
+                with contextlib.suppress(duckdb.InterruptException):  # the test is over
+                    con.execute(QUERY).fetchall()
+            except duckdb.ResourceInUseException:
+                # The test's own read held the connection just then: try again until this
+                # thread has it (else the query never runs and the test proves nothing).
+                time.sleep(0.0005)
+                continue
+            if ran is not None:
+                ran.append((t0, time.monotonic()))
+            return
 
     t = threading.Thread(target=work, daemon=True)
     t.start()
@@ -46,20 +64,35 @@ def _open(tmp_path: Path) -> duckdb.DuckDBPyConnection:
     return con
 
 
-def test_the_connection_itself_is_busy_while_another_thread_is_on_it(tmp_path: Path) -> None:
+def test_the_connection_itself_never_answers_while_another_thread_is_on_it(tmp_path: Path) -> None:
     con = _open(tmp_path)
     started = threading.Event()
-    t = _busy(con, started)
+    ran: list[tuple[float, float]] = []
+    t = _busy(con, started, ran)
+    reads: list[tuple[float, float, str]] = []  # start, end, outcome
     try:
-        deadline = time.monotonic() + 60  # until the other thread's query runs (a busy machine
-        # may start it late); then the call is refused, or reads no row at all
-        with pytest.raises((duckdb.Error, RuntimeError), match=r"busy|checkpoint row missing"):
-            while time.monotonic() < deadline:
-                apply.read_checkpoint(con)
-                time.sleep(0.001)  # a tight loop can keep the other thread off the connection
+        began = time.monotonic()
+        while time.monotonic() < began + 2:  # the query takes several seconds
+            t0 = time.monotonic()
+            try:
+                outcome = f"seq {apply.read_checkpoint(con).seq}"
+            except (duckdb.Error, RuntimeError, IndexError) as exc:
+                outcome = f"{type(exc).__name__}: {exc}"
+            reads.append((t0, time.monotonic(), outcome))
+            if ran:
+                break  # the other query ended (a read waited for it): nothing more to see
+            time.sleep(0.001)  # a tight loop can keep the other thread off the connection
     finally:
         _stop(con, t)
         con.close()
+    assert ran, "the other thread's query never ran"
+    q0, q1 = ran[0]
+    # reads that began while the query surely held the connection (50 ms after its call)
+    during = [r for r in reads if q0 + 0.05 < r[0] < q1]
+    assert during, f"no read began while the other query ran ({q0:.3f}..{q1:.3f}): {reads[:5]}"
+    for _, r1, outcome in during:
+        answered_during = outcome == "seq 42" and r1 < q1
+        assert not answered_during, f"a read answered while the other query ran: {outcome}"
 
 
 def test_the_snapshotter_reads_the_checkpoint_on_its_own_cursor(tmp_path: Path) -> None:
