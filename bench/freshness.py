@@ -302,7 +302,7 @@ async def leader_change(rate: float, how: str) -> dict[str, object]:
             await asyncio.sleep(3)
             stop.set()
             # only what the stream captures counts: the ~10% it does not store are not lost
-            published, sent = await bg
+            published, captured = await bg
             await pub.flush()
             await pub.close()
             await asyncio.sleep(1)  # the last publishes stored
@@ -316,9 +316,9 @@ async def leader_change(rate: float, how: str) -> dict[str, object]:
         "change": how,
         "leader": f"{first} -> {new}",
         "new_leader_after_s": leaderless,
-        "events_sent": sent,
-        "events_lost": sent - stored,
-        "lost_seconds_of_traffic": (sent - stored) / (rate * sent / published),  # captured a second
+        "events_sent": captured,
+        "events_lost": captured - stored,
+        "lost_seconds_of_traffic": (captured - stored) / (rate * captured / published),
     }
 
 

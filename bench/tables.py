@@ -194,9 +194,14 @@ def value(r: Row, key: str) -> Any:
     return peaks(r, key.split(":")[1]) if key.startswith("peaks:") else r.get(key)
 
 
-def table(name: str) -> str:
+def results(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((RESULTS / f"{name}.json").read_text())
+    return data
+
+
+def table(name: str, data: dict[str, Any] | None = None) -> str:
     columns, keep = TABLES[name]
-    data = json.loads((RESULTS / f"{name}.json").read_text())
+    data = data or results(name)
     rows = [[value(r, key) for _, key in columns] for r in data["rows"] if keep(r)]
     return markdown([head for head, _ in columns], rows)
 
@@ -211,8 +216,8 @@ def main() -> None:
     if unknown:
         parser.error(f"no such table: {', '.join(unknown)} (choose from {', '.join(TABLES)})")
     for name in args.names or TABLES:
-        date = json.loads((RESULTS / f"{name}.json").read_text())["machine"]["date"]
-        print(f"{name} ({date}):\n\n{table(name)}\n")
+        data = results(name)
+        print(f"{name} ({data['machine']['date']}):\n\n{table(name, data)}\n")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """The read commands' replies, cached: the user.* reads (and alias.get, alias.find) from the
 replica's read model, on the event loop; every other read from the tables, on a reader thread
-(query/tables.py). Each reply (but the model's alias.find, one look-up) is cached in the one
-ReplyCache (query/replycache.py) with what it was computed from, and served again while that
+(query/tables.py). Each reply (but a model read that is not one user's: alias.find) is cached
+in the one ReplyCache (query/replycache.py) with what it was computed from, and served again while that
 is unchanged.
 """
 
@@ -49,10 +49,10 @@ class Answers:
         channel = getattr(p, "channel", None)
         if channel and not model.has_channel(domain, channel):
             return None
-        if req.command == "alias.find":  # one look-up by alias: not worth a cache entry
-            found = reads.SOURCE_READS[req.command](ModelUsers(model, domain), p)
-            return m.ok(req.command, found, model.seq)
-        user: str = p.username  # type: ignore[attr-defined]
+        read = reads.SOURCE_READS[req.command]
+        user: str | None = getattr(p, "username", None)
+        if user is None:  # not one user's rows (alias.find: one look-up by alias): not cached
+            return m.ok(req.command, read(ModelUsers(model, domain), p), model.seq)
         e = self._cache.get(key)
         if (
             e is not None
@@ -63,7 +63,7 @@ class Answers:
         ):
             reply: bytes = self._cache.hit(e)
             return reply
-        data = reads.SOURCE_READS[req.command](ModelUsers(model, domain), p)
+        data = read(ModelUsers(model, domain), p)
         reply = m.ok(req.command, data, model.seq)
         self._cache.put(key, Entry(-model.epoch, model.seq, reply, domain))
         return reply
