@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import duckdb
 import msgspec
@@ -26,8 +27,17 @@ log = logging.getLogger(__name__)
 LOG_EVERY = 60.0  # seconds between two INFO lines about published snapshots
 
 
-def write_snapshot(con: duckdb.DuckDBPyConnection, dest: Path) -> tuple[int, int, str]:
-    """Copy every table without indexes into a new DuckDB file; (seq, event_us, generation)."""
+class Written(NamedTuple):
+    """What a snapshot file holds, all read in the transaction that copied it."""
+
+    seq: int
+    event_us: int
+    generation: str
+    forgotten: int  # forgotten_users rows: a new one means older snapshots must go
+
+
+def write_snapshot(con: duckdb.DuckDBPyConnection, dest: Path) -> Written:
+    """Copy every table without indexes into a new DuckDB file, in one read transaction."""
     cur = con.cursor()
     try:
         cur.execute(f"ATTACH '{dest}' AS snap")
@@ -39,12 +49,15 @@ def write_snapshot(con: duckdb.DuckDBPyConnection, dest: Path) -> tuple[int, int
             assert row is not None
             for name in schema.ALL_TABLE_NAMES:
                 cur.execute(f"CREATE TABLE snap.{name} AS SELECT * FROM main.{name}")
+            # in the same transaction: counted afterwards, a forget projected meanwhile was
+            # credited to this snapshot, which holds the user's rows, and it outlived the forget
+            forgotten = cur.execute(f"SELECT count(*) FROM snap.{schema.FORGOTTEN_USERS.name}").fetchone()
             cur.execute("COMMIT")
         finally:
             cur.execute("DETACH snap")
     finally:
         cur.close()
-    return int(row[0]), int(row[1]), str(row[2])
+    return Written(int(row[0]), int(row[1]), str(row[2]), int(forgotten[0]) if forgotten else 0)
 
 
 def _checkpoint(con: duckdb.DuckDBPyConnection) -> apply.Checkpoint:
@@ -55,15 +68,6 @@ def _checkpoint(con: duckdb.DuckDBPyConnection) -> apply.Checkpoint:
         return apply.read_checkpoint(cur)
     finally:
         cur.close()
-
-
-def _forgotten_count(con: duckdb.DuckDBPyConnection) -> int:
-    cur = con.cursor()
-    try:
-        row = cur.execute(f"SELECT count(*) FROM {schema.FORGOTTEN_USERS.name}").fetchone()
-    finally:
-        cur.close()
-    return int(row[0]) if row else 0
 
 
 class Snapshotter:
@@ -96,8 +100,7 @@ class Snapshotter:
         self._dir.mkdir(parents=True, exist_ok=True)
         path = self._dir / f"snapshot-{uuid.uuid4().hex}.duckdb"
         try:
-            seq, event_us, generation = await asyncio.to_thread(write_snapshot, self._con, path)
-            forgotten = await asyncio.to_thread(_forgotten_count, self._con)
+            seq, event_us, generation, forgotten = await asyncio.to_thread(write_snapshot, self._con, path)
             sha = await asyncio.to_thread(snapshots.file_sha256, path)
             name = f"snapshot-{seq:012d}-{uuid.uuid4().hex[:8]}"
             obs, kv = await snapshots.ensure_buckets(self._js, *self._replication)

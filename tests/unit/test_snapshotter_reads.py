@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import duckdb
-from userstats.ingest.snapshotter import _checkpoint
+from userstats.ingest.snapshotter import _checkpoint, write_snapshot
 from userstats.shared import apply, schema
 
 QUERY = "SELECT count(*) FROM range(3000000000) a WHERE a % 7 = 3"  # seconds of work
@@ -106,3 +106,41 @@ def test_the_snapshotter_reads_the_checkpoint_on_its_own_cursor(tmp_path: Path) 
     finally:
         _stop(con, t)
         con.close()
+
+
+def test_a_snapshot_counts_the_forgotten_users_it_holds_while_a_writer_adds_more(tmp_path: Path) -> None:
+    """The snapshotter prunes every older snapshot when the forgotten_users count goes up, so
+    the count must be the one of the copy. Read after the copy (as it was), a forget projected
+    meanwhile was credited to a snapshot that still held the user's rows, and that snapshot
+    outlived the forget (reading the count after the COMMIT fails this test)."""
+    con = duckdb.connect(str(tmp_path / "live.duckdb"))
+    apply.create_schema(con)
+    stop = threading.Event()
+
+    def forget_users() -> None:
+        cur = con.cursor()
+        n = 0
+        while not stop.is_set():
+            n += 1
+            cur.execute(f"INSERT INTO {schema.FORGOTTEN_USERS.name} VALUES (?, ?)", [f"h{n}", n])
+        cur.close()
+
+    writer = threading.Thread(target=forget_users, daemon=True)
+    writer.start()
+    seen = []
+    try:
+        for i in range(15):
+            dest = tmp_path / f"snap{i}.duckdb"
+            written = write_snapshot(con, dest)
+            copy = duckdb.connect(str(dest), read_only=True)
+            try:
+                row = copy.execute(f"SELECT count(*) FROM {schema.FORGOTTEN_USERS.name}").fetchone()
+            finally:
+                copy.close()
+            assert row is not None and written.forgotten == row[0], (i, written.forgotten, row[0])
+            seen.append(row[0])
+    finally:
+        stop.set()
+        writer.join()
+        con.close()
+    assert seen == sorted(seen) and seen[-1] > seen[0], f"the writer added nothing meanwhile: {seen}"
