@@ -193,4 +193,7 @@ class Dispatcher:
             await self._replica.wait_applied(seq, 2.0)
         if self._replica.applied_seq >= seq > self._replica.db_seq:
             await self._replica.flush_to(seq)  # every read after the reply sees the write
+        # including a plain channel.all_stats, which may otherwise answer from before it (a
+        # forgotten user's name must not be served again once the forget is answered)
+        self._floor = max(self._floor, seq)
         return bytes(msg.data)

@@ -148,10 +148,16 @@ async def test_forget_live_on_replicas_and_after_a_rebuild(stack: Stack, tmp_pat
         await wait_for(lambda: snapshot_mentions(nc, tmp_path), what="a snapshot with the user")
 
         before = {it.seq for it in await read_stream(nc)}
+        plain = {"command": "channel.all_stats", "channel": G}  # no min_seq: may answer from the cache
+        assert NAME.lower() in json.dumps(await request(nc, plain)).lower()  # cached, with the user
         reply = await request(nc, {"command": "user.forget", "username": NAME.upper()}, timeout=15)
         assert reply["success"] and reply["data"]["forgotten"] and reply["data"]["known"], reply
         assert reply["data"]["user_hash"] == forget.user_hash(NAME)
         forgotten_at = reply["as_of_seq"]
+        # once the forget is answered, not even a plain read gives the reply from before it
+        right_after = await request(nc, plain)
+        assert right_after["as_of_seq"] >= forgotten_at, right_after
+        assert NAME.lower() not in json.dumps(right_after).lower(), right_after
         assert await replies_mention(nc, forgotten_at) == []
         assert await others(nc, forgotten_at) == kept
 
@@ -172,8 +178,18 @@ async def test_forget_live_on_replicas_and_after_a_rebuild(stack: Stack, tmp_pat
         ingest_log = ingest.log.read_text()  # from the forget on, not even in the log lines
         assert NAME.lower() not in ingest_log[ingest_log.index("user.forget: user") :].lower()
 
-        # snapshots: only ones taken after the forget remain
-        assert await snapshot_mentions(nc, tmp_path) == []
+        # snapshots: the next one after the forget replaces every older one (README), so once
+        # the pointer names a snapshot taken after it, none with the user remains
+        async def after_forget() -> bool:
+            pointer = await snapshots.read_pointer(nc.jetstream())
+            return pointer is not None and pointer.seq >= forgotten_at
+
+        await wait_for(after_forget, what="a snapshot taken after the forget")
+
+        async def none_mention() -> bool:  # its prune follows its pointer within milliseconds
+            return not await snapshot_mentions(nc, tmp_path)
+
+        await wait_for(none_mention, timeout=10, what="the older snapshots pruned")
 
         # a new replica, from the snapshot, knows nothing of the user
         query.stop()
