@@ -114,6 +114,10 @@ class LiveReplies:
         request (no `min_seq`) gets the one before it, unless a `min_seq` request has already
         asked for a later sequence."""
         rep = self._replica
+        if rep.model is not None and rep.model.forget_seq > need:
+            # nothing from before a forget this replica has applied, even for a plain request
+            # (the stale-while-refresh path below would give it once more, with the name)
+            need = rep.model.forget_seq
 
         async def compute() -> Entry:
             epoch = rep.epoch

@@ -56,6 +56,7 @@ class ReadModel:
         self.users: dict[str, UserEntry] = {}
         self.alias_owners: dict[str, dict[str, int]] = {}  # alias -> {username: seq}, for alias.find
         self.changed: dict[str, int] = {}  # lower-cased name -> the last seq that changed its rows
+        self.forget_seq = 0  # the last batch that forgot a user: no cached reply from before it
         self.clock: dict[tuple[str, str], str] = {}  # (domain, channel) lower -> the smallest spelling
         self._clock_keys: set[tuple[str, str]] = set()
         self.channel_messages: dict[tuple[str, str], int] = {}  # (domain, channel) -> chat lines
@@ -150,6 +151,7 @@ class ReadModel:
         changed = self.changed
         if delta.forget:
             self._purge(delta.forget, seq)
+            self.forget_seq = seq
         counters = delta.counters
         for key in counters.deletes:
             if key[0] in USER_KINDS and key[1]:
